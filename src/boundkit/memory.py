@@ -1,0 +1,113 @@
+"""Reading this process's memory, and giving memory back to the system."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+import os
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psutil
+
+__all__ = ["ProcessMemory", "process_memory", "trim_memory"]
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    """Resident memory of one process, in bytes.
+
+    ``rss_anon`` is resident memory less file-backed and shared pages: the
+    heap, stacks and anonymous mappings that a leak makes grow.
+    """
+
+    rss: int
+    rss_anon: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the fields as a plain dict."""
+        return asdict(self)
+
+
+class _StatmReader:
+    """Reads ``/proc/self/statm`` through a file kept open between calls.
+
+    The descriptor is reopened after ``fork()``: an inherited one would go on
+    reading the parent's numbers.
+    """
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self._pid = 0
+
+    def read(self) -> ProcessMemory | None:
+        pid = os.getpid()
+        if self._fd is None or self._pid != pid:
+            self.close()
+            try:
+                self._fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return None
+            self._pid = pid
+        fields = os.pread(self._fd, 128, 0).split()
+        resident, shared = int(fields[1]), int(fields[2])
+        return ProcessMemory(rss=resident * _PAGE_SIZE, rss_anon=(resident - shared) * _PAGE_SIZE)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+
+_statm = _StatmReader()
+
+
+def process_memory(pid: int | None = None) -> ProcessMemory:
+    """Return the resident and anonymous resident memory of a process.
+
+    With no ``pid`` (or this process's own) on Linux this reads
+    ``/proc/self/statm`` through a kept-open file, about ten times cheaper than
+    psutil; elsewhere, and for other processes, it asks psutil.
+    """
+    if pid is None or pid == os.getpid():
+        own = _statm.read() if sys.platform.startswith("linux") else None
+        if own is not None:
+            return own
+    info = psutil.Process(pid).memory_info()
+    shared = getattr(info, "shared", 0)
+    return ProcessMemory(rss=info.rss, rss_anon=max(info.rss - shared, 0))
+
+
+def _load_malloc_trim() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+def trim_memory() -> int:
+    """Run a full garbage collection, then return free heap pages to the system.
+
+    Calls glibc's ``malloc_trim(0)`` where it exists (nothing else is tried
+    elsewhere). Returns the resident bytes given back, 0 when none were.
+    """
+    before = process_memory().rss
+    gc.collect()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+    return max(before - process_memory().rss, 0)

@@ -1,0 +1,3 @@
+"""Shared test configuration: pytester for testing the pytest plugin."""
+
+pytest_plugins = ["pytester"]
