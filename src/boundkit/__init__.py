@@ -21,7 +21,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from ._sizes import format_bytes, parse_bytes
+    from ._sizes import estimate_size, format_bytes, parse_bytes
+    from .cache import BoundedCache, CacheStats, cached
     from .memory import ProcessMemory, process_memory, trim_memory
     from .testing import GrowthReport, assert_no_growth, measure_growth
 
@@ -29,9 +30,13 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {
+    "BoundedCache": "boundkit.cache",
+    "CacheStats": "boundkit.cache",
     "GrowthReport": "boundkit.testing",
     "ProcessMemory": "boundkit.memory",
     "assert_no_growth": "boundkit.testing",
+    "cached": "boundkit.cache",
+    "estimate_size": "boundkit._sizes",
     "format_bytes": "boundkit._sizes",
     "measure_growth": "boundkit.testing",
     "parse_bytes": "boundkit._sizes",
@@ -42,7 +47,9 @@ _LAZY = {
 _EXTRA_OF = {"psycopg": "postgres", "psycopg_pool": "postgres", "pymupdf": "pdf", "fitz": "pdf"}
 
 __all__ = [
+    "BoundedCache",
     "BoundkitError",
+    "CacheStats",
     "ConfigError",
     "GrowthReport",
     "LeakError",
@@ -53,6 +60,8 @@ __all__ = [
     "ResourceClosedError",
     "__version__",
     "assert_no_growth",
+    "cached",
+    "estimate_size",
     "format_bytes",
     "measure_growth",
     "parse_bytes",

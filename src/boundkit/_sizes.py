@@ -1,13 +1,21 @@
-"""Byte sizes: parse human sizes ("512M") and format byte counts. Stdlib only."""
+"""Byte sizes: estimate what a value occupies, parse human sizes ("512M"), format byte counts.
+
+Stdlib only.
+"""
 
 from __future__ import annotations
 
+import gc
 import math
 import re
+import sys
+import types
+from collections import deque
+from collections.abc import Sequence
 
 from .errors import ConfigError
 
-__all__ = ["format_bytes", "parse_bytes"]
+__all__ = ["estimate_size", "format_bytes", "parse_bytes"]
 
 _UNITS = {
     "": 1,
@@ -76,3 +84,150 @@ def format_bytes(n: float) -> str:
         return f"{sign}{int(value)} B"
     exponent = min(int(math.log(value, 1024)), len(_SUFFIXES))
     return f"{sign}{value / 1024**exponent:.1f} {_SUFFIXES[exponent - 1]}"
+
+
+# Flat values: their own size is all there is, and nothing inside needs walking.
+_FLAT = frozenset({str, bytes, bytearray, int, float, complex, bool, type(None)})
+# Program structure shared by the whole process, never counted as a value's size.
+_SHARED = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
+# Fast paths for the commonest flat values, which skip sys.getsizeof's method lookup.
+_ASCII_STR_HEADER = sys.getsizeof("") + 7
+_BYTES_HEADER = sys.getsizeof(b"") + 7
+_FLOAT_SIZE = (sys.getsizeof(0.0) + 7) & ~7
+_SEQUENCES = (list, tuple, set, frozenset, deque)
+# Containers with more items than this are estimated from an evenly spaced sample.
+_SAMPLE_ABOVE = 16
+_SAMPLE_ITEMS = 16
+# Objects one estimate visits before it stops descending and counts shallow sizes only.
+_MAX_OBJECTS = 10_000
+_MAX_SAMPLING_DEPTH = 8
+_MANAGED_DICT_FLAG = 1 << 4  # Py_TPFLAGS_MANAGED_DICT (CPython 3.11+)
+
+
+def _attribute_storage(attributes: int) -> int:
+    """Estimate the hidden values array of an instance with ``attributes`` attributes.
+
+    On CPython 3.11+ a plain instance keeps its attributes in a values array
+    that neither ``sys.getsizeof(obj)`` nor ``gc.get_referents(obj)`` shows;
+    tracemalloc puts it at about one pointer per attribute plus 16 bytes.
+    Reading ``obj.__dict__`` to measure it would build a dict that stays
+    attached, growing what is measured, so the estimator never does.
+    """
+    return 16 + 8 * attributes
+
+
+def estimate_size(obj: object) -> int:
+    """Estimate the bytes ``obj`` and everything it references occupy.
+
+    Each object counts ``sys.getsizeof`` rounded up to 8 bytes; shared and
+    cyclic objects are counted once; classes, modules and functions are
+    program structure and are not counted. Flat values (str, bytes,
+    bytearray, numbers, None) cost one ``sys.getsizeof`` call. A container of
+    more than 16 items is estimated from 16 evenly spaced items unless the
+    sample shows shared items, and one estimate visits at most 10,000
+    objects before counting the rest shallowly. An instance's attributes are
+    found through ``gc.get_referents``, never by reading ``__dict__``, so
+    estimating does not change the object. The result is an estimate,
+    typically within 10% of ``pympler.asizeof`` except for instances,
+    whose split ``__dict__`` pympler overstates (docs/cache.md has figures).
+
+    >>> estimate_size(b"x" * 100)  # sys.getsizeof says 133
+    136
+    >>> shared = "y" * 1000
+    >>> estimate_size([shared, shared]) < 2 * sys.getsizeof(shared)
+    True
+    >>> cycle = []
+    >>> cycle.append(cycle)
+    >>> estimate_size(cycle) == sys.getsizeof(cycle)
+    True
+    """
+    cls = type(obj)
+    if cls is str:
+        if obj.isascii():  # type: ignore[attr-defined]
+            return (len(obj) + _ASCII_STR_HEADER) & ~7  # type: ignore[arg-type]
+    elif cls is bytes:
+        return (len(obj) + _BYTES_HEADER) & ~7  # type: ignore[arg-type]
+    elif cls is float:
+        return _FLOAT_SIZE
+    if cls in _FLAT:
+        return (sys.getsizeof(obj) + 7) & ~7
+    return _Estimate().measure(obj)
+
+
+class _Estimate:
+    """One deep estimate: the objects already counted and the work left."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.budget = _MAX_OBJECTS
+        self.depth = 0
+
+    def measure(self, root: object) -> int:
+        """Return the size of ``root`` and what it references not yet counted."""
+        seen = self.seen
+        if id(root) in seen:
+            return 0
+        seen.add(id(root))
+        total = 0
+        stack = [root]
+        getsizeof = sys.getsizeof
+        flat = _FLAT
+        while stack:
+            obj = stack.pop()
+            cls = type(obj)
+            total += (getsizeof(obj) + 7) & ~7
+            self.budget -= 1
+            if self.budget <= 0:
+                continue
+            children: Sequence[object]
+            if cls is dict or cls in _SEQUENCES or isinstance(obj, (dict, *_SEQUENCES)):
+                children = obj  # type: ignore[assignment]
+            elif isinstance(obj, memoryview):
+                children = [] if obj.obj is None else [obj.obj]
+            else:
+                children = [ref for ref in gc.get_referents(obj) if not isinstance(ref, _SHARED)]
+                if cls.__flags__ & _MANAGED_DICT_FLAG and not _holds_dict_only(children):
+                    total += _attribute_storage(len(children))
+            if isinstance(children, dict):
+                children = [*children.keys(), *children.values()]
+            if len(children) > _SAMPLE_ABOVE and self.depth < _MAX_SAMPLING_DEPTH:
+                if not isinstance(children, (list, tuple)):
+                    children = list(children)
+                sampled = self._sampled(children)
+                if sampled is not None:
+                    total += sampled
+                    continue
+            for child in children:
+                if id(child) in seen:
+                    continue
+                seen.add(id(child))
+                if type(child) in flat:
+                    total += (getsizeof(child) + 7) & ~7
+                else:
+                    stack.append(child)
+        return total
+
+    def _sampled(self, children: Sequence[object]) -> int | None:
+        """Extrapolate the size of ``children`` from a sample, or None if they share items."""
+        step = len(children) / _SAMPLE_ITEMS
+        sample = [children[int(i * step)] for i in range(_SAMPLE_ITEMS)]
+        seen = self.seen
+        if len({id(child) for child in sample}) < _SAMPLE_ITEMS or any(
+            id(child) in seen for child in sample
+        ):
+            return None
+        self.depth += 1
+        sampled = 0
+        for child in sample:
+            if type(child) in _FLAT:
+                seen.add(id(child))
+                sampled += (sys.getsizeof(child) + 7) & ~7
+            else:
+                sampled += self.measure(child)
+        self.depth -= 1
+        return sampled * len(children) // _SAMPLE_ITEMS
+
+
+def _holds_dict_only(children: Sequence[object]) -> bool:
+    """Whether an instance's referents are just its materialised ``__dict__``."""
+    return len(children) == 1 and type(children[0]) is dict
