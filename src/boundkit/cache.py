@@ -325,7 +325,7 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
                         return key, entry.value
                     self._expirations += 1
                     dropped.append((key, entry.value, "expired"))
-                raise KeyError(f"{type(self).__name__} is empty")
+                raise KeyError(f"{type(self).__name__} is empty") from None
         finally:
             if dropped:
                 self._notify(dropped)
