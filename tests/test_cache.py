@@ -696,3 +696,13 @@ def test_zero_growth_on_rejection_and_error_paths() -> None:
 def test_zero_growth_over_a_million_operations() -> None:
     """The full soak: a million and more churn operations with the cache full."""
     assert_no_growth(_churning_cache(), calls=200_000, rounds=5)
+
+
+def test_demo_row_shows_the_bounded_cache_holding_far_less() -> None:
+    """`boundkit demo`'s cache row: the dict keeps every response, BoundedCache a bounded few."""
+    from boundkit.demo import ROWS
+
+    row = next(row_fn for row_fn in ROWS if row_fn.__name__ == "_cache_row")()
+    assert "cache" == row.part
+    assert row.naive_growth > 20 * 1024**2
+    assert row.boundkit_growth < row.naive_growth / 10

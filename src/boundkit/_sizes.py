@@ -95,10 +95,11 @@ _ASCII_STR_HEADER = sys.getsizeof("") + 7
 _BYTES_HEADER = sys.getsizeof(b"") + 7
 _FLOAT_SIZE = (sys.getsizeof(0.0) + 7) & ~7
 _SEQUENCES = (list, tuple, set, frozenset, deque)
+_CONTAINERS = (dict, *_SEQUENCES)
 # Containers with more items than this are estimated from an evenly spaced sample.
 _SAMPLE_ABOVE = 16
 _SAMPLE_ITEMS = 16
-# Objects one estimate visits before it stops descending and counts shallow sizes only.
+# Objects one estimate descends into; what lies deeper is not counted.
 _MAX_OBJECTS = 10_000
 _MAX_SAMPLING_DEPTH = 8
 _MANAGED_DICT_FLAG = 1 << 4  # Py_TPFLAGS_MANAGED_DICT (CPython 3.11+)
@@ -124,8 +125,8 @@ def estimate_size(obj: object) -> int:
     program structure and are not counted. Flat values (str, bytes,
     bytearray, numbers, None) cost one ``sys.getsizeof`` call. A container of
     more than 16 items is estimated from 16 evenly spaced items unless the
-    sample shows shared items, and one estimate visits at most 10,000
-    objects before counting the rest shallowly. An instance's attributes are
+    sample shows shared items, and one estimate descends into at most
+    10,000 objects: what lies deeper is not counted. An instance's attributes are
     found through ``gc.get_referents``, never by reading ``__dict__``, so
     estimating does not change the object. The result is an estimate,
     typically within 10% of ``pympler.asizeof`` except for instances,
@@ -175,19 +176,21 @@ class _Estimate:
         while stack:
             obj = stack.pop()
             cls = type(obj)
-            total += (getsizeof(obj) + 7) & ~7
-            self.budget -= 1
-            if self.budget <= 0:
-                continue
             children: Sequence[object]
-            if cls is dict or cls in _SEQUENCES or isinstance(obj, (dict, *_SEQUENCES)):
+            if cls is dict or cls in _SEQUENCES or isinstance(obj, _CONTAINERS):
                 children = obj  # type: ignore[assignment]
+            elif isinstance(obj, _SHARED):
+                continue
             elif isinstance(obj, memoryview):
                 children = [] if obj.obj is None else [obj.obj]
             else:
                 children = [ref for ref in gc.get_referents(obj) if not isinstance(ref, _SHARED)]
                 if cls.__flags__ & _MANAGED_DICT_FLAG and not _holds_dict_only(children):
                     total += _attribute_storage(len(children))
+            total += (getsizeof(obj) + 7) & ~7
+            self.budget -= 1
+            if self.budget <= 0:
+                continue
             if isinstance(children, dict):
                 children = [*children.keys(), *children.values()]
             if len(children) > _SAMPLE_ABOVE and self.depth < _MAX_SAMPLING_DEPTH:

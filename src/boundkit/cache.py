@@ -144,13 +144,14 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
         lock = self._lock
         lock.acquire()
         try:
+            data = self._data
             try:
-                entry = self._data[key]
+                entry = data[key]
             except KeyError:
                 dropped = None
             else:
                 if not self._timed or self._timer() < entry:
-                    self._data.move_to_end(key)
+                    data.move_to_end(key)
                     self._hits += 1
                     return entry.value  # type: ignore[no-any-return]
                 dropped = self._drop_expired(key, entry)
