@@ -19,6 +19,7 @@ import argparse
 import copy
 import functools
 import gc
+import itertools
 import json
 import random
 import statistics
@@ -39,6 +40,7 @@ from boundkit import BoundedCache, estimate_size
 from boundkit.memory import process_memory
 
 CAPACITY = 10_000
+CHUNK = 5_000  # operations per timed sample
 TTL = 3600.0
 
 
@@ -94,17 +96,21 @@ def median_per_op(stmt: Callable[[], object], ops: int, repeat: int) -> float:
     return statistics.median(timeit.repeat(stmt, number=1, repeat=repeat)) / ops
 
 
-def interleaved(runs: dict[str, tuple[Callable[[], object], int]], repeat: int) -> dict[str, float]:
-    """Median seconds per operation of each run, timed round-robin so load spikes hit all."""
+def interleaved(runs: dict[str, Callable[[], object]], samples: int) -> dict[str, float]:
+    """Median seconds per operation of each run (CHUNK operations per call).
+
+    Many short samples, taken round-robin, so a load spike on a shared machine
+    lands on every cache alike and the median sees through it.
+    """
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeat):
-        for name, (run, ops) in runs.items():
-            times[name].append(timeit.timeit(run, number=1) / ops)
-    return {name: statistics.median(samples) for name, samples in times.items()}
+    for _ in range(samples):
+        for name, run in runs.items():
+            times[name].append(timeit.timeit(run, number=1) / CHUNK)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def get_hit_run(factory: Callable[[], Any], value: object) -> tuple[Callable[[], object], int]:
-    """Lookups that all hit: a shuffled stream over a working set that fits."""
+def get_hit_run(factory: Callable[[], Any], value: object) -> Callable[[], object]:
+    """CHUNK lookups that all hit, in shuffled order over a working set that fits."""
     cache = factory()
     keys = [f"key-{i}" for i in range(CAPACITY)]
     for key in keys:
@@ -112,28 +118,31 @@ def get_hit_run(factory: Callable[[], Any], value: object) -> tuple[Callable[[],
     order = keys * 5
     random.Random(1).shuffle(order)
     assert all(key in cache for key in keys), "the cache did not keep the working set"
+    chunks = itertools.cycle([order[i : i + CHUNK] for i in range(0, len(order), CHUNK)])
 
     def run() -> None:
-        for key in order:
+        for key in next(chunks):
             cache[key]
 
-    return run, len(order)
+    return run
 
 
-def miss_insert_run(factory: Callable[[], Any], value: object) -> tuple[Callable[[], object], int]:
-    """Every lookup misses (keys cycle over 10x the capacity), then inserts and evicts."""
+def miss_insert_run(factory: Callable[[], Any], value: object) -> Callable[[], object]:
+    """CHUNK lookups that all miss (keys cycle over 10x the capacity), each then an insert
+    that evicts."""
     cache = factory()
     stream = [f"key-{i}" for i in range(10 * CAPACITY)]
     for key in stream:  # fill, so every measured insert evicts
         cache[key] = value
+    chunks = itertools.cycle([stream[i : i + CHUNK] for i in range(0, len(stream), CHUNK)])
 
     def run() -> None:
         get = cache.get
-        for key in stream:
+        for key in next(chunks):
             if get(key) is None:
                 cache[key] = value
 
-    return run, len(stream)
+    return run
 
 
 def traced_bytes_per_entry(factory: Callable[[], Any], value: object, n: int) -> float:
@@ -164,15 +173,15 @@ def rss_bytes_per_entry(factory: Callable[[], Any], value: object, n: int) -> fl
     return (after - before) / n
 
 
-def cache_table(repeat: int, value: object, label: str) -> None:
+def cache_table(samples: int, repeat: int, value: object, label: str) -> None:
     size = estimate_size(value)
     caches = make_caches(size)
     estimator = median_per_op(lambda: [estimate_size(value) for _ in range(1000)], 1000, repeat)
     print(
         f"\n## cache operations, value = {label} (estimate_size {size} B, {estimator * 1e9:.0f} ns)"
     )
-    hit = interleaved({name: get_hit_run(f, value) for name, f in caches.items()}, repeat)
-    miss = interleaved({name: miss_insert_run(f, value) for name, f in caches.items()}, repeat)
+    hit = interleaved({name: get_hit_run(f, value) for name, f in caches.items()}, samples)
+    miss = interleaved({name: miss_insert_run(f, value) for name, f in caches.items()}, samples)
     per_entry: dict[str, float] = {}
     for name, factory in make_caches(size, 50_000).items():
         if name.startswith("cachebox"):
@@ -298,9 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         f"python {sys.version.split()[0]}, cachetools {cachetools.__version__}, "
         f"cachebox {cachebox.__version__}; medians of {repeat} timeit repeats"
     )
-    cache_table(repeat, PAYLOADS["str 200 chars"](), "str of 200 chars")
+    samples = 5 * repeat
+    cache_table(samples, repeat, PAYLOADS["str 200 chars"](), "str of 200 chars")
     if not args.quick:
-        cache_table(repeat, PAYLOADS["flat dict, 10 items"](), "dict of 10 ints")
+        cache_table(samples, repeat, PAYLOADS["flat dict, 10 items"](), "dict of 10 ints")
     estimator_table(repeat)
     if args.soak:
         soak(1_000_000)

@@ -99,6 +99,8 @@ _CONTAINERS = (dict, *_SEQUENCES)
 # Containers with more items than this are estimated from an evenly spaced sample.
 _SAMPLE_ABOVE = 16
 _SAMPLE_ITEMS = 16
+# ...or, when they look flat (first and last item), more than this: walking is cheaper.
+_SAMPLE_FLAT_ABOVE = 128
 # Objects one estimate descends into; what lies deeper is not counted.
 _MAX_OBJECTS = 10_000
 _MAX_SAMPLING_DEPTH = 8
@@ -124,8 +126,8 @@ def estimate_size(obj: object) -> int:
     cyclic objects are counted once; classes, modules and functions are
     program structure and are not counted. Flat values (str, bytes,
     bytearray, numbers, None) cost one ``sys.getsizeof`` call. A container of
-    more than 16 items is estimated from 16 evenly spaced items unless the
-    sample shows shared items, and one estimate descends into at most
+    more than 16 items (128 when its items look flat) is estimated from 16
+    evenly spaced items unless the sample shows shared items, and one estimate descends into at most
     10,000 objects: what lies deeper is not counted. An instance's attributes are
     found through ``gc.get_referents``, never by reading ``__dict__``, so
     estimating does not change the object. The result is an estimate,
@@ -196,14 +198,18 @@ class _Estimate:
             if len(children) > _SAMPLE_ABOVE and self.depth < _MAX_SAMPLING_DEPTH:
                 if not isinstance(children, (list, tuple)):
                     children = list(children)
-                sampled = self._sampled(children)
-                if sampled is not None:
-                    total += sampled
-                    continue
+                if len(children) > _SAMPLE_FLAT_ABOVE or not (
+                    type(children[0]) in flat and type(children[-1]) in flat
+                ):
+                    sampled = self._sampled(children)
+                    if sampled is not None:
+                        total += sampled
+                        continue
             for child in children:
-                if id(child) in seen:
+                ident = id(child)
+                if ident in seen:
                     continue
-                seen.add(id(child))
+                seen.add(ident)
                 if type(child) in flat:
                     total += (getsizeof(child) + 7) & ~7
                 else:
