@@ -11,7 +11,7 @@ import re
 import sys
 import types
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from .errors import ConfigError
 
@@ -99,12 +99,24 @@ _CONTAINERS = (dict, *_SEQUENCES)
 # Containers with more items than this are estimated from an evenly spaced sample.
 _SAMPLE_ABOVE = 16
 _SAMPLE_ITEMS = 16
-# ...or, when they look flat (first and last item), more than this: walking is cheaper.
+# ...or, when their first items are flat, more than this: walking them is cheaper.
 _SAMPLE_FLAT_ABOVE = 128
 # Objects one estimate descends into; what lies deeper is not counted.
 _MAX_OBJECTS = 10_000
 _MAX_SAMPLING_DEPTH = 8
 _MANAGED_DICT_FLAG = 1 << 4  # Py_TPFLAGS_MANAGED_DICT (CPython 3.11+)
+_HAVE_GC = 1 << 14  # Py_TPFLAGS_HAVE_GC: sys.getsizeof adds the collector's header
+_GC_HEADER = sys.getsizeof([]) - [].__sizeof__()
+
+
+def _unshared_refcount() -> int:
+    """sys.getrefcount of a loop item that only its container references, on this Python."""
+    for item in [object()]:
+        return sys.getrefcount(item)
+    raise AssertionError("unreachable")
+
+
+_UNSHARED = _unshared_refcount()
 
 
 def _attribute_storage(attributes: int) -> int:
@@ -125,7 +137,7 @@ def estimate_size(obj: object) -> int:
     Each object counts ``sys.getsizeof`` rounded up to 8 bytes; shared and
     cyclic objects are counted once; classes, modules and functions are
     program structure and are not counted. Flat values (str, bytes,
-    bytearray, numbers, None) cost one ``sys.getsizeof`` call. A container of
+    bytearray, numbers, None) take a fast path. A container of
     more than 16 items (128 when its items look flat) is estimated from 16
     evenly spaced items unless the sample shows shared items, and one estimate descends into at most
     10,000 objects: what lies deeper is not counted. An instance's attributes are
@@ -153,7 +165,7 @@ def estimate_size(obj: object) -> int:
     elif cls is float:
         return _FLOAT_SIZE
     if cls in _FLAT:
-        return (sys.getsizeof(obj) + 7) & ~7
+        return (obj.__sizeof__() + 7) & ~7
     return _Estimate().measure(obj)
 
 
@@ -173,8 +185,8 @@ class _Estimate:
         seen.add(id(root))
         total = 0
         stack = [root]
-        getsizeof = sys.getsizeof
         flat = _FLAT
+        getrefcount = sys.getrefcount
         while stack:
             obj = stack.pop()
             cls = type(obj)
@@ -189,31 +201,40 @@ class _Estimate:
                 children = [ref for ref in gc.get_referents(obj) if not isinstance(ref, _SHARED)]
                 if cls.__flags__ & _MANAGED_DICT_FLAG and not _holds_dict_only(children):
                     total += _attribute_storage(len(children))
-            total += (getsizeof(obj) + 7) & ~7
+            # what sys.getsizeof says, without its slow special-method lookup
+            total += (obj.__sizeof__() + (_GC_HEADER if cls.__flags__ & _HAVE_GC else 0) + 7) & ~7
             self.budget -= 1
             if self.budget <= 0:
                 continue
+            parts: tuple[Iterable[object], ...]
             if isinstance(children, dict):
-                children = [*children.keys(), *children.values()]
-            if len(children) > _SAMPLE_ABOVE and self.depth < _MAX_SAMPLING_DEPTH:
-                if not isinstance(children, (list, tuple)):
-                    children = list(children)
-                if len(children) > _SAMPLE_FLAT_ABOVE or not (
-                    type(children[0]) in flat and type(children[-1]) in flat
-                ):
-                    sampled = self._sampled(children)
-                    if sampled is not None:
-                        total += sampled
-                        continue
-            for child in children:
-                ident = id(child)
-                if ident in seen:
+                parts, count = (children.keys(), children.values()), 2 * len(children)
+            else:
+                parts, count = (children,), len(children)
+            if (
+                count > _SAMPLE_ABOVE
+                and self.depth < _MAX_SAMPLING_DEPTH
+                and (count > _SAMPLE_FLAT_ABOVE or not _looks_flat(parts))
+            ):
+                items = [item for part in parts for item in part]
+                sampled = self._sampled(items)
+                if sampled is not None:
+                    total += sampled
                     continue
-                seen.add(ident)
-                if type(child) in flat:
-                    total += (getsizeof(child) + 7) & ~7
-                else:
-                    stack.append(child)
+                del items  # its references would hide which items are unshared
+            for part in parts:
+                for child in part:
+                    # an item nothing else references cannot be met again: skip the
+                    # bookkeeping that counts shared objects once
+                    if getrefcount(child) > _UNSHARED:
+                        ident = id(child)
+                        if ident in seen:
+                            continue
+                        seen.add(ident)
+                    if type(child) in flat:
+                        total += (child.__sizeof__() + 7) & ~7
+                    else:
+                        stack.append(child)
         return total
 
     def _sampled(self, children: Sequence[object]) -> int | None:
@@ -230,11 +251,21 @@ class _Estimate:
         for child in sample:
             if type(child) in _FLAT:
                 seen.add(id(child))
-                sampled += (sys.getsizeof(child) + 7) & ~7
+                sampled += (child.__sizeof__() + 7) & ~7
             else:
                 sampled += self.measure(child)
         self.depth -= 1
         return sampled * len(children) // _SAMPLE_ITEMS
+
+
+def _looks_flat(parts: tuple[Iterable[object], ...]) -> bool:
+    """Whether the first item of each part (a dict's first key and value) is flat."""
+    for part in parts:
+        for item in part:
+            if type(item) not in _FLAT:
+                return False
+            break
+    return True
 
 
 def _holds_dict_only(children: Sequence[object]) -> bool:
