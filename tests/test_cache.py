@@ -234,6 +234,21 @@ def test_both_bounds_hold_after_every_insert() -> None:
         assert sum(map(len, cache.values())) == stats.bytes
 
 
+def test_default_sizeof_counts_estimate_size_exactly() -> None:
+    """With the default sizeof, bytes is the sum of estimate_size and max_bytes holds exactly."""
+    values = [bytes(n) for n in (100, 250, 600, 2000, 5000)]
+    budget = sum(estimate_size(v) for v in values[1:4])
+    cache: BoundedCache[int, bytes] = BoundedCache(max_bytes=budget)
+    for key, value in enumerate(values[:4]):
+        cache[key] = value
+    assert ([1, 2, 3], budget) == (list(cache), cache.stats().bytes)
+    cache[9] = bytes(budget)  # estimate_size adds the object header: too large
+    assert ([1, 2, 3], 1) == (list(cache), cache.stats().rejections)
+    cache[4] = values[4]
+    assert sum(estimate_size(v) for v in cache.values()) == cache.stats().bytes
+    assert cache.stats().bytes <= budget
+
+
 def test_oversized_value_is_rejected_and_replaces_nothing() -> None:
     """A value larger than max_bytes alone is not stored, drops the older value, raises nothing."""
     seen = Recorder()

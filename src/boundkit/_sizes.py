@@ -255,7 +255,7 @@ class _Estimate:
             else:
                 sampled += self.measure(child)
         self.depth -= 1
-        return sampled * len(children) // _SAMPLE_ITEMS
+        return (sampled * len(children) // _SAMPLE_ITEMS + 7) & ~7
 
 
 def _looks_flat(parts: tuple[Iterable[object], ...]) -> bool:

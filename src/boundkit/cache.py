@@ -30,7 +30,20 @@ T = TypeVar("T")
 
 EvictReason = Literal["capacity", "expired", "rejected", "replaced"]
 _log = logging.getLogger(__name__)
-_MISSING: Any = object()
+
+
+class _Sentinel:
+    """A named default, so signatures read ``maxsize=<unchanged>``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+_MISSING: Any = _Sentinel("no default")
+_UNCHANGED: Any = _Sentinel("unchanged")
 _Evicted = list[tuple[Any, Any, EvictReason]]
 
 
@@ -134,7 +147,11 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
         self._lock = threading.Lock()
         self._sized = self._max_bytes != math.inf
         self._timed = self._ttl != math.inf
-        self._bytes = 0
+        # Sizes are held in units of _unit bytes: estimate_size counts whole 8-byte words,
+        # so most entries' sizes stay small enough to be CPython's shared small ints.
+        self._unit = 8 if sizeof is estimate_size else 1
+        self._max_weight = self._max_bytes / self._unit
+        self._weight = 0
         self._hits = self._misses = 0
         self._evictions = self._expirations = self._rejections = 0
 
@@ -254,6 +271,7 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
             size = self._sizeof(value)
             if not (isinstance(size, int) and size >= 0):
                 raise ConfigError(f"sizeof must return a non-negative int, got {size!r}")
+            size = -(-size // self._unit)
         if ttl != math.inf:
             self._timed = True
         now = self._timer() if self._timed else -math.inf
@@ -267,24 +285,24 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
             data = self._data
             old = data.pop(key, None)
             if old is not None:
-                self._bytes -= old.size
+                self._weight -= old.size
                 if now < old:
                     if not replace:
                         data[key] = old
-                        self._bytes += old.size
+                        self._weight += old.size
                         return old.value  # type: ignore[no-any-return]
                     dropped.append((key, old.value, "replaced"))
                 else:
                     self._expirations += 1
                     dropped.append((key, old.value, "expired"))
-            if size > self._max_bytes:
+            if size > self._max_weight:
                 self._rejections += 1
                 dropped.append((key, value, "rejected"))
             else:
                 data[key] = entry
-                self._bytes += size
-                if len(data) > self._max_entries or self._bytes > self._max_bytes:
-                    self._evict_to(self._max_entries, self._max_bytes, now, dropped)
+                self._weight += size
+                if len(data) > self._max_entries or self._weight > self._max_weight:
+                    self._evict_to(self._max_entries, self._max_weight, now, dropped)
         finally:
             lock.release()
         if dropped and self._on_evict is not None:
@@ -302,7 +320,7 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
         with self._lock:
             entry = self._data.pop(key, None)
             if entry is not None:
-                self._bytes -= entry.size
+                self._weight -= entry.size
                 if entry <= now:
                     self._expirations += 1
         if entry is not None and entry <= now:
@@ -321,7 +339,7 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
                 now = self._timer() if self._timed else -math.inf
                 while self._data:
                     key, entry = self._data.popitem(last=False)
-                    self._bytes -= entry.size
+                    self._weight -= entry.size
                     if now < entry:
                         return key, entry.value
                     self._expirations += 1
@@ -335,7 +353,7 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
         """Remove every entry (``on_evict`` is not called; the counters are kept)."""
         with self._lock:
             self._data.clear()
-            self._bytes = 0
+            self._weight = 0
 
     def expire(self) -> int:
         """Drop every expired entry now and return how many were dropped."""
@@ -347,19 +365,21 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
             data = self._data
             for key in [key for key, entry in data.items() if entry <= now]:
                 entry = data.pop(key)
-                self._bytes -= entry.size
+                self._weight -= entry.size
                 dropped.append((key, entry.value, "expired"))
             self._expirations += len(dropped)
         self._notify(dropped)
         return len(dropped)
 
-    def resize(self, maxsize: int | None = _MISSING, *, max_bytes: int | None = _MISSING) -> None:
+    def resize(
+        self, maxsize: int | None = _UNCHANGED, *, max_bytes: int | None = _UNCHANGED
+    ) -> None:
         """Change the bounds (None removes one) and evict down to them at once.
 
         Turning ``max_bytes`` on estimates every entry held, under the lock.
         """
-        entries = self._max_entries if maxsize is _MISSING else maxsize
-        budget = self._max_bytes if max_bytes is _MISSING else max_bytes
+        entries = self._max_entries if maxsize is _UNCHANGED else maxsize
+        budget = self._max_bytes if max_bytes is _UNCHANGED else max_bytes
         new_entries = _check_bound(
             "maxsize", None if entries == math.inf else entries, integer=True
         )
@@ -369,12 +389,11 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
         dropped: _Evicted = []
         now = self._timer() if self._timed else -math.inf
         with self._lock:
-            if new_bytes != math.inf and not self._sized:
-                self._start_sizing()
-            elif new_bytes == math.inf and self._sized:
-                self._stop_sizing()
+            if (new_bytes != math.inf) != self._sized:
+                self._reweigh(self._sizeof if new_bytes != math.inf else None)
             self._max_entries, self._max_bytes = new_entries, new_bytes
-            self._evict_to(new_entries, new_bytes, now, dropped)
+            self._max_weight = new_bytes / self._unit
+            self._evict_to(new_entries, self._max_weight, now, dropped)
         self._notify(dropped)
 
     def shrink(self, fraction: float) -> int:
@@ -389,25 +408,25 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
         with self._lock:
             data = self._data
             entries_target = math.floor(len(data) * (1 - fraction))
-            bytes_target = self._bytes * (1 - fraction)
+            weight_target = self._weight * (1 - fraction)
             if self._timed:
                 for key in [key for key, entry in data.items() if entry <= now]:
                     entry = data.pop(key)
-                    self._bytes -= entry.size
+                    self._weight -= entry.size
                     dropped.append((key, entry.value, "expired"))
                 self._expirations += len(dropped)
-            self._evict_to(entries_target, bytes_target, now, dropped)
+            self._evict_to(entries_target, weight_target, now, dropped)
         self._notify(dropped)
         return len(dropped)
 
     def _evict_to(
-        self, max_entries: float, max_bytes: float, now: float, dropped: _Evicted
+        self, max_entries: float, max_weight: float, now: float, dropped: _Evicted
     ) -> None:
         """Pop least recently used entries until both limits hold; call with the lock held."""
         data = self._data
-        while data and (len(data) > max_entries or self._bytes > max_bytes):
+        while data and (len(data) > max_entries or self._weight > max_weight):
             key, entry = data.popitem(last=False)
-            self._bytes -= entry.size
+            self._weight -= entry.size
             if entry <= now:
                 self._expirations += 1
                 dropped.append((key, entry.value, "expired"))
@@ -418,27 +437,23 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
     def _drop_expired(self, key: K, entry: _Entry) -> _Evicted:
         """Remove one expired entry; call with the lock held."""
         del self._data[key]
-        self._bytes -= entry.size
+        self._weight -= entry.size
         self._expirations += 1
         return [(key, entry.value, "expired")]
 
-    def _start_sizing(self) -> None:
-        for key, entry in list(self._data.items()):
-            sized = _Entry(entry)
-            sized.value = entry.value
-            sized.size = self._sizeof(entry.value)
-            self._data[key] = sized
-            self._bytes += sized.size
-        self._sized = True
+    def _reweigh(self, sizeof: Callable[[Any], int] | None) -> None:
+        """Re-size every entry with ``sizeof`` (None: stop sizing); call with the lock held.
 
-    def _stop_sizing(self) -> None:
+        Entries are replaced, not changed, because copies of the cache share them.
+        """
+        self._weight = 0
         for key, entry in list(self._data.items()):
-            unsized = _Entry(entry)
-            unsized.value = entry.value
-            unsized.size = 0
-            self._data[key] = unsized
-        self._bytes = 0
-        self._sized = False
+            fresh = _Entry(entry)
+            fresh.value = entry.value
+            fresh.size = 0 if sizeof is None else -(-sizeof(entry.value) // self._unit)
+            self._data[key] = fresh
+            self._weight += fresh.size
+        self._sized = sizeof is not None
 
     def _notify(self, dropped: _Evicted) -> None:
         callback = self._on_evict
@@ -483,7 +498,7 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
                 expirations=self._expirations,
                 rejections=self._rejections,
                 entries=len(self._data),
-                bytes=self._bytes if self._sized else None,
+                bytes=self._weight * self._unit if self._sized else None,
                 max_bytes=self.max_bytes,
                 maxsize=self.maxsize,
                 hit_rate=self._hits / lookups if lookups else 0.0,
