@@ -236,7 +236,7 @@ def test_both_bounds_hold_after_every_insert() -> None:
 
 def test_default_sizeof_counts_estimate_size_exactly() -> None:
     """With the default sizeof, bytes is the sum of estimate_size and max_bytes holds exactly."""
-    values = [bytes(n) for n in (100, 250, 600, 2000, 5000)]
+    values = [bytes(n) for n in (100, 250, 600, 2000, 700)]
     budget = sum(estimate_size(v) for v in values[1:4])
     cache: BoundedCache[int, bytes] = BoundedCache(max_bytes=budget)
     for key, value in enumerate(values[:4]):
@@ -244,7 +244,8 @@ def test_default_sizeof_counts_estimate_size_exactly() -> None:
     assert ([1, 2, 3], budget) == (list(cache), cache.stats().bytes)
     cache[9] = bytes(budget)  # estimate_size adds the object header: too large
     assert ([1, 2, 3], 1) == (list(cache), cache.stats().rejections)
-    cache[4] = values[4]
+    cache[4] = values[4]  # evicts 1 and 2 to fit
+    assert [3, 4] == list(cache)
     assert sum(estimate_size(v) for v in cache.values()) == cache.stats().bytes
     assert cache.stats().bytes <= budget
 
