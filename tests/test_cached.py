@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import doctest
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -230,3 +232,10 @@ def test_zero_growth_including_the_error_path() -> None:
         compute(n * 3 + 1)
 
     assert_no_growth(churn, calls=3_000, rounds=5)
+
+
+def test_importing_the_cache_does_not_load_asyncio() -> None:
+    """Sync-only users do not pay for asyncio: it is imported on the first async call."""
+    code = "import sys, boundkit.cache; print('asyncio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "False" == out.stdout.strip()

@@ -7,18 +7,20 @@ which is never cached. Re-exported by :mod:`boundkit.cache`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import inspect
 import threading
 import types
 from collections.abc import Awaitable, Callable, Hashable, MutableMapping
-from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, ParamSpec, TypeVar, cast
 
 from cachetools.keys import hashkey
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["CacheInfo", "CachedFunction", "cached"]
 
@@ -162,6 +164,8 @@ class AsyncCachedFunction(CachedFunction[P, R]):
     """
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:  # type: ignore[override]
+        import asyncio  # here, so that importing boundkit.cache does not load asyncio
+
         key = self.cache_key(*args, **kwargs)
         loop = asyncio.get_running_loop()
         while True:
@@ -185,6 +189,8 @@ class AsyncCachedFunction(CachedFunction[P, R]):
                 # the leader was cancelled, not this caller: try again, perhaps as leader
 
     def _new_flight(self) -> Any:
+        import asyncio
+
         return asyncio.get_running_loop().create_future()
 
     async def _alead(
@@ -195,6 +201,8 @@ class AsyncCachedFunction(CachedFunction[P, R]):
         args: Any,
         kwargs: Any,
     ) -> Any:
+        import asyncio
+
         try:
             value = await cast(Awaitable[Any], self.__wrapped__(*args, **kwargs))
         except asyncio.CancelledError:
