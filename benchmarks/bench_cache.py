@@ -291,7 +291,7 @@ def soak(operations: int) -> None:
         cache[key] = bytes(rng.randrange(10, 400))
         cache.get(key - rng.randrange(0, 2000))
 
-    report = assert_no_growth(churn, calls=operations // 5, rounds=5)
+    report = assert_no_growth(churn, calls=operations // 5, rounds=5, bytes_per_call=1)
     print(f"\n## soak: {operations} calls (set + get each) in 5 rounds after a warm-up, cache full")
     print(report)
 

@@ -683,7 +683,7 @@ def _churning_cache(**options: Any) -> Any:
 
 def test_zero_growth_under_churn_once_full() -> None:
     """A full cache under key churn holds zero net memory growth (short run of the soak)."""
-    assert_no_growth(_churning_cache(), calls=20_000, rounds=5)
+    assert_no_growth(_churning_cache(), calls=20_000, rounds=5, bytes_per_call=1)
 
 
 def test_zero_growth_on_rejection_and_error_paths() -> None:
@@ -704,14 +704,14 @@ def test_zero_growth_on_rejection_and_error_paths() -> None:
         with pytest.raises(ValueError, match="unsizeable"):
             failing["k"] = "v"
 
-    assert_no_growth(paths, calls=5_000, rounds=5)
+    assert_no_growth(paths, calls=5_000, rounds=5, bytes_per_call=2)
     assert 0 == len(failing)
 
 
 @pytest.mark.slow
 def test_zero_growth_over_a_million_operations() -> None:
     """The full soak: a million and more churn operations with the cache full."""
-    assert_no_growth(_churning_cache(), calls=200_000, rounds=5)
+    assert_no_growth(_churning_cache(), calls=200_000, rounds=5, bytes_per_call=1)
 
 
 def test_demo_row_shows_the_bounded_cache_holding_far_less() -> None:
