@@ -22,6 +22,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._sizes import format_bytes, parse_bytes
+    from .guard import MemoryGuard
     from .memory import (
         MemoryLimit,
         ProcessMemory,
@@ -30,20 +31,29 @@ if TYPE_CHECKING:
         process_memory,
         trim_memory,
     )
+    from .scope import MemoryDelta, memory_scope, monitor_memory
     from .testing import GrowthReport, assert_no_growth, measure_growth
+    from .web import ASGIMiddleware, WebMonitor, WSGIMiddleware
 
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {
+    "ASGIMiddleware": "boundkit.web",
     "GrowthReport": "boundkit.testing",
+    "MemoryDelta": "boundkit.scope",
+    "MemoryGuard": "boundkit.guard",
     "MemoryLimit": "boundkit.memory",
     "ProcessMemory": "boundkit.memory",
+    "WSGIMiddleware": "boundkit.web",
+    "WebMonitor": "boundkit.web",
     "assert_no_growth": "boundkit.testing",
     "format_bytes": "boundkit._sizes",
     "measure_growth": "boundkit.testing",
     "memory_limit": "boundkit.memory",
+    "memory_scope": "boundkit.scope",
     "memory_snapshot": "boundkit.memory",
+    "monitor_memory": "boundkit.scope",
     "parse_bytes": "boundkit._sizes",
     "process_memory": "boundkit.memory",
     "trim_memory": "boundkit.memory",
@@ -52,22 +62,29 @@ _LAZY = {
 _EXTRA_OF = {"psycopg": "postgres", "psycopg_pool": "postgres", "pymupdf": "pdf", "fitz": "pdf"}
 
 __all__ = [
+    "ASGIMiddleware",
     "BoundkitError",
     "ConfigError",
     "GrowthReport",
     "LeakError",
+    "MemoryDelta",
+    "MemoryGuard",
     "MemoryLimit",
     "PdfError",
     "PdfPasswordError",
     "PdfWrongPasswordError",
     "ProcessMemory",
     "ResourceClosedError",
+    "WSGIMiddleware",
+    "WebMonitor",
     "__version__",
     "assert_no_growth",
     "format_bytes",
     "measure_growth",
     "memory_limit",
+    "memory_scope",
     "memory_snapshot",
+    "monitor_memory",
     "parse_bytes",
     "process_memory",
     "trim_memory",
