@@ -54,7 +54,8 @@ class WorkerRecycler:
     ``max_worker_memory * (1 - jitter)`` and ``max_worker_memory``, so workers
     that grow alike do not all restart at once. ``check_every`` checks RSS
     after every n-th request (a check reads ``/proc/self/statm``: about a
-    microsecond). ``reader`` and ``rng`` are injectable for tests.
+    microsecond). ``reader`` and ``rng`` are injectable for tests. Messages
+    go to the worker's gunicorn log (else the ``boundkit.gunicorn`` logger).
     """
 
     def __init__(
@@ -93,7 +94,7 @@ class WorkerRecycler:
         self.threshold = self.draw_threshold()
         self._requests = 0
         reset_after_fork()
-        logger.info(
+        getattr(worker, "log", logger).info(
             "worker %s retires above %s of RSS",
             getattr(worker, "pid", "?"),
             format_bytes(self.threshold),
@@ -106,7 +107,7 @@ class WorkerRecycler:
             return
         rss = self._reader()
         if rss >= self.threshold and getattr(worker, "alive", False):
-            logger.warning(
+            getattr(worker, "log", logger).warning(
                 "worker %s: RSS %s is over %s; retiring it after this request",
                 getattr(worker, "pid", "?"),
                 format_bytes(rss),
