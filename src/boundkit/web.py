@@ -208,6 +208,24 @@ class WSGIMiddleware:
         return _ObservedBody(body, monitor, self.route(environ), started, status)
 
 
+class _StatusSend:
+    """An ASGI ``send`` that notes the response status on its way through.
+
+    A plain callable returning ``send``'s awaitable: no extra coroutine per message.
+    """
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        return self.send(message)
+
+
 def _scope_route(scope: Scope) -> str:
     return str(scope.get("path") or "/")
 
@@ -241,15 +259,8 @@ class ASGIMiddleware:
             return
         monitor = self.monitor
         started = monitor.start()
-        status = 500
-
-        async def observing_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        observing_send = _StatusSend(send)
         try:
             await self.app(scope, receive, observing_send)
         finally:
-            monitor.finish(self.route(scope), started, status)
+            monitor.finish(self.route(scope), started, observing_send.status)
