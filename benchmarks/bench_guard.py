@@ -21,6 +21,24 @@ from boundkit import ASGIMiddleware, MemoryGuard, WebMonitor, WSGIMiddleware, pr
 REPEATS = 15
 
 
+class NoStats:
+    """A stats sink that records nothing: isolates the middleware from RequestStats."""
+
+    def observe(self, route: str, seconds: float, status: int) -> None:
+        pass
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+
+def monitor(*, check_interval: float = 1.0, stats: bool = True) -> WebMonitor:
+    return WebMonitor(
+        guard=MemoryGuard(limit="64G"),
+        stats=None if stats else NoStats(),
+        check_interval=check_interval,
+    )
+
+
 def median_seconds(fn: Callable[[], object], number: int) -> float:
     """Median seconds per call of ``fn`` over REPEATS runs of ``number`` calls (timeit)."""
     runs = timeit.repeat(fn, number=number, repeat=REPEATS)
@@ -38,12 +56,17 @@ def bench_check() -> None:
     print(f"  MemoryGuard.check()            {us(median_seconds(guard.check, 20_000))}")
 
 
-def bench_interleaved(pairs: list[tuple[str, Callable[[], object]]], number: int) -> None:
-    """Time several variants interleaved repeat by repeat, so drift hits them alike."""
+def bench_interleaved(
+    pairs: list[tuple[str, Callable[[], object]]], number: int, batch: int = 1
+) -> None:
+    """Time variants interleaved repeat by repeat, so drift hits them alike.
+
+    Each call of a variant serves ``batch`` requests; times are per request.
+    """
     times: dict[str, list[float]] = {name: [] for name, _ in pairs}
     for _ in range(REPEATS):
         for name, fn in pairs:
-            times[name].append(timeit.timeit(fn, number=number) / number)
+            times[name].append(timeit.timeit(fn, number=number) / (number * batch))
     base = statistics.median(times[pairs[0][0]])
     for name, _ in pairs:
         med = statistics.median(times[name])
@@ -68,14 +91,13 @@ def bench_wsgi() -> None:
     guarded_app = flask.Flask("bench-guarded")
     guarded_app.add_url_rule("/", view_func=hello)
     guarded_app.wsgi_app = WSGIMiddleware(  # type: ignore[method-assign]
-        guarded_app.wsgi_app, monitor=WebMonitor(guard=MemoryGuard(limit="64G"))
+        guarded_app.wsgi_app, monitor=monitor()
     )
     guarded = guarded_app.test_client()
     every = flask.Flask("bench-every")
     every.add_url_rule("/", view_func=hello)
     every.wsgi_app = WSGIMiddleware(  # type: ignore[method-assign]
-        every.wsgi_app,
-        monitor=WebMonitor(guard=MemoryGuard(limit="64G"), check_interval=0),
+        every.wsgi_app, monitor=monitor(check_interval=0)
     )
     every_client = every.test_client()
     print("WSGI: Flask hello-world through its test client (one full request each)")
@@ -93,12 +115,14 @@ def bench_wsgi() -> None:
     def start_response(status: str, headers: Any, exc: Any = None) -> None:
         pass
 
-    wrapped = WSGIMiddleware(_hello, monitor=WebMonitor(guard=MemoryGuard(limit="64G")))
-    print("WSGI: the middleware alone around a bare callable (absolute overhead)")
+    wrapped = WSGIMiddleware(_hello, monitor=monitor())
+    no_stats = WSGIMiddleware(_hello, monitor=monitor(stats=False))
+    print("WSGI: the middleware around a bare callable (its absolute cost)")
     bench_interleaved(
         [
             ("bare WSGI callable", lambda: _hello(environ, start_response)),
             ("+ WSGIMiddleware", lambda: wrapped(environ, start_response)),
+            ("+ WSGIMiddleware, no stats", lambda: no_stats(environ, start_response)),
         ],
         number=20_000,
     )
@@ -113,10 +137,9 @@ def bench_asgi() -> None:
         return PlainTextResponse("Hello, world!")
 
     bare = Starlette(routes=[Route("/", hello)])
-    guarded = ASGIMiddleware(bare, monitor=WebMonitor(guard=MemoryGuard(limit="64G")))
-    every = ASGIMiddleware(
-        bare, monitor=WebMonitor(guard=MemoryGuard(limit="64G"), check_interval=0)
-    )
+    guarded = ASGIMiddleware(bare, monitor=monitor())
+    every = ASGIMiddleware(bare, monitor=monitor(check_interval=0))
+    no_stats = ASGIMiddleware(bare, monitor=monitor(stats=False))
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -138,16 +161,24 @@ def bench_asgi() -> None:
     async def send(message: Any) -> None:
         pass
 
+    batch = 500
+
+    async def serve(app: Any) -> None:
+        for _ in range(batch):  # as a server does: many requests on one running loop
+            await app(scope, receive, send)
+
     loop = asyncio.new_event_loop()
     run = loop.run_until_complete
-    print("ASGI: Starlette hello-world, one full ASGI call each (no HTTP parsing)")
+    print("ASGI: Starlette hello-world, full ASGI calls on a running loop (no HTTP parsing)")
     bench_interleaved(
         [
-            ("bare Starlette", lambda: run(bare(scope, receive, send))),
-            ("+ ASGIMiddleware", lambda: run(guarded(scope, receive, send))),
-            ("+ ASGIMiddleware, check each", lambda: run(every(scope, receive, send))),
+            ("bare Starlette", lambda: run(serve(bare))),
+            ("+ ASGIMiddleware", lambda: run(serve(guarded))),
+            ("+ ASGIMiddleware, check each", lambda: run(serve(every))),
+            ("+ ASGIMiddleware, no stats", lambda: run(serve(no_stats))),
         ],
-        number=2_000,
+        number=4,
+        batch=batch,
     )
     loop.close()
 
