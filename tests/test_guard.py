@@ -7,8 +7,10 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 import warnings
+from types import SimpleNamespace
 
 import pytest
 
@@ -438,3 +440,34 @@ def test_memory_scope_holds_no_growth() -> None:
             pass
 
     assert_no_growth(use, calls=10_000, rounds=5)
+
+
+def test_register_pools_releases_idle_connections_when_pg_is_loaded(
+    guard: MemoryGuard, memory: FakeMemory, timer: FakeTimer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """register_pools calls boundkit.pg.release_idle() at critical, and only if pg is loaded."""
+    released: list[int] = []
+    monkeypatch.delitem(sys.modules, "boundkit.pg", raising=False)
+    guard.register_pools()
+    memory.used = 95 * MB
+    guard.check()  # boundkit.pg not imported: nothing to release, nothing imported
+    assert "boundkit.pg" not in sys.modules
+    fake_pg = SimpleNamespace(release_idle=lambda: released.append(1) or 1)
+    monkeypatch.setitem(sys.modules, "boundkit.pg", fake_pg)
+    timer.tick(30.0)
+    guard.check()
+    assert [1] == released
+    assert 0 == guard.status()["hook_errors"]
+
+
+def test_bounded_cache_is_shrunk_at_critical(guard: MemoryGuard, memory: FakeMemory) -> None:
+    """A real BoundedCache registered with the guard loses half its entries at critical."""
+    cache_module = pytest.importorskip("boundkit.cache")
+    cache = cache_module.BoundedCache(maxsize=100)
+    for i in range(100):
+        cache[i] = str(i)
+    guard.register_cache(cache, name="numbers", fraction=0.5)
+    memory.used = 95 * MB
+    guard.check()
+    assert 50 == len(cache)
+    assert 50 == cache.stats().as_dict()["entries"]

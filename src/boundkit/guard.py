@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import weakref
@@ -36,6 +37,13 @@ class _Shrinkable(Protocol):
 
 def _rss() -> int:
     return process_memory().rss
+
+
+def _release_idle_connections() -> None:
+    pg = sys.modules.get("boundkit.pg")
+    if pg is not None:
+        released = pg.release_idle()
+        logger.info("memory cleanup closed %s idle database connections", released)
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -160,6 +168,14 @@ class MemoryGuard:
         with self._lock:
             self._caches[key] = cache
         self.register_cleanup(lambda: cache.shrink(fraction))
+
+    def register_pools(self) -> None:
+        """Close idle :mod:`boundkit.pg` connections (down to ``min_size``) at critical.
+
+        Uses ``boundkit.pg.release_idle()`` if the app has imported
+        ``boundkit.pg``; never imports psycopg itself.
+        """
+        self.register_cleanup(_release_idle_connections)
 
     def caches(self) -> dict[str, Any]:
         """Return the registered caches by name."""

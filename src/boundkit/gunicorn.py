@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -25,26 +24,13 @@ from ._sizes import format_bytes, parse_bytes
 from .errors import ConfigError
 from .memory import process_memory
 
-__all__ = ["WorkerRecycler", "reset_after_fork"]
+__all__ = ["WorkerRecycler"]
 
 logger = logging.getLogger("boundkit.gunicorn")
 
 
 def _rss() -> int:
     return process_memory().rss
-
-
-def reset_after_fork() -> None:
-    """Drop the pools a forked worker inherited, so it opens its own.
-
-    Only touches :mod:`boundkit.pg` / :mod:`boundkit.pg_async` if the app
-    already imported them (never imports psycopg itself).
-    """
-    for name in ("boundkit.pg", "boundkit.pg_async"):
-        module = sys.modules.get(name)
-        reset = getattr(module, "reset_after_fork", None)
-        if reset is not None:
-            reset()
 
 
 class WorkerRecycler:
@@ -88,12 +74,15 @@ class WorkerRecycler:
         return int(self._rng.uniform(low, self.max_worker_memory))
 
     def post_fork(self, server: Any, worker: Any) -> None:
-        """gunicorn ``post_fork``: new threshold, fresh pools, a clean request count."""
+        """gunicorn ``post_fork``: a fresh threshold and request count for the new worker.
+
+        Pools need nothing here: :mod:`boundkit.pg` forgets the parent's pools in
+        every forked child (``os.register_at_fork``), so each worker opens its own.
+        """
         if self._reseed:
             self._rng.seed()  # otherwise every child would draw the parent's next number
         self.threshold = self.draw_threshold()
         self._requests = 0
-        reset_after_fork()
         getattr(worker, "log", logger).info(
             "worker %s retires above %s of RSS",
             getattr(worker, "pid", "?"),
