@@ -302,3 +302,15 @@ def test_asgi_middleware_holds_no_growth(monitor: WebMonitor) -> None:
     finally:
         loop.close()
     assert routes(monitor)["/hello"]["requests"] > 10_000
+
+
+def test_health_lists_bounded_cache_stats(monitor: WebMonitor) -> None:
+    """A real BoundedCache registered with the guard shows its stats in the health JSON."""
+    cache_module = pytest.importorskip("boundkit.cache")
+    cache = cache_module.BoundedCache(maxsize=10)
+    cache["a"] = 1
+    cache.get("a")
+    monitor.guard.register_cache(cache, name="small")
+    payload = json.loads(monitor.health_body())
+    assert cache.stats().as_dict() == payload["caches"]["small"]
+    assert 1 == payload["caches"]["small"]["entries"]
