@@ -163,6 +163,26 @@ def test_streamed_wsgi_body_is_recorded_on_close(monitor: WebMonitor) -> None:
     assert {"201": 1} == routes(monitor)["/s"]["statuses"]
 
 
+def test_file_wrapper_body_is_returned_unwrapped(monitor: WebMonitor) -> None:
+    """A server's wsgi.file_wrapper body comes back as is (sendfile) and is recorded at once."""
+
+    class FileWrapper:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield self.data
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](b"file")
+
+    environ = {"PATH_INFO": "/f", "wsgi.file_wrapper": FileWrapper}
+    body = WSGIMiddleware(app, monitor=monitor)(environ, lambda *a: None)
+    assert isinstance(body, FileWrapper)
+    assert {"200": 1} == routes(monitor)["/f"]["statuses"]
+
+
 def test_memory_is_checked_at_most_once_per_interval(guard: MemoryGuard) -> None:
     """The guard is checked on the first request and then once per check_interval."""
     timer = FakeTimer()

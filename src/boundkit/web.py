@@ -202,7 +202,11 @@ class WSGIMiddleware:
         except BaseException:
             monitor.finish(self.route(environ), started, 500)
             raise
-        if isinstance(body, (list, tuple)):
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(body, (list, tuple)) or (
+            isinstance(file_wrapper, type) and isinstance(body, file_wrapper)
+        ):
+            # a server's file wrapper is returned as is, keeping its sendfile() path
             monitor.finish(self.route(environ), started, status[0])
             return body
         return _ObservedBody(body, monitor, self.route(environ), started, status)
