@@ -8,15 +8,24 @@ the bare app measured in the same run (target: under 1.05, i.e. under 5 %).
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
+import http.client
+import importlib.util
 import logging
+import os
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
+import time
 import timeit
 from collections.abc import Callable
 from typing import Any
 
 from boundkit import ASGIMiddleware, MemoryGuard, WebMonitor, WSGIMiddleware, process_memory
+from boundkit.metrics import RequestStats
 
 REPEATS = 15
 
@@ -54,11 +63,14 @@ def bench_check() -> None:
     print("check()")
     print(f"  process_memory()               {us(median_seconds(process_memory, 20_000))}")
     print(f"  MemoryGuard.check()            {us(median_seconds(guard.check, 20_000))}")
+    stats = RequestStats()
+    observe = median_seconds(lambda: stats.observe("/", 0.001, 200), 20_000)
+    print(f"  RequestStats.observe()         {us(observe)}   (boundkit.metrics, per request)")
 
 
 def bench_interleaved(
     pairs: list[tuple[str, Callable[[], object]]], number: int, batch: int = 1
-) -> None:
+) -> dict[str, float]:
     """Time variants interleaved repeat by repeat, so drift hits them alike.
 
     Each call of a variant serves ``batch`` requests; times are per request.
@@ -67,10 +79,11 @@ def bench_interleaved(
     for _ in range(REPEATS):
         for name, fn in pairs:
             times[name].append(timeit.timeit(fn, number=number) / (number * batch))
-    base = statistics.median(times[pairs[0][0]])
-    for name, _ in pairs:
-        med = statistics.median(times[name])
+    medians = {name: statistics.median(runs) for name, runs in times.items()}
+    base = medians[pairs[0][0]]
+    for name, med in medians.items():
         print(f"  {name:<30} {us(med)}   {med / base:5.3f}x")
+    return medians
 
 
 def _hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -78,38 +91,34 @@ def _hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [b"Hello, world!"]
 
 
-def bench_wsgi() -> None:
+async def _asgi_hello(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"Hello, world!"})
+
+
+def bench_wsgi() -> float:
+    """Return the middleware's cost per request (seconds), measured around a bare callable."""
     import flask
 
-    app = flask.Flask("bench")
+    def flask_client(check_interval: float | None) -> Any:
+        app = flask.Flask("bench")
+        app.add_url_rule("/", view_func=lambda: "Hello, world!")
+        if check_interval is not None:
+            app.wsgi_app = WSGIMiddleware(  # type: ignore[method-assign]
+                app.wsgi_app, monitor=monitor(check_interval=check_interval)
+            )
+        return app.test_client()
 
-    @app.get("/")
-    def hello() -> str:
-        return "Hello, world!"
-
-    bare = app.test_client()
-    guarded_app = flask.Flask("bench-guarded")
-    guarded_app.add_url_rule("/", view_func=hello)
-    guarded_app.wsgi_app = WSGIMiddleware(  # type: ignore[method-assign]
-        guarded_app.wsgi_app, monitor=monitor()
-    )
-    guarded = guarded_app.test_client()
-    every = flask.Flask("bench-every")
-    every.add_url_rule("/", view_func=hello)
-    every.wsgi_app = WSGIMiddleware(  # type: ignore[method-assign]
-        every.wsgi_app, monitor=monitor(check_interval=0)
-    )
-    every_client = every.test_client()
+    bare, guarded, every = flask_client(None), flask_client(1.0), flask_client(0)
     print("WSGI: Flask hello-world through its test client (one full request each)")
     bench_interleaved(
         [
             ("bare Flask", lambda: bare.get("/", buffered=True)),
             ("+ WSGIMiddleware", lambda: guarded.get("/", buffered=True)),
-            ("+ WSGIMiddleware, check each", lambda: every_client.get("/", buffered=True)),
+            ("+ WSGIMiddleware, check each", lambda: every.get("/", buffered=True)),
         ],
         number=500,
     )
-
     environ = {"PATH_INFO": "/", "REQUEST_METHOD": "GET"}
 
     def start_response(status: str, headers: Any, exc: Any = None) -> None:
@@ -118,7 +127,7 @@ def bench_wsgi() -> None:
     wrapped = WSGIMiddleware(_hello, monitor=monitor())
     no_stats = WSGIMiddleware(_hello, monitor=monitor(stats=False))
     print("WSGI: the middleware around a bare callable (its absolute cost)")
-    bench_interleaved(
+    raw = bench_interleaved(
         [
             ("bare WSGI callable", lambda: _hello(environ, start_response)),
             ("+ WSGIMiddleware", lambda: wrapped(environ, start_response)),
@@ -126,9 +135,11 @@ def bench_wsgi() -> None:
         ],
         number=20_000,
     )
+    return raw["+ WSGIMiddleware"] - raw["bare WSGI callable"]
 
 
-def bench_asgi() -> None:
+def bench_asgi() -> float:
+    """Return the middleware's cost per request (seconds), measured around a bare callable."""
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
@@ -136,10 +147,7 @@ def bench_asgi() -> None:
     async def hello(request: Any) -> Any:
         return PlainTextResponse("Hello, world!")
 
-    bare = Starlette(routes=[Route("/", hello)])
-    guarded = ASGIMiddleware(bare, monitor=monitor())
-    every = ASGIMiddleware(bare, monitor=monitor(check_interval=0))
-    no_stats = ASGIMiddleware(bare, monitor=monitor(stats=False))
+    starlette = Starlette(routes=[Route("/", hello)])
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -163,24 +171,151 @@ def bench_asgi() -> None:
 
     batch = 500
 
-    async def serve(app: Any) -> None:
-        for _ in range(batch):  # as a server does: many requests on one running loop
-            await app(scope, receive, send)
+    def serve(app: Any) -> Callable[[], object]:
+        async def requests() -> None:
+            for _ in range(batch):  # as a server does: many requests on one running loop
+                await app(scope, receive, send)
+
+        return lambda: loop.run_until_complete(requests())
 
     loop = asyncio.new_event_loop()
-    run = loop.run_until_complete
     print("ASGI: Starlette hello-world, full ASGI calls on a running loop (no HTTP parsing)")
     bench_interleaved(
         [
-            ("bare Starlette", lambda: run(serve(bare))),
-            ("+ ASGIMiddleware", lambda: run(serve(guarded))),
-            ("+ ASGIMiddleware, check each", lambda: run(serve(every))),
-            ("+ ASGIMiddleware, no stats", lambda: run(serve(no_stats))),
+            ("bare Starlette", serve(starlette)),
+            ("+ ASGIMiddleware", serve(ASGIMiddleware(starlette, monitor=monitor()))),
+            (
+                "+ ASGIMiddleware, check each",
+                serve(ASGIMiddleware(starlette, monitor=monitor(check_interval=0))),
+            ),
         ],
         number=4,
         batch=batch,
     )
+    print("ASGI: the middleware around a bare callable (its absolute cost)")
+    raw = bench_interleaved(
+        [
+            ("bare ASGI callable", serve(_asgi_hello)),
+            ("+ ASGIMiddleware", serve(ASGIMiddleware(_asgi_hello, monitor=monitor()))),
+            (
+                "+ ASGIMiddleware, no stats",
+                serve(ASGIMiddleware(_asgi_hello, monitor=monitor(stats=False))),
+            ),
+        ],
+        number=10,
+        batch=batch,
+    )
     loop.close()
+    return raw["+ ASGIMiddleware"] - raw["bare ASGI callable"]
+
+
+SERVED_APPS = """
+import os
+from boundkit import ASGIMiddleware, MemoryGuard, WebMonitor, WSGIMiddleware
+
+def _monitor():
+    return WebMonitor(guard=MemoryGuard(limit="64G"))
+
+def wsgi_hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [b"Hello, world!"]
+
+async def asgi_hello(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")]})
+    await send({"type": "http.response.body", "body": b"Hello, world!"})
+
+guarded = os.environ.get("GUARDED") == "1"
+wsgi_app = WSGIMiddleware(wsgi_hello, monitor=_monitor()) if guarded else wsgi_hello
+asgi_app = ASGIMiddleware(asgi_hello, monitor=_monitor()) if guarded else asgi_hello
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(command: list[str], folder: str, guarded: bool) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    env = {**os.environ, "GUARDED": "1" if guarded else "0"}
+    env["PYTHONPATH"] = os.pathsep.join([folder, env.get("PYTHONPATH", "")])
+    args = [arg.replace("PORT", str(port)) for arg in command]
+    proc = subprocess.Popen(args, cwd=folder, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, port
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"server did not start: {args}")
+
+
+def _requests(port: int, count: int, keep_alive: bool) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    for _ in range(count):
+        if not keep_alive:
+            conn = http.client.HTTPConnection("127.0.0.1", port)
+        conn.request("GET", "/hello")
+        conn.getresponse().read()
+        if not keep_alive:
+            conn.close()
+    conn.close()
+
+
+def bench_http() -> dict[str, float]:
+    """Real hello-world HTTP requests: one server per variant, the client in this process.
+
+    Returns the median seconds per request of each bare server.
+    """
+    bare: dict[str, float] = {}
+    python = [sys.executable, "-m"]
+    servers = {
+        "WSGI": (
+            "gunicorn sync, a connection each",
+            [*python, "gunicorn", "-b", "127.0.0.1:PORT", "-w", "1", "apps:wsgi_app"],
+            False,
+        ),
+        "ASGI": (
+            "uvicorn, keep-alive",
+            [*python, "uvicorn", "--port", "PORT", "--log-level", "error", "apps:asgi_app"],
+            True,
+        ),
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        with open(os.path.join(folder, "apps.py"), "w") as out:
+            out.write(SERVED_APPS)
+        for title, (server, command, keep_alive) in servers.items():
+            if importlib.util.find_spec(command[2]) is None:
+                print(f"{title}: skipped, {command[2]} is not installed")
+                continue
+            procs = [_serve(command, folder, guarded) for guarded in (False, True)]
+            server = (
+                "gunicorn sync, a connection each" if title == "WSGI" else "uvicorn, keep-alive"
+            )
+            try:
+                print(f"{title}: hello-world HTTP requests ({server}; client in this process)")
+                medians = bench_interleaved(
+                    [
+                        ("bare app", functools.partial(_requests, procs[0][1], 200, keep_alive)),
+                        (
+                            "+ middleware",
+                            functools.partial(_requests, procs[1][1], 200, keep_alive),
+                        ),
+                    ],
+                    number=1,
+                    batch=200,
+                )
+                bare[title] = medians["bare app"]
+            finally:
+                for proc, _ in procs:
+                    proc.terminate()
+                    proc.wait()
+    return bare
 
 
 def bench_cleanup() -> None:
@@ -209,9 +344,15 @@ def main() -> int:
     print(f"python {sys.version.split()[0]}; medians of {REPEATS} timeit repeats\n")
     bench_check()
     print()
-    bench_wsgi()
+    costs = {"WSGI": bench_wsgi()}
     print()
-    bench_asgi()
+    costs["ASGI"] = bench_asgi()
+    print()
+    requests = bench_http()
+    print("middleware cost (around a bare callable) as a share of a real hello-world request")
+    for kind, request in requests.items():
+        share = 100 * costs[kind] / request
+        print(f"  {kind}  {us(costs[kind])} of {us(request)} = {share:4.2f} %   (target < 5 %)")
     print()
     bench_cleanup()
     return 0
