@@ -190,13 +190,16 @@ class Registry:
 
     def own_pools(self) -> list[Any]:
         pid = os.getpid()
-        return [pool for pool, state in list(self.states.items()) if state.pid == pid]
+        pools = list(self.states.items())
+        return [pool for pool, state in pools if state.pid == pid and not pool.closed]
 
     def state_of(self, pool: Any) -> PoolState:
         try:
             return self.states[pool]
         except KeyError:
-            raise ConfigError(f"pool {pool.name!r} was not made by boundkit's create_pool()") from None
+            raise ConfigError(
+                f"pool {pool.name!r} was not made by boundkit's create_pool()"
+            ) from None
 
 
 def stats_of(pool: Any, state: PoolState) -> dict[str, Any]:
@@ -217,23 +220,33 @@ def connect_failed_message(state: PoolState, cause: BaseException) -> str:
     return f"cannot connect to {state.redacted}: {detail}"
 
 
-def is_dead(pgconn: pq.abc.PGconn) -> bool:
-    """Whether an idle connection is closed, without a round trip.
+DEAD, ALIVE, UNSURE = "dead", "alive", "unsure"
 
-    An idle connection has nothing to read; if its socket is readable, the
-    server has hung up (or sent a notice, which is consumed and kept).
+
+def idle_state(pgconn: pq.abc.PGconn) -> str:
+    """Whether an idle connection is ``DEAD``, ``ALIVE`` or ``UNSURE``, without a round trip.
+
+    An idle connection has nothing to read. A readable socket means the server
+    hung up (a FATAL message, then end of file) or sent a notice: consume it,
+    and if the connection still looks open call it ``UNSURE``, for the caller
+    to settle with a round trip.
     """
     if pgconn.status != pq.ConnStatus.OK:
-        return True
+        return DEAD
     poller = select.poll()
     poller.register(pgconn.socket, select.POLLIN)
     if not poller.poll(0):
-        return False
-    try:
-        pgconn.consume_input()
-    except Exception:  # psycopg.OperationalError: the server hung up
-        return True
-    return pgconn.status != pq.ConnStatus.OK
+        return ALIVE
+    for _ in range(4):
+        try:
+            pgconn.consume_input()
+        except Exception:  # psycopg.OperationalError: the server hung up
+            return DEAD
+        if pgconn.status != pq.ConnStatus.OK:
+            return DEAD
+        if not poller.poll(0):
+            break
+    return UNSURE
 
 
 class LeaseBase:

@@ -23,7 +23,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ._pg_base import (
     COMMIT_SQL,
+    ALIVE,
     DIAGNOSE_AFTER,
+    UNSURE,
     RESET_SQL,
     LeaseBase,
     PoolSettings,
@@ -31,7 +33,7 @@ from ._pg_base import (
     Registry,
     connect_failed_message,
     exhausted_message,
-    is_dead,
+    idle_state,
     needs_reset,
     resolve_conninfo,
     stats_of,
@@ -185,13 +187,23 @@ def _checkout(pool: ConnectionPool[Any], state: PoolState) -> psycopg.Connection
             if state.leased < pool.max_size:  # not exhausted: is connecting failing?
                 _diagnose(pool, state)
             continue
-        if is_dead(conn.pgconn):
-            state.recoveries += 1
-            conn.close()
-            pool.putconn(conn)  # the pool replaces it in the background
-            continue
-        state.lent()
-        return conn
+        if _usable(conn):
+            state.lent()
+            return conn
+        state.recoveries += 1
+        conn.close()
+        pool.putconn(conn)  # the pool replaces it in the background
+
+
+def _usable(conn: psycopg.Connection[Any]) -> bool:
+    found = idle_state(conn.pgconn)
+    if found == UNSURE:
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:  # psycopg.Error: it is gone
+            return False
+        return True
+    return found == ALIVE
 
 
 def _diagnose(pool: ConnectionPool[Any], state: PoolState) -> None:
