@@ -149,7 +149,8 @@ def test_session_state_does_not_reach_next_borrower(make_pool):
             " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
             "   AND pid = pg_backend_pid()),"
             " current_setting('work_mem')"
-        ).fetchone() + (conn.autocommit,)
+        ).fetchone()
+        seen = (*seen, conn.autocommit)
     assert ('"$user", public', "7s", "postgres", None, 0, 0, "4MB", False) == seen
 
 
@@ -219,7 +220,7 @@ def test_serves_within_a_second_after_an_outage(make_pool, pg_cluster):
     try:
         outage_ends = time.monotonic() + 3.0
         while time.monotonic() < outage_ends:
-            with pytest.raises(psycopg.OperationalError, match="cannot connect to .*refused"):
+            with pytest.raises(psycopg.OperationalError, match=r"cannot connect to .*refused"):
                 _count_after_reuse(pool)
             time.sleep(0.3)
     finally:
@@ -241,13 +242,15 @@ def test_statement_timeout_cancels_and_connection_stays_usable(make_pool):
 def test_idle_in_transaction_timeout_ends_the_session(make_pool):
     """A transaction left idle past the timeout fails; the next borrower gets a fresh one."""
     pool = make_pool(max_size=1, idle_in_transaction_timeout=0.2)
-    with (
-        pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout),
-        pooled_connection(pool=pool) as conn,
-    ):
-        conn.execute("SELECT 1")
-        time.sleep(0.6)
-        conn.execute("SELECT 1")
+
+    def idle_too_long() -> None:
+        with pooled_connection(pool=pool) as conn:
+            conn.execute("SELECT 1")
+            time.sleep(0.6)
+            conn.execute("SELECT 1")
+
+    with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+        idle_too_long()
     assert 1 == _count_after_reuse(pool)
 
 
@@ -256,9 +259,8 @@ def test_exhaustion_raises_pool_timeout_with_stats(make_pool):
     pool = make_pool(max_size=1, timeout=0.5)
     with pooled_connection(pool=pool):
         started = time.monotonic()
-        with pytest.raises(psycopg_pool.PoolTimeout, match="leased=1.*pool_max=1"):
-            with pooled_connection(pool=pool):
-                pass  # pragma: no cover
+        with pytest.raises(psycopg_pool.PoolTimeout, match=r"leased=1.*pool_max=1"):
+            _count_after_reuse(pool)
         assert time.monotonic() - started >= 0.5
 
 
@@ -411,9 +413,11 @@ def test_no_growth_on_the_error_path(make_pool):
     pool = make_pool(max_size=1)
 
     def failing() -> None:
-        with contextlib.suppress(psycopg.errors.DivisionByZero):
-            with pooled_connection(pool=pool) as conn:
-                conn.execute("SELECT 1/0")
+        with (
+            contextlib.suppress(psycopg.errors.DivisionByZero),
+            pooled_connection(pool=pool) as conn,
+        ):
+            conn.execute("SELECT 1/0")
 
     assert_no_growth(failing, calls=500, rounds=5)
 

@@ -22,7 +22,6 @@ from boundkit.pg_async import (  # noqa: E402
     apooled_connection,
 )
 from boundkit.testing import assert_no_growth  # noqa: E402
-
 from test_pg import _terminate_backends  # noqa: E402
 
 
@@ -52,12 +51,18 @@ def test_commit_rollback_and_use_after_block(pg_dsn):
         async with apooled_connection(pool=pool) as conn:
             await conn.execute(f"CREATE TABLE {name} (x int)")
         error = KeyError("boom")
-        with pytest.raises(KeyError) as info:
+        stale = []
+
+        async def failing() -> None:
             async with apooled_connection(pool=pool) as conn:
+                stale.append(conn)
                 await conn.execute(f"INSERT INTO {name} VALUES (1)")
                 raise error
+
+        with pytest.raises(KeyError) as info:
+            await failing()
         with pytest.raises(ResourceClosedError):
-            await conn.execute("SELECT 1")
+            await stale[0].execute("SELECT 1")
         async with apooled_connection(pool=pool) as conn:
             rows = (await (await conn.execute(f"SELECT count(*) FROM {name}")).fetchone())[0]
             await conn.execute(f"DROP TABLE {name}")

@@ -97,7 +97,7 @@ class PoolSettings:
             raise ConfigError(f"invalid conninfo {redact(self.conninfo)!r}: {exc}") from None
 
     def connection_kwargs(self) -> dict[str, Any]:
-        """Connection parameters: the timeouts ride on libpq ``options``, so RESET ALL keeps them."""
+        """Connection parameters; the timeouts ride on libpq ``options`` so RESET ALL keeps them."""
         options = [
             f"-c {guc}={round(seconds * 1000)}"
             for guc, seconds in (

@@ -22,11 +22,11 @@ from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ._pg_base import (
-    COMMIT_SQL,
     ALIVE,
+    COMMIT_SQL,
     DIAGNOSE_AFTER,
-    UNSURE,
     RESET_SQL,
+    UNSURE,
     LeaseBase,
     PoolSettings,
     PoolState,
@@ -174,7 +174,7 @@ def _pool_for(
     return pool, state
 
 
-def _checkout(pool: ConnectionPool[Any], state: PoolState) -> psycopg.Connection[Any]:
+def _checkout(pool: ConnectionPool[Any], state: PoolState) -> Any:
     started = monotonic()
     deadline = started + pool.timeout
     while True:
