@@ -30,28 +30,55 @@ if TYPE_CHECKING:
         process_memory,
         trim_memory,
     )
+    from .pg import (
+        PooledConnection,
+        close_pools,
+        create_pool,
+        pool_stats,
+        pooled_connection,
+        release_idle,
+    )
+    from .pg_async import (
+        AsyncPooledConnection,
+        aclose_pools,
+        acreate_pool,
+        apool_stats,
+        apooled_connection,
+    )
     from .testing import GrowthReport, assert_no_growth, measure_growth
 
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {
+    "AsyncPooledConnection": "boundkit.pg_async",
     "GrowthReport": "boundkit.testing",
     "MemoryLimit": "boundkit.memory",
+    "PooledConnection": "boundkit.pg",
     "ProcessMemory": "boundkit.memory",
+    "aclose_pools": "boundkit.pg_async",
+    "acreate_pool": "boundkit.pg_async",
+    "apool_stats": "boundkit.pg_async",
+    "apooled_connection": "boundkit.pg_async",
     "assert_no_growth": "boundkit.testing",
+    "close_pools": "boundkit.pg",
+    "create_pool": "boundkit.pg",
     "format_bytes": "boundkit._sizes",
     "measure_growth": "boundkit.testing",
     "memory_limit": "boundkit.memory",
     "memory_snapshot": "boundkit.memory",
     "parse_bytes": "boundkit._sizes",
+    "pool_stats": "boundkit.pg",
+    "pooled_connection": "boundkit.pg",
     "process_memory": "boundkit.memory",
+    "release_idle": "boundkit.pg",
     "trim_memory": "boundkit.memory",
 }
 # third-party top-level package -> the extra that installs it
 _EXTRA_OF = {"psycopg": "postgres", "psycopg_pool": "postgres", "pymupdf": "pdf", "fitz": "pdf"}
 
 __all__ = [
+    "AsyncPooledConnection",
     "BoundkitError",
     "ConfigError",
     "GrowthReport",
@@ -60,16 +87,26 @@ __all__ = [
     "PdfError",
     "PdfPasswordError",
     "PdfWrongPasswordError",
+    "PooledConnection",
     "ProcessMemory",
     "ResourceClosedError",
     "__version__",
+    "aclose_pools",
+    "acreate_pool",
+    "apool_stats",
+    "apooled_connection",
     "assert_no_growth",
+    "close_pools",
+    "create_pool",
     "format_bytes",
     "measure_growth",
     "memory_limit",
     "memory_snapshot",
     "parse_bytes",
+    "pool_stats",
+    "pooled_connection",
     "process_memory",
+    "release_idle",
     "trim_memory",
 ]
 
