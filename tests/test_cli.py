@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from boundkit.cli import main
-from tests.test_memory import SNAPSHOT_KEYS
+from test_memory import SNAPSHOT_KEYS
 
 
 def test_snapshot_json_parses_and_carries_every_key() -> None:

@@ -31,6 +31,21 @@ if TYPE_CHECKING:
         process_memory,
         trim_memory,
     )
+    from .pg import (
+        PooledConnection,
+        close_pools,
+        create_pool,
+        pool_stats,
+        pooled_connection,
+        release_idle,
+    )
+    from .pg_async import (
+        AsyncPooledConnection,
+        aclose_pools,
+        acreate_pool,
+        apool_stats,
+        apooled_connection,
+    )
     from .scope import MemoryDelta, memory_scope, monitor_memory
     from .testing import GrowthReport, assert_no_growth, measure_growth
     from .web import ASGIMiddleware, WebMonitor, WSGIMiddleware
@@ -40,14 +55,22 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _LAZY = {
     "ASGIMiddleware": "boundkit.web",
+    "AsyncPooledConnection": "boundkit.pg_async",
     "GrowthReport": "boundkit.testing",
     "MemoryDelta": "boundkit.scope",
     "MemoryGuard": "boundkit.guard",
     "MemoryLimit": "boundkit.memory",
+    "PooledConnection": "boundkit.pg",
     "ProcessMemory": "boundkit.memory",
     "WSGIMiddleware": "boundkit.web",
     "WebMonitor": "boundkit.web",
+    "aclose_pools": "boundkit.pg_async",
+    "acreate_pool": "boundkit.pg_async",
+    "apool_stats": "boundkit.pg_async",
+    "apooled_connection": "boundkit.pg_async",
     "assert_no_growth": "boundkit.testing",
+    "close_pools": "boundkit.pg",
+    "create_pool": "boundkit.pg",
     "format_bytes": "boundkit._sizes",
     "measure_growth": "boundkit.testing",
     "memory_limit": "boundkit.memory",
@@ -55,7 +78,10 @@ _LAZY = {
     "memory_snapshot": "boundkit.memory",
     "monitor_memory": "boundkit.scope",
     "parse_bytes": "boundkit._sizes",
+    "pool_stats": "boundkit.pg",
+    "pooled_connection": "boundkit.pg",
     "process_memory": "boundkit.memory",
+    "release_idle": "boundkit.pg",
     "trim_memory": "boundkit.memory",
 }
 # third-party top-level package -> the extra that installs it
@@ -63,6 +89,7 @@ _EXTRA_OF = {"psycopg": "postgres", "psycopg_pool": "postgres", "pymupdf": "pdf"
 
 __all__ = [
     "ASGIMiddleware",
+    "AsyncPooledConnection",
     "BoundkitError",
     "ConfigError",
     "GrowthReport",
@@ -73,12 +100,19 @@ __all__ = [
     "PdfError",
     "PdfPasswordError",
     "PdfWrongPasswordError",
+    "PooledConnection",
     "ProcessMemory",
     "ResourceClosedError",
     "WSGIMiddleware",
     "WebMonitor",
     "__version__",
+    "aclose_pools",
+    "acreate_pool",
+    "apool_stats",
+    "apooled_connection",
     "assert_no_growth",
+    "close_pools",
+    "create_pool",
     "format_bytes",
     "measure_growth",
     "memory_limit",
@@ -86,7 +120,10 @@ __all__ = [
     "memory_snapshot",
     "monitor_memory",
     "parse_bytes",
+    "pool_stats",
+    "pooled_connection",
     "process_memory",
+    "release_idle",
     "trim_memory",
 ]
 

@@ -93,3 +93,45 @@ def _guard_row() -> DemoRow:
 
 
 ROWS.append(_guard_row)
+
+
+def _pg_row() -> DemoRow:
+    """Connections opened per request and never closed, beside pooled_connection()."""
+    import os
+
+    part, workload = "pg", "30 requests, each connection left open"
+    dsn = os.environ.get("DATABASE_URL")
+    if not dsn:
+        return DemoRow(part, workload, skipped="set DATABASE_URL to run the database row")
+    try:
+        import psycopg
+
+        from .pg import close_pools, pooled_connection
+    except ImportError:
+        return DemoRow(part, workload, skipped="pip install 'boundkit[postgres]'")
+    leaked: list[psycopg.Connection[object]] = []
+
+    def naive() -> None:
+        for _ in range(30):
+            conn = psycopg.connect(dsn)
+            conn.execute("SELECT 1")
+            leaked.append(conn)  # what a forgotten close() does: the connection lives on
+
+    def bounded() -> None:
+        for _ in range(30):
+            with pooled_connection(dsn) as conn:
+                conn.execute("SELECT 1")
+
+    try:
+        naive_growth, _ = measure(naive)
+        boundkit_growth, _ = measure(bounded)
+    except psycopg.Error as exc:
+        return DemoRow(part, workload, skipped=f"database unreachable: {type(exc).__name__}")
+    finally:
+        for conn in leaked:
+            conn.close()
+        close_pools()
+    return DemoRow(part, workload, naive_growth, boundkit_growth)
+
+
+ROWS.append(_pg_row)
