@@ -99,6 +99,15 @@ class MemoryGuard:
         self.cooldown = _check_seconds("cooldown", cooldown, allow_zero=True)
         self.limit = self._resolve_limit(limit)
         self._limit_bytes = self.limit.bytes
+        self._bounds = tuple(
+            self._limit_bytes * fraction
+            for fraction in (
+                self.critical,
+                self.critical - self.hysteresis,
+                self.warning,
+                self.warning - self.hysteresis,
+            )
+        )
         self._reader = reader
         self._timer = timer
         self._trim = trim
@@ -190,14 +199,12 @@ class MemoryGuard:
         return self._level
 
     def _level_for(self, used: int) -> Level:
-        fraction = used / self._limit_bytes
-        # hysteresis: stay at a level until memory is clearly below its threshold
-        margin = self.hysteresis
-        if fraction >= self.critical or (
-            self._level == "critical" and fraction >= self.critical - margin
-        ):
+        # hysteresis: a level is left only once memory is clearly below its threshold
+        enter_critical, stay_critical, enter_warning, stay_warning = self._bounds
+        current = self._level
+        if used >= enter_critical or (current == "critical" and used >= stay_critical):
             return "critical"
-        if fraction >= self.warning or (self._level != "ok" and fraction >= self.warning - margin):
+        if used >= enter_warning or (current != "ok" and used >= stay_warning):
             return "warning"
         return "ok"
 
@@ -217,7 +224,7 @@ class MemoryGuard:
             self._level, self._used = level, used
             self._checks += 1
             self._last_check = now
-            if _RANK[level] > _RANK[previous]:
+            if level != previous and _RANK[level] > _RANK[previous]:
                 logger.warning(
                     "memory %s: %s of %s (%.0f%%)",
                     level,
@@ -225,10 +232,11 @@ class MemoryGuard:
                     format_bytes(self._limit_bytes),
                     100 * used / self._limit_bytes,
                 )
-            if _RANK[previous] < _RANK["warning"] <= _RANK[level]:
-                self._run_hooks("warning")
-            cooled = self._last_cleanup_at is None or now - self._last_cleanup_at >= self.cooldown
-            if level == "critical" and cooled:
+                if previous == "ok":
+                    self._run_hooks("warning")
+            if level != "critical":
+                return level
+            if self._last_cleanup_at is None or now - self._last_cleanup_at >= self.cooldown:
                 self._cleanup(used, now)
             return self._level
         finally:
