@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
 import os
+import subprocess
 import sys
 import time
 import warnings
-from types import SimpleNamespace
 
 import pytest
 
@@ -442,22 +443,42 @@ def test_memory_scope_holds_no_growth() -> None:
     assert_no_growth(use, calls=10_000, rounds=5)
 
 
-def test_register_pools_releases_idle_connections_when_pg_is_loaded(
-    guard: MemoryGuard, memory: FakeMemory, timer: FakeTimer, monkeypatch: pytest.MonkeyPatch
+def test_register_pools_closes_idle_connections_at_critical(
+    guard: MemoryGuard, memory: FakeMemory, pg_dsn: str
 ) -> None:
-    """register_pools calls boundkit.pg.release_idle() at critical, and only if pg is loaded."""
-    released: list[int] = []
-    monkeypatch.delitem(sys.modules, "boundkit.pg", raising=False)
-    guard.register_pools()
-    memory.used = 95 * MB
-    guard.check()  # boundkit.pg not imported: nothing to release, nothing imported
-    assert "boundkit.pg" not in sys.modules
-    fake_pg = SimpleNamespace(release_idle=lambda: released.append(1) or 1)
-    monkeypatch.setitem(sys.modules, "boundkit.pg", fake_pg)
-    timer.tick(30.0)
-    guard.check()
-    assert [1] == released
-    assert 0 == guard.status()["hook_errors"]
+    """register_pools closes a real pool's idle connections down to min_size at critical."""
+    pytest.importorskip("psycopg_pool")
+    from boundkit.pg import create_pool, pooled_connection
+
+    pool = create_pool(pg_dsn, min_size=1, max_size=3, name="guard-test")
+    try:
+        lease = functools.partial(pooled_connection, pool=pool)
+        with lease(), lease(), lease():  # three connections at once, then all three idle
+            pass
+        assert 3 == pool.get_stats()["pool_size"]
+        guard.register_pools()
+        memory.used = 95 * MB
+        guard.check()
+        assert 1 == pool.get_stats()["pool_size"]
+        assert 0 == guard.status()["hook_errors"]
+    finally:
+        pool.close()
+
+
+def test_register_pools_never_imports_psycopg() -> None:
+    """An app that never used boundkit.pg pays nothing: the cleanup does not import psycopg."""
+    code = (
+        "import sys\n"
+        "from boundkit import MemoryGuard\n"
+        "guard = MemoryGuard(limit=100, reader=lambda: 95, trim=lambda: None)\n"
+        "guard.register_pools()\n"
+        "print(guard.check(), guard.status()['hook_errors'], 'psycopg' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout
+    assert "critical 0 False" == out.strip()
 
 
 def test_bounded_cache_is_shrunk_at_critical(guard: MemoryGuard, memory: FakeMemory) -> None:

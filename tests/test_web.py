@@ -334,3 +334,23 @@ def test_health_lists_bounded_cache_stats(monitor: WebMonitor) -> None:
     payload = json.loads(monitor.health_body())
     assert cache.stats().as_dict() == payload["caches"]["small"]
     assert 1 == payload["caches"]["small"]["entries"]
+
+
+def test_health_lists_pools_with_password_redacted(monitor: WebMonitor, pg_dsn: str) -> None:
+    """A boundkit.pg pool shows in the health JSON, its conninfo without the password."""
+    pytest.importorskip("psycopg_pool")
+    from psycopg.conninfo import make_conninfo
+
+    from boundkit.pg import create_pool, pooled_connection
+
+    dsn = make_conninfo(pg_dsn, password=SECRET)  # trust auth: the password goes unused
+    pool = create_pool(dsn, max_size=1, name="health-test")
+    try:
+        with pooled_connection(pool=pool) as conn:
+            conn.execute("SELECT 1")
+        body = monitor.health_body()
+    finally:
+        pool.close()
+    assert SECRET not in body.decode()
+    pools = json.loads(body)["pools"]
+    assert 1 == pools["health-test"]["checkouts"]
