@@ -66,11 +66,13 @@ class MemoryGuard:
     ``limit`` is in bytes, a size such as ``"512M"`` or a
     :class:`~boundkit.MemoryLimit`; by default
     :func:`~boundkit.memory_limit` (the container's limit, else the host's
-    memory). ``reader`` returns the bytes in use (default: this process's RSS)
-    and ``timer`` the time in seconds; tests inject both. ``hysteresis`` is how
-    far (as a fraction of the limit) memory must fall below a threshold before
-    crossing it again counts. While memory stays critical, cleanup repeats at
-    most once per ``cooldown`` seconds.
+    memory). ``hysteresis`` is how far (as a fraction of the limit) memory
+    must fall below a threshold before its level is left. While memory stays
+    critical, cleanup repeats at most once per ``cooldown`` seconds.
+    ``interval`` is the watcher thread's period. ``reader`` returns the bytes
+    in use (default: this process's RSS), ``timer`` the time in seconds and
+    ``trim`` gives memory back after the cleanup hooks (default
+    :func:`~boundkit.trim_memory`); tests inject all three.
     """
 
     def __init__(
