@@ -23,14 +23,18 @@ from .errors import (
 if TYPE_CHECKING:
     from ._sizes import format_bytes, parse_bytes
     from .memory import ProcessMemory, process_memory, trim_memory
+    from .metrics import BoundedCounter, RequestStats, RollingWindow
     from .testing import GrowthReport, assert_no_growth, measure_growth
 
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {
+    "BoundedCounter": "boundkit.metrics",
     "GrowthReport": "boundkit.testing",
     "ProcessMemory": "boundkit.memory",
+    "RequestStats": "boundkit.metrics",
+    "RollingWindow": "boundkit.metrics",
     "assert_no_growth": "boundkit.testing",
     "format_bytes": "boundkit._sizes",
     "measure_growth": "boundkit.testing",
@@ -42,6 +46,7 @@ _LAZY = {
 _EXTRA_OF = {"psycopg": "postgres", "psycopg_pool": "postgres", "pymupdf": "pdf", "fitz": "pdf"}
 
 __all__ = [
+    "BoundedCounter",
     "BoundkitError",
     "ConfigError",
     "GrowthReport",
@@ -50,7 +55,9 @@ __all__ = [
     "PdfPasswordError",
     "PdfWrongPasswordError",
     "ProcessMemory",
+    "RequestStats",
     "ResourceClosedError",
+    "RollingWindow",
     "__version__",
     "assert_no_growth",
     "format_bytes",
