@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from boundkit import ConfigError, metrics
-from boundkit.metrics import BoundedCounter, RequestStats, RollingWindow
+from boundkit.metrics import BoundedCounter, QuantileSketch, RequestStats, RollingWindow
 from boundkit.testing import assert_no_growth
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
@@ -450,3 +450,204 @@ def test_request_stats_holds_no_growth_under_random_routes() -> None:
         stats.observe(f"/probe/{next(paths)}", rng.random(), rng.choice((200, 404, 500)))
 
     assert_no_growth(observe, calls=50_000, bytes_per_call=8)
+
+
+# QuantileSketch
+
+
+def exact_quantile(ordered: list[float], q: float) -> float:
+    """The value the sketch approximates: rank floor(q * (n - 1)) of the sorted values."""
+    return ordered[math.floor(q * (len(ordered) - 1))]
+
+
+def assert_within_relative_error(sketch: QuantileSketch, values: list[float]) -> None:
+    """Every quantile of the sketch is within its relative accuracy of the exact one."""
+    ordered = sorted(values)
+    bound = sketch.relative_accuracy * (1 + 1e-9)
+    for q in [0, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1]:
+        expected = exact_quantile(ordered, q)
+        actual = sketch.quantile(q)
+        assert actual is not None
+        assert abs(actual - expected) <= bound * abs(expected), (q, expected, actual)
+
+
+def skewed(name: str, n: int, seed: int = 7) -> list[float]:
+    """Lognormal or bimodal (fast cache hits and slow misses) response times."""
+    rng = random.Random(seed)
+    if name == "lognormal":
+        return [rng.lognormvariate(-3, 1.5) for _ in range(n)]
+    return [
+        abs(rng.gauss(0.002, 0.0005)) if rng.random() < 0.8 else rng.gauss(1.5, 0.3)
+        for _ in range(n)
+    ]
+
+
+@pytest.mark.parametrize("accuracy", [0.01, 0.05])
+@pytest.mark.parametrize("shape", ["lognormal", "bimodal"])
+def test_sketch_quantiles_within_relative_error_on_skewed_data(shape: str, accuracy: float) -> None:
+    """On lognormal and bimodal data every quantile is within the stated relative error."""
+    values = skewed(shape, 30_000)
+    sketch = QuantileSketch(accuracy)
+    for x in values:
+        sketch.add(x)
+    assert 30_000 == sketch.count
+    assert_within_relative_error(sketch, values)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    values=st.lists(
+        st.floats(1e-6, 1e6) | st.floats(-1e6, -1e-6) | st.just(0.0), min_size=1, max_size=300
+    ),
+    accuracy=st.sampled_from([0.001, 0.01, 0.1]),
+)
+def test_sketch_relative_error_holds_for_any_values(values: list[float], accuracy: float) -> None:
+    """Positive, negative and zero values alike stay within the relative error.
+
+    The bins needed are ln(1e6 / 1e-6) / ln(gamma): 13,800 at 0.1%, hence max_bins.
+    """
+    sketch = QuantileSketch(accuracy, max_bins=14_000)
+    for x in values:
+        sketch.add(x)
+    assert len(values) == sketch.count
+    assert_within_relative_error(sketch, values)
+
+
+def test_sketch_merge_equals_the_sketch_of_the_union() -> None:
+    """Merging per-worker sketches gives exactly the sketch of all their values."""
+    values = skewed("lognormal", 9000) + skewed("bimodal", 9000) + [0.0, -0.5, -2.0]
+    random.Random(3).shuffle(values)
+    union = QuantileSketch()
+    for x in values:
+        union.add(x)
+    workers = [QuantileSketch() for _ in range(3)]
+    for i, x in enumerate(values):
+        workers[i % 3].add(x)
+    merged = QuantileSketch()
+    for worker in workers:
+        merged.merge(worker)
+    assert union.as_dict() == merged.as_dict()
+    qs = [i / 100 for i in range(101)]
+    assert [union.quantile(q) for q in qs] == [merged.quantile(q) for q in qs]
+
+
+def test_sketch_round_trips_through_json() -> None:
+    """as_dict() survives JSON and from_dict() rebuilds a sketch answering the same."""
+    sketch = QuantileSketch(0.02, max_bins=512)
+    for x in [*skewed("lognormal", 5000), 0.0, -1.0]:
+        sketch.add(x)
+    data = json.loads(json.dumps(sketch.as_dict()))
+    rebuilt = QuantileSketch.from_dict(data)
+    assert sketch.as_dict() == rebuilt.as_dict()
+    assert (512, 5002) == (rebuilt.max_bins, rebuilt.count)
+    assert [sketch.quantile(q / 10) for q in range(11)] == [
+        rebuilt.quantile(q / 10) for q in range(11)
+    ]
+
+
+def test_sketch_collapses_lowest_bins_keeping_high_quantiles() -> None:
+    """Values spanning more than max_bins bins merge the lowest; high quantiles stay accurate."""
+    sketch = QuantileSketch(0.01, max_bins=64)
+    values = [10.0**k for k in range(-30, 1)] + skewed("lognormal", 2000)
+    values += [100.0 + i for i in range(2000)]
+    for x in values:
+        sketch.add(x)
+    assert len(values) == sketch.count
+    assert len(sketch.as_dict()["positive"]["counts"]) <= 64
+    ordered = sorted(values)
+    for q in (0.9, 0.99, 1.0):
+        expected = exact_quantile(ordered, q)
+        assert abs(sketch.quantile(q) - expected) <= 0.01 * expected  # type: ignore[operator]
+    low = sketch.quantile(0.0)
+    assert low is not None
+    assert low > 1e-30  # collapsed upwards: the lowest quantile is overestimated
+
+
+def test_sketch_empty_answers_none() -> None:
+    """An empty sketch counts zero and has no quantiles."""
+    sketch = QuantileSketch()
+    assert (0, None) == (sketch.count, sketch.quantile(0.5))
+
+
+@pytest.mark.parametrize("bad", BAD_NUMBERS)
+def test_sketch_rejects_non_finite_values_and_keeps_its_counts(bad: object) -> None:
+    """NaN, infinities and non-numbers raise ConfigError naming the value; counts survive."""
+    sketch = QuantileSketch()
+    sketch.add(2.0)
+    with pytest.raises(ConfigError, match="value") as info:
+        sketch.add(bad)  # type: ignore[arg-type]
+    assert repr(bad) in str(info.value)
+    assert (1, pytest.approx(2.0, rel=0.01)) == (sketch.count, sketch.quantile(0.5))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"relative_accuracy": 0}, "relative_accuracy"),
+        ({"relative_accuracy": 1}, "relative_accuracy"),
+        ({"relative_accuracy": math.nan}, "relative_accuracy"),
+        ({"max_bins": 0}, "max_bins"),
+        ({"max_bins": 10.5}, "max_bins"),
+    ],
+)
+def test_sketch_rejects_bad_settings(kwargs: dict[str, object], named: str) -> None:
+    """Bad accuracy or bin counts raise ConfigError naming setting and value."""
+    with pytest.raises(ConfigError, match=named) as info:
+        QuantileSketch(**kwargs)  # type: ignore[arg-type]
+    assert repr(next(iter(kwargs.values()))) in str(info.value)
+
+
+@pytest.mark.parametrize("q", [-0.1, 1.5, math.nan])
+def test_sketch_rejects_bad_quantiles(q: float) -> None:
+    """A quantile outside [0, 1] raises ConfigError naming it."""
+    sketch = QuantileSketch()
+    sketch.add(1.0)
+    with pytest.raises(ConfigError, match="quantile") as info:
+        sketch.quantile(q)
+    assert repr(q) in str(info.value)
+
+
+def test_sketch_refuses_to_merge_a_different_accuracy_and_stays_intact() -> None:
+    """Merging sketches of different accuracy raises ConfigError and changes nothing."""
+    sketch, other = QuantileSketch(0.01), QuantileSketch(0.02)
+    sketch.add(1.0)
+    other.add(5.0)
+    before = sketch.as_dict()
+    with pytest.raises(ConfigError, match=r"0\.02"):
+        sketch.merge(other)
+    assert before == sketch.as_dict()
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda d: d.pop("zero_count"),
+        lambda d: d.update(max_bins=-1),
+        lambda d: d["positive"].update(counts=[1, -2]),
+        lambda d: d["positive"].update(counts=[1] * 5000),
+        lambda d: d["negative"].update(min_key="low"),
+    ],
+)
+def test_sketch_from_dict_rejects_malformed_data(mangle: Callable[[dict], object]) -> None:
+    """Malformed serialised sketches raise ConfigError instead of building a wrong sketch."""
+    sketch = QuantileSketch()
+    sketch.add(3.0)
+    data = sketch.as_dict()
+    mangle(data)
+    with pytest.raises(ConfigError):
+        QuantileSketch.from_dict(data)
+
+
+def test_sketch_is_thread_safe(fast_switching: None) -> None:
+    """Values added from several threads at once are all counted."""
+    sketch = QuantileSketch()
+    run_threads(lambda i: [sketch.add(10.0**i + j) for j in range(5000)])
+    assert 20_000 == sketch.count
+
+
+def test_sketch_holds_no_growth_over_a_million_adds() -> None:
+    """A million and more adds over a wide range of values leave memory flat."""
+    sketch = QuantileSketch()
+    rng = random.Random(2)
+    assert_no_growth(lambda: sketch.add(rng.lognormvariate(0, 3)), calls=200_000, bytes_per_call=4)
+    assert sketch.count >= 1_000_000

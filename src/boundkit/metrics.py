@@ -20,12 +20,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from ._sketch import QuantileSketch
 from ._window import RollingWindow, check_count, check_finite, check_max_age
 from .errors import ConfigError
 
-__all__ = ["BoundedCounter", "RequestStats", "RollingWindow"]
+__all__ = ["BoundedCounter", "QuantileSketch", "RequestStats", "RollingWindow"]
 
-for _cls in (RollingWindow,):
+for _cls in (QuantileSketch, RollingWindow):
     _cls.__module__ = __name__
 del _cls
 
