@@ -23,7 +23,7 @@ from .errors import (
 if TYPE_CHECKING:
     from ._sizes import format_bytes, parse_bytes
     from .memory import ProcessMemory, process_memory, trim_memory
-    from .metrics import BoundedCounter, RequestStats, RollingWindow
+    from .metrics import BoundedCounter, QuantileSketch, RequestStats, RollingWindow
     from .testing import GrowthReport, assert_no_growth, measure_growth
 
 __version__ = "0.1.0"
@@ -33,6 +33,7 @@ _LAZY = {
     "BoundedCounter": "boundkit.metrics",
     "GrowthReport": "boundkit.testing",
     "ProcessMemory": "boundkit.memory",
+    "QuantileSketch": "boundkit.metrics",
     "RequestStats": "boundkit.metrics",
     "RollingWindow": "boundkit.metrics",
     "assert_no_growth": "boundkit.testing",
@@ -55,6 +56,7 @@ __all__ = [
     "PdfPasswordError",
     "PdfWrongPasswordError",
     "ProcessMemory",
+    "QuantileSketch",
     "RequestStats",
     "ResourceClosedError",
     "RollingWindow",

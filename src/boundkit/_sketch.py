@@ -24,21 +24,29 @@ class _Bins:
 
     Slot ``i`` holds key ``offset + i``. When the keys seen span more than
     ``max_bins``, the lowest keys are folded into the lowest slot, so the
-    highest quantiles keep their accuracy.
+    highest quantiles keep their accuracy. The slots are allocated on the
+    first add, so a sign that never occurs costs nothing.
     """
 
-    __slots__ = ("count", "counts", "max_key", "min_key", "offset")
+    __slots__ = ("count", "counts", "max_bins", "max_key", "min_key", "offset")
 
     def __init__(self, max_bins: int) -> None:
-        self.counts = array("q", [0]) * max_bins
+        self.max_bins = max_bins
+        self.counts = array("q")
         self.offset = 0
         self.min_key = 0  # lowest and highest non-empty keys, valid when count > 0
         self.max_key = 0
         self.count = 0
 
     def add(self, key: int, n: int = 1) -> None:
-        size = len(self.counts)
+        if self.min_key <= key <= self.max_key and self.count:  # the common case
+            self.counts[key - self.offset] += n
+            self.count += n
+            return
+        size = self.max_bins
         if not self.count:
+            if not self.counts:
+                self.counts = array("q", [0]) * size
             self.offset = key - size // 2
             self.min_key = self.max_key = key
         elif key > self.max_key:
@@ -96,13 +104,16 @@ class QuantileSketch:
     The DDSketch approach: a value ``x > 0`` is counted in bin
     ``ceil(log(x) / log(gamma))`` with ``gamma = (1 + a) / (1 - a)``, and a
     quantile is answered with the bin's centre, within ``a`` of every value in
-    the bin (negative values mirror this; zero has its own count). Each sign
-    keeps at most ``max_bins`` bins, allocated once (8 bytes each); 2048 bins
-    at 1% cover values spanning a factor of 10**17 (a nanosecond to a decade,
-    in seconds). Were the values to span more, the lowest bins are merged and
-    only the lowest quantiles lose accuracy. Values closer to zero than
-    ``2.2e-308 * gamma`` count as zero. Sketches with the same ``relative_accuracy`` merge exactly, and
-    :meth:`as_dict` / :meth:`from_dict` carry one between processes. Thread-safe.
+    the bin (negative values mirror this; zero has its own count; values
+    closer to zero than ``2.2e-308 * gamma`` count as zero).
+
+    Each sign keeps at most ``max_bins`` bins of 8 bytes, allocated on its
+    first value. 2048 bins at 1% cover values spanning a factor of 10**17 (a
+    nanosecond to a decade, in seconds); were the values to span more, the
+    lowest bins are merged and only the lowest quantiles lose accuracy.
+    Sketches with the same ``relative_accuracy`` merge exactly, and
+    :meth:`as_dict` / :meth:`from_dict` carry one between processes.
+    Thread-safe.
 
     >>> sketch = QuantileSketch(relative_accuracy=0.01)
     >>> for ms in range(1, 1001):
