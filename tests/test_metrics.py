@@ -8,6 +8,7 @@ import json
 import math
 import random
 import statistics
+import subprocess
 import sys
 import threading
 from collections import OrderedDict
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boundkit import ConfigError, metrics
+from boundkit import ConfigError, demo, metrics
 from boundkit.metrics import BoundedCounter, QuantileSketch, RequestStats, RollingWindow
 from boundkit.testing import assert_no_growth
 
@@ -77,6 +78,26 @@ def test_doctests() -> None:
     result = doctest.testmod(metrics)
     assert result.attempted > 0
     assert 0 == result.failed
+
+
+def test_metrics_imports_the_standard_library_only() -> None:
+    """Importing boundkit.metrics loads no third-party package."""
+    code = (
+        "import sys, boundkit.metrics\n"
+        "print(sorted({m.partition('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "['boundkit']" == result.stdout.strip()
+
+
+def test_demo_row_shows_the_naive_version_holding_far_more() -> None:
+    """The metrics demo row runs both workloads; the append-forever one holds far more."""
+    row = next(fn for fn in demo.ROWS if fn.__name__ == "_metrics_row")()
+    assert ("metrics", "") == (row.part, row.skipped)
+    assert row.naive_growth > 10 * 1024 * 1024
+    assert row.naive_growth > 5 * max(row.boundkit_growth, 0)
 
 
 # RollingWindow
