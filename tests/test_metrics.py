@@ -83,8 +83,11 @@ def test_doctests() -> None:
 def test_metrics_imports_the_standard_library_only() -> None:
     """Importing boundkit.metrics loads no third-party package."""
     code = (
-        "import sys, boundkit.metrics\n"
-        "print(sorted({m.partition('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)))"
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import boundkit.metrics\n"
+        "loaded = {m.partition('.')[0] for m in set(sys.modules) - before}\n"
+        "print(sorted(loaded - set(sys.stdlib_module_names)))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
