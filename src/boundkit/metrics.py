@@ -30,7 +30,7 @@ for _cls in (QuantileSketch, RollingWindow):
     _cls.__module__ = __name__
 del _cls
 
-OTHER = "other"
+_OTHER = "other"
 
 
 class BoundedCounter:
@@ -50,7 +50,7 @@ class BoundedCounter:
     4
     """
 
-    def __init__(self, max_keys: int = 1000, *, other_key: Hashable = OTHER) -> None:
+    def __init__(self, max_keys: int = 1000, *, other_key: Hashable = _OTHER) -> None:
         self._max_keys = check_count("max_keys", max_keys)
         self._other_key = other_key
         self._counts: OrderedDict[Hashable, int] = OrderedDict()
@@ -186,8 +186,8 @@ class RequestStats:
         with self._lock:
             entry = self._routes.get(route)
             if entry is None:
-                if len(self._routes) >= self._max_routes + (OTHER in self._routes):
-                    route = OTHER
+                if len(self._routes) >= self._max_routes + (_OTHER in self._routes):
+                    route = _OTHER
                 entry = self._routes.get(route)
                 if entry is None:
                     entry = self._routes[route] = self._new_route()
