@@ -22,7 +22,14 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._sizes import format_bytes, parse_bytes
-    from .memory import ProcessMemory, process_memory, trim_memory
+    from .memory import (
+        MemoryLimit,
+        ProcessMemory,
+        memory_limit,
+        memory_snapshot,
+        process_memory,
+        trim_memory,
+    )
     from .metrics import BoundedCounter, QuantileSketch, RequestStats, RollingWindow
     from .testing import GrowthReport, assert_no_growth, measure_growth
 
@@ -32,6 +39,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "BoundedCounter": "boundkit.metrics",
     "GrowthReport": "boundkit.testing",
+    "MemoryLimit": "boundkit.memory",
     "ProcessMemory": "boundkit.memory",
     "QuantileSketch": "boundkit.metrics",
     "RequestStats": "boundkit.metrics",
@@ -39,6 +47,8 @@ _LAZY = {
     "assert_no_growth": "boundkit.testing",
     "format_bytes": "boundkit._sizes",
     "measure_growth": "boundkit.testing",
+    "memory_limit": "boundkit.memory",
+    "memory_snapshot": "boundkit.memory",
     "parse_bytes": "boundkit._sizes",
     "process_memory": "boundkit.memory",
     "trim_memory": "boundkit.memory",
@@ -52,6 +62,7 @@ __all__ = [
     "ConfigError",
     "GrowthReport",
     "LeakError",
+    "MemoryLimit",
     "PdfError",
     "PdfPasswordError",
     "PdfWrongPasswordError",
@@ -64,6 +75,8 @@ __all__ = [
     "assert_no_growth",
     "format_bytes",
     "measure_growth",
+    "memory_limit",
+    "memory_snapshot",
     "parse_bytes",
     "process_memory",
     "trim_memory",
