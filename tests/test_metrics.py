@@ -14,6 +14,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from fractions import Fraction
+from http import HTTPStatus
 
 import pytest
 from hypothesis import given, settings
@@ -422,6 +423,18 @@ def test_request_stats_summary_is_json_ready() -> None:
     assert summary == json.loads(json.dumps(summary))
     assert 500 == summary["requests"]
     assert 50 == summary["routes"]["/"]["seconds"]["count"]
+
+
+def test_request_stats_caps_status_codes_per_route() -> None:
+    """Past 32 codes a route folds the least recent into "other"; HTTPStatus counts as its code."""
+    stats = RequestStats()
+    for code in range(400, 440):
+        stats.observe("/", 0.1, code)
+    stats.observe("/", 0.1, HTTPStatus.OK)
+    statuses = stats.summary()["routes"]["/"]["statuses"]
+    assert 33 == len(statuses)
+    assert (1, 9) == (statuses["200"], statuses["other"])
+    assert 41 == sum(statuses.values())
 
 
 def test_request_stats_windows_forget_old_requests() -> None:

@@ -135,7 +135,9 @@ class _Route:
         return {
             "requests": self.window.count_total,
             "seconds": self.window.summary(),
-            "statuses": {str(code): n for code, n in sorted(self.statuses.snapshot().items())},
+            "statuses": dict(
+                sorted((str(code), n) for code, n in self.statuses.snapshot().items())
+            ),
         }
 
 
@@ -192,7 +194,7 @@ class RequestStats:
                 if entry is None:
                     entry = self._routes[route] = self._new_route()
         entry.window.add(seconds)
-        entry.statuses.incr(status)
+        entry.statuses.incr(int(status))  # HTTPStatus.OK counts as 200
 
     def summary(self) -> dict[str, Any]:
         """Totals, then per route its requests, latency summary and statuses; JSON-ready.
