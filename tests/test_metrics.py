@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -258,9 +259,13 @@ def test_window_rejects_bad_percentiles(q: object) -> None:
     assert repr(q) in str(info.value)
 
 
-def test_window_is_thread_safe(fast_switching: None) -> None:
-    """Samples added from several threads at once are all counted and none is lost."""
-    window = RollingWindow(100_000)
+@pytest.mark.parametrize("max_age", [None, 1e9])
+def test_window_is_thread_safe(fast_switching: None, max_age: float | None) -> None:
+    """Samples added from several threads at once are all counted and none is lost.
+
+    With max_age, the timer is a Python function: a point where threads switch mid-add.
+    """
+    window = RollingWindow(100_000, max_age=max_age, timer=lambda: time.monotonic())
     run_threads(lambda i: [window.add(float(i)) for _ in range(5000)])
     assert 20_000 == window.count_total == len(window)
     assert [5000] * 4 == [window.values().count(float(i)) for i in range(4)]
