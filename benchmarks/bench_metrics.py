@@ -4,8 +4,9 @@ Run from the repository root (needs the ``bench`` extra for ddsketch):
 
     python3 -m pip install -e '.[bench]' && python3 benchmarks/bench_metrics.py
 
-Times come from ``timeit`` with repeats; each figure is the median of the
-repeats and every ratio compares with a peer measured in the same run. Memory
+Times come from ``timeit``, repeated in interleaved rounds (each round times
+every peer once); each figure is the median of the rounds and every ratio
+compares with a peer measured in the same rounds. Memory
 is what ``tracemalloc`` sees held by a filled structure.
 """
 
@@ -27,10 +28,19 @@ from ddsketch import DDSketch, LogCollapsingLowestDenseDDSketch
 from boundkit.metrics import BoundedCounter, QuantileSketch, RollingWindow
 
 
-def median_seconds(stmt: Callable[[], object], *, number: int, repeat: int) -> float:
-    """The median over ``repeat`` runs of the seconds one call of ``stmt`` takes."""
-    runs = timeit.repeat(stmt, number=number, repeat=repeat)
-    return statistics.median(runs) / number
+def interleaved(
+    stmts: dict[str, Callable[[], object]], *, number: int, repeat: int
+) -> dict[str, float]:
+    """The median seconds one call of each statement takes, over ``repeat`` rounds.
+
+    Each round times every statement once, in turn, so a change of load on the
+    shared machine hits the peers alike rather than whichever ran last.
+    """
+    runs: dict[str, list[float]] = {name: [] for name in stmts}
+    for _ in range(repeat):
+        for name, stmt in stmts.items():
+            runs[name].append(timeit.timeit(stmt, number=number) / number)
+    return {name: statistics.median(seconds) for name, seconds in runs.items()}
 
 
 def held_bytes(build: Callable[[], object]) -> int:
@@ -61,12 +71,12 @@ def bench_add(data: list[float], repeat: int) -> None:
         return run
 
     peers = {
-        "list.append (grows forever)": lambda: feed([].append),
-        "deque(maxlen=1000).append": lambda: feed(deque(maxlen=1000).append),
-        "RollingWindow(1000).add": lambda: feed(RollingWindow(1000).add),
-        "RollingWindow(1000, max_age=60).add": lambda: feed(RollingWindow(1000, max_age=60).add),
+        "list.append (grows forever)": feed([].append),
+        "deque(maxlen=1000).append": feed(deque(maxlen=1000).append),
+        "RollingWindow(1000).add": feed(RollingWindow(1000).add),
+        "RollingWindow(1000, max_age=60).add": feed(RollingWindow(1000, max_age=60).add),
     }
-    times = {name: median_seconds(make(), number=1, repeat=repeat) for name, make in peers.items()}
+    times = interleaved(peers, number=1, repeat=repeat)
     base = times["deque(maxlen=1000).append"]
     for name, seconds in times.items():
         per_call = seconds / len(data)
@@ -86,8 +96,8 @@ def bench_counter(keys: list[str], repeat: int) -> None:
         for key in keys:
             incr(key)
 
-    plain = median_seconds(counter_run, number=1, repeat=repeat)
-    bounded = median_seconds(bounded_run, number=1, repeat=repeat)
+    times = interleaved({"plain": counter_run, "bounded": bounded_run}, number=1, repeat=repeat)
+    plain, bounded = times["plain"], times["bounded"]
     row("Counter()[key] += 1 (grows forever)", f"{plain / len(keys) * 1e9:8.1f} ns", "1.00x")
     row(
         "BoundedCounter(1000).incr",
@@ -106,12 +116,15 @@ def bench_percentile(rng: random.Random, repeat: int) -> None:
             window.add(x)
             peer.append(x)
         number = max(10, 200_000 // maxlen)
-        ours = median_seconds(lambda w=window: w.percentile(99), number=number, repeat=repeat)
-        theirs = median_seconds(
-            lambda p=peer, n=maxlen: sorted(p)[math.floor(0.99 * (n - 1))],
+        times = interleaved(
+            {
+                "ours": lambda w=window: w.percentile(99),
+                "theirs": lambda p=peer, n=maxlen: sorted(p)[math.floor(0.99 * (n - 1))],
+            },
             number=number,
             repeat=repeat,
         )
+        ours, theirs = times["ours"], times["theirs"]
         row(f"sorted(deque)[rank], {maxlen:,}", f"{theirs * 1e6:8.1f} us", "1.00x")
         row(
             f"RollingWindow.percentile(99), {maxlen:,}",
@@ -171,23 +184,25 @@ def bench_sketch(values: list[float], repeat: int) -> None:
     def exact(q: float) -> float:
         return ordered[math.floor(q * (n - 1))]
 
-    base = None
-    for name, make in kinds.items():
-
-        def fill(make: Callable[[], object] = make) -> object:
+    def filler(make: Callable[[], object]) -> Callable[[], object]:
+        def fill() -> object:
             sketch = make()
             add = sketch.add  # type: ignore[attr-defined]
             for x in values:
                 add(x)
             return sketch
 
-        seconds = median_seconds(fill, number=1, repeat=repeat)
-        base = base or seconds
+        return fill
+
+    fills = {name: filler(make) for name, make in kinds.items()}
+    times = interleaved(fills, number=1, repeat=repeat)
+    base = times["ddsketch.DDSketch (unbounded bins)"]
+    for name, fill in fills.items():
         held = held_bytes(fill)
         sketch = fill()
         worst = max(abs(quantile_of(sketch, q) / exact(q) - 1) for q in qs)
         print(f"  {name}")
-        row("    add()", f"{seconds / n * 1e9:8.1f} ns", f"{seconds / base:5.2f}x DDSketch")
+        row("    add()", f"{times[name] / n * 1e9:8.1f} ns", f"{times[name] / base:5.2f}x DDSketch")
         row("    memory after all adds", f"{held:,} B")
         row(f"    worst relative error, q in {qs}", f"{worst:.4%}")
 
@@ -213,7 +228,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer values and repeats")
     args = parser.parse_args()
-    n, repeat = (20_000, 3) if args.quick else (200_000, 7)
+    n, repeat = (20_000, 3) if args.quick else (200_000, 9)
     rng = random.Random(42)
     data = [rng.lognormvariate(-3, 1) for _ in range(n)]
     keys = [f"/route/{rng.randrange(n // 4)}" for _ in range(n)]
