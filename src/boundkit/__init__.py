@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         process_memory,
         trim_memory,
     )
+    from .metrics import BoundedCounter, QuantileSketch, RequestStats, RollingWindow
     from .pg import (
         PooledConnection,
         close_pools,
@@ -52,10 +53,14 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _LAZY = {
     "AsyncPooledConnection": "boundkit.pg_async",
+    "BoundedCounter": "boundkit.metrics",
     "GrowthReport": "boundkit.testing",
     "MemoryLimit": "boundkit.memory",
     "PooledConnection": "boundkit.pg",
     "ProcessMemory": "boundkit.memory",
+    "QuantileSketch": "boundkit.metrics",
+    "RequestStats": "boundkit.metrics",
+    "RollingWindow": "boundkit.metrics",
     "aclose_pools": "boundkit.pg_async",
     "acreate_pool": "boundkit.pg_async",
     "apool_stats": "boundkit.pg_async",
@@ -79,6 +84,7 @@ _EXTRA_OF = {"psycopg": "postgres", "psycopg_pool": "postgres", "pymupdf": "pdf"
 
 __all__ = [
     "AsyncPooledConnection",
+    "BoundedCounter",
     "BoundkitError",
     "ConfigError",
     "GrowthReport",
@@ -89,7 +95,10 @@ __all__ = [
     "PdfWrongPasswordError",
     "PooledConnection",
     "ProcessMemory",
+    "QuantileSketch",
+    "RequestStats",
     "ResourceClosedError",
+    "RollingWindow",
     "__version__",
     "aclose_pools",
     "acreate_pool",
