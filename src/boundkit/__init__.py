@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         process_memory,
         trim_memory,
     )
+    from .metrics import BoundedCounter, QuantileSketch, RequestStats, RollingWindow
     from .pg import (
         PooledConnection,
         close_pools,
@@ -56,12 +57,16 @@ __version__ = "0.1.0"
 _LAZY = {
     "ASGIMiddleware": "boundkit.web",
     "AsyncPooledConnection": "boundkit.pg_async",
+    "BoundedCounter": "boundkit.metrics",
     "GrowthReport": "boundkit.testing",
     "MemoryDelta": "boundkit.scope",
     "MemoryGuard": "boundkit.guard",
     "MemoryLimit": "boundkit.memory",
     "PooledConnection": "boundkit.pg",
     "ProcessMemory": "boundkit.memory",
+    "QuantileSketch": "boundkit.metrics",
+    "RequestStats": "boundkit.metrics",
+    "RollingWindow": "boundkit.metrics",
     "WSGIMiddleware": "boundkit.web",
     "WebMonitor": "boundkit.web",
     "aclose_pools": "boundkit.pg_async",
@@ -90,6 +95,7 @@ _EXTRA_OF = {"psycopg": "postgres", "psycopg_pool": "postgres", "pymupdf": "pdf"
 __all__ = [
     "ASGIMiddleware",
     "AsyncPooledConnection",
+    "BoundedCounter",
     "BoundkitError",
     "ConfigError",
     "GrowthReport",
@@ -102,7 +108,10 @@ __all__ = [
     "PdfWrongPasswordError",
     "PooledConnection",
     "ProcessMemory",
+    "QuantileSketch",
+    "RequestStats",
     "ResourceClosedError",
+    "RollingWindow",
     "WSGIMiddleware",
     "WebMonitor",
     "__version__",

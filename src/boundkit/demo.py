@@ -135,3 +135,46 @@ def _pg_row() -> DemoRow:
 
 
 ROWS.append(_pg_row)
+
+
+def _metrics_row() -> DemoRow:
+    """Timings and per-path counts of a request stream where half the paths are probes."""
+    import random
+    from collections.abc import Iterator
+
+    from .metrics import RequestStats
+
+    requests = 200_000
+
+    def stream() -> Iterator[tuple[str, float, int]]:
+        rng = random.Random(5)
+        routes = ["/", "/login", "/api/items", "/api/orders", "/static/app.js"]
+        for _ in range(requests):
+            route = rng.choice(routes) if rng.random() < 0.5 else f"/probe/{rng.getrandbits(40):x}"
+            yield route, rng.lognormvariate(-3, 1), 200 if route in routes else 404
+
+    def naive() -> object:
+        response_times: list[float] = []
+        request_counts: dict[str, int] = {}
+        for route, seconds, _status in stream():
+            response_times.append(seconds)
+            request_counts[route] = request_counts.get(route, 0) + 1
+        return response_times, request_counts
+
+    def bounded() -> object:
+        stats = RequestStats(max_routes=100, window=1000)
+        for route, seconds, status in stream():
+            stats.observe(route, seconds, status)
+        return stats
+
+    naive_growth, _ = measure(naive)
+    boundkit_growth, _ = measure(bounded)
+    return DemoRow(
+        "metrics",
+        f"{requests:,} requests, half to random probe URLs",
+        naive_growth,
+        boundkit_growth,
+    )
+
+
+ROWS.append(_metrics_row)
