@@ -38,3 +38,28 @@ def test_unknown_name_is_an_attribute_error() -> None:
 def test_ships_py_typed() -> None:
     """The package is marked as typed."""
     assert (Path(boundkit.__file__).parent / "py.typed").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "blocked", "extra"),
+    [
+        ("pooled_connection", "psycopg", "postgres"),
+        ("apooled_connection", "psycopg_pool", "postgres"),
+    ],
+)
+def test_missing_extra_names_the_extra_to_install(name: str, blocked: str, extra: str) -> None:
+    """A name whose optional dependency is missing raises ImportError naming the extra."""
+    code = (
+        "import sys\n"
+        f"sys.modules[{blocked!r}] = None  # as if not installed\n"
+        "import boundkit\n"
+        "try:\n"
+        f"    boundkit.{name}\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"pip install 'boundkit[{extra}]'" in out
+    assert name in out
