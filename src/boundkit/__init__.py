@@ -23,49 +23,125 @@ from .errors import (
 if TYPE_CHECKING:
     from ._sizes import estimate_size, format_bytes, parse_bytes
     from .cache import BoundedCache, CacheStats, cached
-    from .memory import ProcessMemory, process_memory, trim_memory
+    from .guard import MemoryGuard
+    from .memory import (
+        MemoryLimit,
+        ProcessMemory,
+        memory_limit,
+        memory_snapshot,
+        process_memory,
+        trim_memory,
+    )
+    from .metrics import BoundedCounter, QuantileSketch, RequestStats, RollingWindow
+    from .pg import (
+        PooledConnection,
+        close_pools,
+        create_pool,
+        pool_stats,
+        pooled_connection,
+        release_idle,
+    )
+    from .pg_async import (
+        AsyncPooledConnection,
+        aclose_pools,
+        acreate_pool,
+        apool_stats,
+        apooled_connection,
+    )
+    from .scope import MemoryDelta, memory_scope, monitor_memory
     from .testing import GrowthReport, assert_no_growth, measure_growth
+    from .web import ASGIMiddleware, WebMonitor, WSGIMiddleware
 
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {
+    "ASGIMiddleware": "boundkit.web",
+    "AsyncPooledConnection": "boundkit.pg_async",
     "BoundedCache": "boundkit.cache",
+    "BoundedCounter": "boundkit.metrics",
     "CacheStats": "boundkit.cache",
     "GrowthReport": "boundkit.testing",
+    "MemoryDelta": "boundkit.scope",
+    "MemoryGuard": "boundkit.guard",
+    "MemoryLimit": "boundkit.memory",
+    "PooledConnection": "boundkit.pg",
     "ProcessMemory": "boundkit.memory",
+    "QuantileSketch": "boundkit.metrics",
+    "RequestStats": "boundkit.metrics",
+    "RollingWindow": "boundkit.metrics",
+    "WSGIMiddleware": "boundkit.web",
+    "WebMonitor": "boundkit.web",
+    "aclose_pools": "boundkit.pg_async",
+    "acreate_pool": "boundkit.pg_async",
+    "apool_stats": "boundkit.pg_async",
+    "apooled_connection": "boundkit.pg_async",
     "assert_no_growth": "boundkit.testing",
     "cached": "boundkit.cache",
+    "close_pools": "boundkit.pg",
+    "create_pool": "boundkit.pg",
     "estimate_size": "boundkit._sizes",
     "format_bytes": "boundkit._sizes",
     "measure_growth": "boundkit.testing",
+    "memory_limit": "boundkit.memory",
+    "memory_scope": "boundkit.scope",
+    "memory_snapshot": "boundkit.memory",
+    "monitor_memory": "boundkit.scope",
     "parse_bytes": "boundkit._sizes",
+    "pool_stats": "boundkit.pg",
+    "pooled_connection": "boundkit.pg",
     "process_memory": "boundkit.memory",
+    "release_idle": "boundkit.pg",
     "trim_memory": "boundkit.memory",
 }
 # third-party top-level package -> the extra that installs it
 _EXTRA_OF = {"psycopg": "postgres", "psycopg_pool": "postgres", "pymupdf": "pdf", "fitz": "pdf"}
 
 __all__ = [
+    "ASGIMiddleware",
+    "AsyncPooledConnection",
     "BoundedCache",
+    "BoundedCounter",
     "BoundkitError",
     "CacheStats",
     "ConfigError",
     "GrowthReport",
     "LeakError",
+    "MemoryDelta",
+    "MemoryGuard",
+    "MemoryLimit",
     "PdfError",
     "PdfPasswordError",
     "PdfWrongPasswordError",
+    "PooledConnection",
     "ProcessMemory",
+    "QuantileSketch",
+    "RequestStats",
     "ResourceClosedError",
+    "RollingWindow",
+    "WSGIMiddleware",
+    "WebMonitor",
     "__version__",
+    "aclose_pools",
+    "acreate_pool",
+    "apool_stats",
+    "apooled_connection",
     "assert_no_growth",
     "cached",
+    "close_pools",
+    "create_pool",
     "estimate_size",
     "format_bytes",
     "measure_growth",
+    "memory_limit",
+    "memory_scope",
+    "memory_snapshot",
+    "monitor_memory",
     "parse_bytes",
+    "pool_stats",
+    "pooled_connection",
     "process_memory",
+    "release_idle",
     "trim_memory",
 ]
 
