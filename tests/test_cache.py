@@ -210,6 +210,25 @@ def test_bad_bounds_raise_config_error_naming_the_value(options: Any, message: s
         BoundedCache(**options)
 
 
+def test_bad_input_raises_and_leaves_the_cache_usable() -> None:
+    """An unhashable key or a bad per-entry ttl raises; nothing changes, no lock stays held."""
+    cache: BoundedCache[Any, int] = BoundedCache(2, max_bytes=1000)
+    cache["kept"] = 1
+    for call in (
+        lambda: cache.__setitem__([], 2),
+        lambda: cache[[]],
+        lambda: cache.get([]),
+        lambda: cache.pop([], None),
+    ):
+        with pytest.raises(TypeError, match="unhashable"):
+            call()
+    with pytest.raises(ConfigError, match="ttl must be positive, got 0"):
+        cache.set("new", 3, ttl=0)
+    assert {"kept": 1} == dict(cache.items())
+    cache["other"] = 4  # the lock was released on every error path
+    assert ["kept", "other"] == list(cache)
+
+
 def test_lru_order_evicts_the_least_recently_used() -> None:
     """A read refreshes recency; `in` and peek do not."""
     cache: BoundedCache[str, int] = BoundedCache(3)
