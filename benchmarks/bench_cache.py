@@ -91,9 +91,12 @@ def make_caches(value_size: int, capacity: int = CAPACITY) -> dict[str, Callable
     }
 
 
-def median_per_op(stmt: Callable[[], object], ops: int, repeat: int) -> float:
-    """Median seconds per operation of ``stmt``, which performs ``ops`` operations."""
-    return statistics.median(timeit.repeat(stmt, number=1, repeat=repeat)) / ops
+def per_call(fn: Callable[[], object], repeat: int) -> float:
+    """Median seconds per call of ``fn``, each sample looping long enough (about 5 ms)
+    that the timer's own overhead does not count."""
+    once = timeit.timeit(fn, number=1)
+    number = max(1, int(0.005 / max(once, 1e-9)))
+    return statistics.median(timeit.repeat(fn, number=number, repeat=repeat)) / number
 
 
 def interleaved(runs: dict[str, Callable[[], object]], samples: int) -> dict[str, float]:
@@ -176,7 +179,7 @@ def rss_bytes_per_entry(factory: Callable[[], Any], value: object, n: int) -> fl
 def cache_table(samples: int, repeat: int, value: object, label: str) -> None:
     size = estimate_size(value)
     caches = make_caches(size)
-    estimator = median_per_op(lambda: [estimate_size(value) for _ in range(1000)], 1000, repeat)
+    estimator = per_call(functools.partial(estimate_size, value), repeat)
     print(
         f"\n## cache operations, value = {label} (estimate_size {size} B, {estimator * 1e9:.0f} ns)"
     )
@@ -268,9 +271,9 @@ def estimator_table(repeat: int) -> None:
         ours = estimate_size(payload)
         reference = asizeof.asizeof(theirs)
         objs = objsize.get_deep_size(payload)
-        t_ours = median_per_op(functools.partial(estimate_size, payload), 1, 5 * repeat)
-        t_asz = median_per_op(functools.partial(asizeof.asizeof, theirs), 1, repeat)
-        t_objs = median_per_op(functools.partial(objsize.get_deep_size, payload), 1, repeat)
+        t_ours = per_call(functools.partial(estimate_size, payload), repeat)
+        t_asz = per_call(functools.partial(asizeof.asizeof, theirs), repeat)
+        t_objs = per_call(functools.partial(objsize.get_deep_size, payload), repeat)
         print(
             f"{label:<24} {traced:>8} {ours:>8} {reference:>8} {objs:>8} {ours / reference:>7.2f}"
             f" {t_ours * 1e6:>8.1f} {t_asz * 1e6:>8.1f} {t_objs * 1e6:>8.1f} {t_asz / t_ours:>6.1f}"
