@@ -166,7 +166,36 @@ def estimate_size(obj: object) -> int:
         return _FLOAT_SIZE
     if cls in _FLAT:
         return (obj.__sizeof__() + 7) & ~7
+    if cls is dict or cls is list or cls is tuple:
+        size = _small_flat_container(obj)  # type: ignore[arg-type]
+        if size is not None:
+            return size
     return _Estimate().measure(obj)
+
+
+def _small_flat_container(
+    obj: dict[object, object] | list[object] | tuple[object, ...],
+) -> int | None:
+    """Size a small dict, list or tuple of flat items without the walker; None otherwise."""
+    if len(obj) > _SAMPLE_FLAT_ABOVE // 2:
+        return None
+    parts = (obj.keys(), obj.values()) if type(obj) is dict else (obj,)
+    total = (obj.__sizeof__() + _GC_HEADER + 7) & ~7
+    seen: set[int] | None = None
+    for part in parts:
+        for item in part:
+            if type(item) not in _FLAT:
+                return None
+            if sys.getrefcount(item) > _UNSHARED:  # perhaps met twice: count it once
+                ident = id(item)
+                if seen is None:
+                    seen = {ident}
+                elif ident in seen:
+                    continue
+                else:
+                    seen.add(ident)
+            total += (item.__sizeof__() + 7) & ~7
+    return total
 
 
 class _Estimate:
