@@ -167,3 +167,18 @@ def test_huge_and_deep_inputs_are_bounded_work() -> None:
         node = child
     assert estimate_size(deep) >= aligned([])
     assert time.perf_counter() - started < 10, "estimate_size did not cap its work"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": "a", "b": 10**20},
+        {f"key{i}": i * 1000 for i in range(10)},
+        ["x" * 50, "x" * 50, b"y", 1.5, None, True],
+        ("shared", "shared", 3),
+        [],
+    ],
+)
+def test_small_flat_fast_path_agrees_with_the_walker(value: object) -> None:
+    """Small containers of flat values, sized without the walker, come out the same."""
+    assert _sizes._Estimate().measure(value) == estimate_size(value)
