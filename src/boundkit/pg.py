@@ -13,11 +13,13 @@ import atexit
 import contextlib
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator
 from time import monotonic
 from typing import Any
 
 import psycopg
+import psycopg_pool
 from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -292,21 +294,43 @@ def release_idle(pool: ConnectionPool[Any] | None = None) -> int:
     """Close idle connections down to each pool's ``min_size``; return how many closed.
 
     For memory pressure: the pool reconnects on demand later. Without ``pool``,
-    every pool boundkit made in this process. (psycopg_pool itself closes at
-    most one idle connection per ``max_idle``; this uses its shrink bookkeeping.)
+    every pool boundkit made in this process. psycopg_pool has no public way to
+    shrink now (``resize()``, ``check()`` and ``drain()`` all reopen what they
+    close; it drops one idle connection per ``max_idle``), so this uses its
+    shrink bookkeeping; if a psycopg_pool release changes that, it closes
+    nothing and logs a warning instead.
     """
     pools = _REGISTRY.own_pools() if pool is None else [pool]
-    released = 0
-    for each in pools:
-        with each._lock:
-            count = max(0, min(len(each._pool), each._nconns - each.min_size))
-            idle = [each._pool.popleft() for _ in range(count)]
-            each._nconns -= count
-            each._nconns_min = min(each._nconns_min, len(each._pool))
-        for conn in idle:
-            each._close_connection(conn)
-        released += count
-    return released
+    return sum(_shrink_to_min(each) for each in pools)
+
+
+def _shrink_to_min(pool: ConnectionPool[Any]) -> int:
+    # the private fields ConnectionPool._shrink_pool() uses, checked before use
+    idle = getattr(pool, "_pool", None)
+    fields = (getattr(pool, name, None) for name in ("_nconns", "_nconns_min"))
+    lock = getattr(pool, "_lock", None)
+    close = getattr(pool, "_close_connection", None)
+    if not (
+        isinstance(idle, deque)
+        and all(type(value) is int for value in fields)
+        and callable(getattr(lock, "__enter__", None))
+        and callable(close)
+    ):
+        logger.warning(
+            "release_idle() closed nothing in pool %r: this psycopg_pool %s no longer "
+            "has the internals it relies on; idle connections still close after max_idle",
+            pool.name,
+            psycopg_pool.__version__,
+        )
+        return 0
+    with lock:
+        count = max(0, min(len(idle), pool._nconns - pool.min_size))
+        released = [idle.popleft() for _ in range(count)]
+        pool._nconns -= count
+        pool._nconns_min = min(pool._nconns_min, len(idle))
+    for conn in released:
+        close(conn)
+    return count
 
 
 def close_pools() -> None:
