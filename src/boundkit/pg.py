@@ -306,10 +306,10 @@ def release_idle(pool: ConnectionPool[Any] | None = None) -> int:
 
 def _shrink_to_min(pool: ConnectionPool[Any]) -> int:
     # the private fields ConnectionPool._shrink_pool() uses, checked before use
-    idle = getattr(pool, "_pool", None)
+    idle: Any = getattr(pool, "_pool", None)
     fields = (getattr(pool, name, None) for name in ("_nconns", "_nconns_min"))
-    lock = getattr(pool, "_lock", None)
-    close = getattr(pool, "_close_connection", None)
+    lock: Any = getattr(pool, "_lock", None)
+    close: Any = getattr(pool, "_close_connection", None)
     if not (
         isinstance(idle, deque)
         and all(type(value) is int for value in fields)
