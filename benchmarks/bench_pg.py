@@ -2,11 +2,15 @@
 
 Run: python3 benchmarks/bench_pg.py   (DATABASE_URL, else 127.0.0.1:5432 database test)
 
-Latency: per-request medians over 7 repeats (time.perf_counter loops), ratios
-against the peers measured in the same run. Recovery: 8 idle connections
-terminated with pg_terminate_backend, then 20 requests: time to the first
-success and failed requests, for boundkit and psycopg_pool with and without
-``check=ConnectionPool.check_connection``.
+Latency (time.perf_counter_ns around each request, no pyperf): raw
+``pool.connection()`` and ``pooled_connection()`` run alternately, ROUNDS rounds
+of CALLS requests each, the order flipped every round so drift and load spikes
+hit both alike. Printed: the median over rounds of each round's median request
+time, the median over rounds of the per-round ratio, and the client CPU time per
+request (process_time, all threads: robust to other processes' load). Recovery:
+8 idle connections terminated with pg_terminate_backend, then 20 requests: time
+to the first success and failed requests, for boundkit and psycopg_pool with
+and without ``check=ConnectionPool.check_connection``.
 """
 
 from __future__ import annotations
@@ -24,19 +28,34 @@ from psycopg_pool import ConnectionPool
 from boundkit.pg import create_pool, pooled_connection
 
 DSN = os.environ.get("DATABASE_URL", "host=127.0.0.1 port=5432 user=postgres dbname=test")
-REPEATS = 7
+ROUNDS = 31
+CALLS = 200
 
 
-def per_request(fn: Callable[[], object], calls: int) -> float:
-    """Median seconds per call over REPEATS loops of ``calls`` calls."""
-    fn()
+def one_round(fn: Callable[[], object], calls: int) -> tuple[float, float]:
+    """Median wall seconds per call, and client CPU seconds per call, over ``calls`` calls."""
     times = []
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - started) / calls)
-    return statistics.median(times)
+    cpu = time.process_time()
+    for _ in range(calls):
+        started = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - started)
+    return statistics.median(times) / 1e9, (time.process_time() - cpu) / calls
+
+
+def interleaved(
+    contenders: dict[str, Callable[[], object]], rounds: int, calls: int
+) -> dict[str, list[tuple[float, float]]]:
+    """Each contender's (median, cpu) per round, run alternately with the order flipped."""
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+    for fn in contenders.values():  # warm up: connections made, statements prepared
+        one_round(fn, calls // 4)
+    order = list(contenders)
+    for _ in range(rounds):
+        for name in order:
+            runs[name].append(one_round(contenders[name], calls))
+        order.reverse()
+    return runs
 
 
 def latency() -> None:
@@ -55,20 +74,24 @@ def latency() -> None:
         with psycopg.connect(DSN) as conn:
             conn.execute("SELECT 1").fetchone()
 
-    # interleave so machine noise hits both pools alike
-    raw_runs, our_runs = [], []
-    for _ in range(3):
-        raw_runs.append(per_request(raw_request, 500))
-        our_runs.append(per_request(our_request, 500))
-    t_raw, t_ours = statistics.median(raw_runs), statistics.median(our_runs)
-    t_connect = per_request(connect_request, 40)
+    runs = interleaved({"raw": raw_request, "ours": our_request}, ROUNDS, CALLS)
+    connects = interleaved({"connect": connect_request}, 5, 20)["connect"]
     raw.close()
     ours.close()
-    print("latency per request, SELECT 1 (median of medians):")
-    print(f"  psycopg_pool pool.connection()   {t_raw * 1e6:9.1f} us")
+
+    def median(name: str, runs: list[tuple[float, float]], index: int = 0) -> float:
+        return statistics.median(run[index] for run in runs)
+
+    t_raw, t_ours = median("raw", runs["raw"]), median("ours", runs["ours"])
+    c_raw, c_ours = median("raw", runs["raw"], 1), median("ours", runs["ours"], 1)
+    paired = statistics.median(o[0] / r[0] for o, r in zip(runs["ours"], runs["raw"], strict=False))
+    t_connect = median("connect", connects)
+    print(f"latency per request, SELECT 1: median of {ROUNDS} interleaved round medians")
+    print(f"  psycopg_pool pool.connection()   {t_raw * 1e6:9.1f} us   cpu {c_raw * 1e6:6.1f} us")
     print(
-        f"  boundkit pooled_connection()     {t_ours * 1e6:9.1f} us   "
-        f"{t_ours / t_raw:.2f}x raw pool"
+        f"  boundkit pooled_connection()     {t_ours * 1e6:9.1f} us   cpu {c_ours * 1e6:6.1f} us"
+        f"   {t_ours / t_raw:.2f}x raw pool (median of paired ratios {paired:.2f}x,"
+        f" cpu {c_ours / c_raw:.2f}x)"
     )
     print(
         f"  psycopg.connect() per request    {t_connect * 1e6:9.1f} us   "

@@ -155,6 +155,41 @@ def test_session_state_does_not_reach_next_borrower(make_pool):
     assert ('"$user", public', "7s", "postgres", None, 0, 0, "4MB", False) == seen
 
 
+@pytest.mark.parametrize("ending", ["python-error", "sql-error", "autocommit"])
+def test_session_state_is_reset_whatever_the_block_ends_with(make_pool, ending):
+    """Blocks ending in an exception, an SQL error or autocommit hand on a clean session."""
+    pool = make_pool(max_size=1)
+    with (
+        contextlib.suppress(KeyError, psycopg.errors.DivisionByZero),
+        pooled_connection(pool=pool) as conn,
+    ):
+        conn.autocommit = ending == "autocommit"
+        conn.execute("SET search_path TO nowhere")
+        conn.execute("SELECT pg_advisory_lock(42)")
+        if ending == "sql-error":
+            conn.execute("SELECT 1/0")
+        elif ending == "python-error":
+            raise KeyError(ending)
+    with pooled_connection(pool=pool) as conn:
+        seen = conn.execute(
+            "SELECT current_setting('search_path'),"
+            " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            "   AND pid = pg_backend_pid())"
+        ).fetchone()
+    assert ('"$user", public', 0) == seen
+    assert 0 == pool_stats()[pool.name]["discards"]
+
+
+def test_pg_base_doctests():
+    """The examples in boundkit._pg_base's docstrings hold."""
+    import doctest
+
+    from boundkit import _pg_base
+
+    result = doctest.testmod(_pg_base)
+    assert (0, True) == (result.failed, result.attempted > 0)
+
+
 def test_prepared_statements_survive_the_reset(make_pool):
     """psycopg's prepared statements still work across blocks after the reset."""
     pool = make_pool(max_size=1)

@@ -25,7 +25,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ._pg_base import (
     ALIVE,
-    COMMIT_SQL,
     DIAGNOSE_AFTER,
     RESET_SQL,
     UNSURE,
@@ -33,6 +32,7 @@ from ._pg_base import (
     PoolSettings,
     PoolState,
     Registry,
+    closing_sql,
     connect_failed_message,
     exhausted_message,
     idle_state,
@@ -237,10 +237,15 @@ def _give_back(
                 with contextlib.suppress(Exception):
                     cursor.close()
         if commit:
-            _commit_and_reset(conn, used)
+            try:
+                _close_transaction(conn, commit=True, used=used)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    _close_transaction(conn, commit=False, used=True)
+                raise
         else:
             with contextlib.suppress(Exception):
-                _rollback_and_reset(conn)
+                _close_transaction(conn, commit=False, used=True)
         for name, value in needs_reset(conn, saved).items():
             setattr(conn, name, value)
     except BaseException:
@@ -254,27 +259,18 @@ def _give_back(
         state.returned()
 
 
-def _commit_and_reset(conn: psycopg.Connection[Any], used: bool) -> None:
-    status = conn.pgconn.transaction_status
-    if status == pq.TransactionStatus.INTRANS:
-        try:
-            conn.execute(COMMIT_SQL, prepare=False)
-        except Exception:
-            with contextlib.suppress(Exception):
-                _rollback_and_reset(conn)
-            raise
-    elif status == pq.TransactionStatus.INERROR or used:
-        _rollback_and_reset(conn)
-
-
-def _rollback_and_reset(conn: psycopg.Connection[Any]) -> None:
-    if conn.closed:
+def _close_transaction(conn: psycopg.Connection[Any], *, commit: bool, used: bool) -> None:
+    # one round trip: COMMIT or ROLLBACK with the session reset
+    sql = closing_sql(conn.pgconn.transaction_status, commit=commit, used=used)
+    if sql is None:
         return
-    conn.rollback()
+    if sql is not RESET_SQL:
+        conn.execute(sql, prepare=False)
+        return
     autocommit = conn.autocommit
     conn.autocommit = True
     try:
-        conn.execute(RESET_SQL, prepare=False)
+        conn.execute(sql, prepare=False)
     finally:
         conn.autocommit = autocommit
 
