@@ -7,7 +7,9 @@ Latency (time.perf_counter_ns around each request, no pyperf): raw
 of CALLS requests each, the order flipped every round so drift and load spikes
 hit both alike. Printed: the median over rounds of each round's median request
 time, the median over rounds of the per-round ratio, and the client CPU time per
-request (process_time, all threads: robust to other processes' load). Recovery:
+request (process_time, all threads: less sensitive to other processes' load).
+A third contender, the raw pool ending each request with boundkit's COMMIT +
+session reset query, shows how much of the gap is that reset. Recovery:
 8 idle connections terminated with pg_terminate_backend, then 20 requests: time
 to the first success and failed requests, for boundkit and psycopg_pool with
 and without ``check=ConnectionPool.check_connection``.
@@ -25,6 +27,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from boundkit._pg_base import COMMIT_SQL
 from boundkit.pg import create_pool, pooled_connection
 
 DSN = os.environ.get("DATABASE_URL", "host=127.0.0.1 port=5432 user=postgres dbname=test")
@@ -60,6 +63,7 @@ def interleaved(
 
 def latency() -> None:
     raw = ConnectionPool(DSN, min_size=1, max_size=3, open=True)
+    reset = ConnectionPool(DSN, min_size=1, max_size=3, open=True)
     ours = create_pool(DSN, min_size=1, max_size=3)
 
     def raw_request() -> None:
@@ -70,28 +74,40 @@ def latency() -> None:
         with pooled_connection(pool=ours) as conn:
             conn.execute("SELECT 1").fetchone()
 
+    def reset_request() -> None:  # raw pool, ending with boundkit's COMMIT + session reset
+        conn = reset.getconn()
+        conn.execute("SELECT 1").fetchone()
+        conn.execute(COMMIT_SQL, prepare=False)
+        reset.putconn(conn)
+
     def connect_request() -> None:
         with psycopg.connect(DSN) as conn:
             conn.execute("SELECT 1").fetchone()
 
-    runs = interleaved({"raw": raw_request, "ours": our_request}, ROUNDS, CALLS)
+    contenders = {"raw": raw_request, "reset": reset_request, "ours": our_request}
+    runs = interleaved(contenders, ROUNDS, CALLS)
     connects = interleaved({"connect": connect_request}, 5, 20)["connect"]
-    raw.close()
-    ours.close()
+    for pool in (raw, reset, ours):
+        pool.close()
 
-    def median(name: str, runs: list[tuple[float, float]], index: int = 0) -> float:
-        return statistics.median(run[index] for run in runs)
+    def median(name: str, index: int = 0) -> float:
+        return statistics.median(run[index] for run in runs[name])
 
-    t_raw, t_ours = median("raw", runs["raw"]), median("ours", runs["ours"])
-    c_raw, c_ours = median("raw", runs["raw"], 1), median("ours", runs["ours"], 1)
-    paired = statistics.median(o[0] / r[0] for o, r in zip(runs["ours"], runs["raw"], strict=False))
-    t_connect = median("connect", connects)
+    t_raw, t_ours = median("raw"), median("ours")
+    c_raw, c_ours = median("raw", 1), median("ours", 1)
+    paired = statistics.median(o[0] / r[0] for o, r in zip(runs["ours"], runs["raw"], strict=True))
+    t_reset, c_reset = median("reset"), median("reset", 1)
+    t_connect = statistics.median(run[0] for run in connects)
     print(f"latency per request, SELECT 1: median of {ROUNDS} interleaved round medians")
     print(f"  psycopg_pool pool.connection()   {t_raw * 1e6:9.1f} us   cpu {c_raw * 1e6:6.1f} us")
     print(
         f"  boundkit pooled_connection()     {t_ours * 1e6:9.1f} us   cpu {c_ours * 1e6:6.1f} us"
         f"   {t_ours / t_raw:.2f}x raw pool (median of paired ratios {paired:.2f}x,"
         f" cpu {c_ours / c_raw:.2f}x)"
+    )
+    print(
+        f"  of which the session reset       {t_reset * 1e6:9.1f} us   cpu {c_reset * 1e6:6.1f} us"
+        f"   {t_reset / t_raw:.2f}x raw pool (raw pool ending with boundkit's reset SQL)"
     )
     print(
         f"  psycopg.connect() per request    {t_connect * 1e6:9.1f} us   "

@@ -460,7 +460,9 @@ def test_import_boundkit_does_not_import_psycopg():
     assert "[]" == out.stdout.strip()
 
 
-@pytest.mark.parametrize(("ci", "outcome"), [("1", {"errors": 1}), ("", {"skipped": 1})])
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [("1", {"errors": 1}), ("", {"skipped": 1})], ids=["ci", "local"]
+)
 def test_database_fixture_fails_under_ci_when_no_database_answers(
     pytester, monkeypatch, ci, outcome
 ):
@@ -471,6 +473,7 @@ def test_database_fixture_fails_under_ci_when_no_database_answers(
     with refused_port() as port:
         monkeypatch.setenv("BOUNDKIT_TEST_DSN", f"host=127.0.0.1 port={port} user=postgres")
         monkeypatch.setenv("CI", ci)
+        monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # fix_pg alone
         result = pytester.runpytest_inprocess("-rsE")
     result.assert_outcomes(**outcome)
     result.stdout.fnmatch_lines(["*BOUNDKIT_TEST_DSN is set but cannot be reached*refused*"])

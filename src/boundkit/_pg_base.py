@@ -12,7 +12,7 @@ import select
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -253,6 +253,15 @@ def idle_state(pgconn: pq.abc.PGconn) -> str:
     return UNSURE
 
 
+class Ended(NamedTuple):
+    """What a lease knew when its block ended, for the twins to clean up with."""
+
+    discard: bool
+    used: bool
+    saved: dict[str, Any]
+    cursors: list[Any]
+
+
 class LeaseBase:
     """The connection a block borrowed: forwards to it until the block ends.
 
@@ -286,9 +295,12 @@ class LeaseBase:
         self._cursors.append(weakref.ref(cursor))
         return cursor
 
-    def _end(self) -> None:
-        object.__setattr__(self, "_conn", None)
+    def _end(self) -> Ended:
+        """Refuse further use; return what the block left to clean up."""
+        cursors = [cursor for ref in self._cursors if (cursor := ref()) is not None]
         self._cursors.clear()
+        object.__setattr__(self, "_conn", None)
+        return Ended(self._discard, self._used, self._saved, cursors)
 
     def discard(self) -> None:
         """Close this connection when the block ends instead of returning it.

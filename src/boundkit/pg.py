@@ -226,19 +226,15 @@ def _give_back(
     *,
     commit: bool,
 ) -> None:
-    discard = lease._discard
-    cursors = [ref() for ref in lease._cursors]
-    used = lease._used
-    saved = lease._saved
-    lease._end()
+    ended = lease._end()
+    discard = ended.discard
     try:
-        for cursor in cursors:
-            if cursor is not None:
-                with contextlib.suppress(Exception):
-                    cursor.close()
+        for cursor in ended.cursors:
+            with contextlib.suppress(Exception):
+                cursor.close()
         if commit:
             try:
-                _close_transaction(conn, commit=True, used=used)
+                _close_transaction(conn, commit=True, used=ended.used)
             except Exception:
                 with contextlib.suppress(Exception):
                     _close_transaction(conn, commit=False, used=True)
@@ -246,7 +242,7 @@ def _give_back(
         else:
             with contextlib.suppress(Exception):
                 _close_transaction(conn, commit=False, used=True)
-        for name, value in needs_reset(conn, saved).items():
+        for name, value in needs_reset(conn, ended.saved).items():
             setattr(conn, name, value)
     except BaseException:
         discard = True

@@ -193,19 +193,15 @@ async def _give_back(
     *,
     commit: bool,
 ) -> None:
-    discard = lease._discard
-    used = lease._used
-    saved = lease._saved
-    cursors = [ref() for ref in lease._cursors]
-    lease._end()
+    ended = lease._end()
+    discard = ended.discard
     try:
-        for cursor in cursors:
-            if cursor is not None:
-                with contextlib.suppress(Exception):
-                    await cursor.close()
+        for cursor in ended.cursors:
+            with contextlib.suppress(Exception):
+                await cursor.close()
         if commit:
             try:
-                await _close_transaction(conn, commit=True, used=used)
+                await _close_transaction(conn, commit=True, used=ended.used)
             except Exception:
                 with contextlib.suppress(Exception):
                     await _close_transaction(conn, commit=False, used=True)
@@ -213,7 +209,7 @@ async def _give_back(
         else:
             with contextlib.suppress(Exception):
                 await _close_transaction(conn, commit=False, used=True)
-        for name, value in needs_reset(conn, saved).items():
+        for name, value in needs_reset(conn, ended.saved).items():
             if name in SESSION_ATTRS:
                 await getattr(conn, f"set_{name}")(value)
             else:
