@@ -1,89 +1,195 @@
 """Prove that code holds zero net memory growth.
 
 ``measure_growth(fn)`` calls ``fn`` in rounds and watches anonymous resident
-memory after a full collection, which sees Python and native (C) leaks alike.
-``assert_no_growth(fn)`` raises :class:`~boundkit.LeakError` with the report.
+memory after a full collection and a heap trim, a signal that sees Python and
+native (C) leaks alike. ``assert_no_growth(fn)`` raises
+:class:`~boundkit.LeakError` with the report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import logging
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ._sizes import format_bytes
 from .errors import ConfigError, LeakError
-from .memory import _PAGE_SIZE, process_memory
+from .memory import _PAGE_SIZE, process_memory, trim_memory
 
-__all__ = ["GrowthReport", "assert_no_growth", "measure_growth"]
+__all__ = ["GrowthAttempt", "GrowthReport", "assert_no_growth", "measure_growth"]
+
+# With calls=None, a round gets as many calls as fit in round_seconds, up to this.
+_MAX_AUTO_CALLS = 1000
+_TRACE_FRAMES = 10
+_TOP_SITES = 5
+
+
+@dataclass(frozen=True)
+class GrowthAttempt:
+    """One attempt: ``rounds`` rounds of ``calls`` calls.
+
+    ``readings`` holds anonymous RSS in bytes before the first round and after
+    each round; a round counts as growing when it rose by more than
+    ``threshold`` bytes. The attempt is ``suspicious`` when its median round grew.
+    """
+
+    calls: int
+    threshold: int
+    readings: tuple[int, ...]
+
+    @property
+    def growth(self) -> tuple[int, ...]:
+        """Bytes each round grew by (negative when it shrank)."""
+        return tuple(b - a for a, b in zip(self.readings, self.readings[1:]))
+
+    @property
+    def median_growth(self) -> float:
+        """The median round's growth in bytes."""
+        return float(statistics.median(self.growth))
+
+    @property
+    def suspicious(self) -> bool:
+        """True when the median round grew by more than the threshold."""
+        return self.median_growth > self.threshold
 
 
 @dataclass(frozen=True)
 class GrowthReport:
     """What :func:`measure_growth` saw.
 
-    ``rounds`` holds, per attempt, the growth in bytes of each round;
-    ``growth_per_call`` is the median round's growth divided by its calls;
-    ``leaked`` is the verdict; ``where`` lists the top allocation sites of a
-    tracemalloc pass, filled only when growth was confirmed.
+    ``leaked`` is the verdict: every attempt was suspicious. ``growth_per_call``
+    is the last attempt's median round growth divided by its calls, in bytes;
+    ``threshold`` is the growth per round the first attempt tolerated, so
+    ``threshold / calls`` is the smallest leak per call the check can see.
+    ``where`` lists the top allocation sites of a tracemalloc pass, filled only
+    when growth was found.
     """
 
+    function: str
     calls: int
+    rounds: int
     threshold: int
-    rounds: list[list[int]]
+    attempts: tuple[GrowthAttempt, ...]
     growth_per_call: float
     leaked: bool
     seconds: float
-    where: list[str] = field(default_factory=list)
+    where: tuple[str, ...] = ()
+
+    @property
+    def verdict(self) -> str:
+        """``"growth"`` or ``"no growth"``."""
+        return "growth" if self.leaked else "no growth"
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the report as a JSON-ready dict."""
-        return asdict(self)
+        """Return the report as a JSON-ready dict, per-round growth included."""
+        result = asdict(self)
+        result["verdict"] = self.verdict
+        for attempt, row in zip(self.attempts, result["attempts"]):
+            row["growth"] = list(attempt.growth)
+            row["suspicious"] = attempt.suspicious
+        return result
 
     def __str__(self) -> str:
-        verdict = "growth found" if self.leaked else "no growth"
+        head = (
+            f"memory grew {format_bytes(self.growth_per_call)} per call"
+            if self.leaked
+            else "no growth"
+        )
         lines = [
-            f"{verdict}: {format_bytes(self.growth_per_call)} per call over {self.calls} calls "
-            f"per round (threshold {format_bytes(self.threshold)} per round, "
-            f"{self.seconds:.2f} s)"
+            f"{head} in {self.function} ({self.seconds:.2f} s)",
+            f"  {self.rounds} rounds of {self.calls} calls after a warm-up round; "
+            f"sees leaks from {format_bytes(self.threshold / self.calls)} per call",
         ]
-        for attempt, rounds in enumerate(self.rounds, 1):
-            shown = ", ".join(format_bytes(r) for r in rounds)
-            lines.append(f"  attempt {attempt}: round growth {shown}")
-        if self.where:
-            lines.append("  top allocation sites of a confirmation pass:")
-            lines.extend(f"    {line}" for line in self.where)
+        for number, attempt in enumerate(self.attempts, 1):
+            shown = ", ".join(format_bytes(g) for g in attempt.growth)
+            mark = "suspicious" if attempt.suspicious else "held"
+            lines.append(
+                f"  attempt {number}: {attempt.calls} calls per round grew {shown}; "
+                f"median {format_bytes(attempt.median_growth)} vs threshold "
+                f"{format_bytes(attempt.threshold)}: {mark}"
+            )
+        if self.leaked:
+            if self.where:
+                lines.append("  top Python allocation sites of a tracemalloc pass:")
+                lines.extend(f"    {site}" for site in self.where)
+            else:
+                lines.append(
+                    "  tracemalloc saw no Python allocation grow: the growth is likely native"
+                )
+            if any("logging" in site for site in self.where):
+                lines.append(
+                    "  hint: log records are being kept by a handler; "
+                    "pass detach_logging=True if that is a test's capture"
+                )
         return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _detached_logging(detach: bool) -> Iterator[None]:
+    """Swap the root logger's handlers for a NullHandler while the check runs."""
+    if not detach:
+        yield
+        return
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    null = logging.NullHandler()
+    for handler in saved:
+        root.removeHandler(handler)
+    root.addHandler(null)
+    try:
+        yield
+    finally:
+        root.removeHandler(null)
+        for handler in saved:
+            root.addHandler(handler)
+
+
 def _settled_anon() -> int:
-    gc.collect()
+    """Anonymous RSS once garbage is collected and free heap pages are returned."""
+    for _ in range(3):
+        if not gc.collect():
+            break
+    trim_memory()
     return process_memory().rss_anon
 
 
-def _run_rounds(fn: Callable[[], object], calls: int, rounds: int) -> list[int]:
-    growth = []
-    before = _settled_anon()
+def _warm_up(fn: Callable[[], object], calls: int | None, round_seconds: float) -> int:
+    """Call ``fn`` one round long; return the calls per round (timed when ``calls`` is None)."""
+    if calls is not None:
+        for _ in range(calls):
+            fn()
+        return calls
+    done = 0
+    deadline = time.perf_counter() + round_seconds
+    while done < _MAX_AUTO_CALLS:
+        fn()
+        done += 1
+        if time.perf_counter() >= deadline:
+            break
+    return done
+
+
+def _attempt(fn: Callable[[], object], calls: int, rounds: int, threshold: int) -> GrowthAttempt:
+    readings = [_settled_anon()]
     for _ in range(rounds):
         for _ in range(calls):
             fn()
-        after = _settled_anon()
-        growth.append(after - before)
-        before = after
-    return growth
+        readings.append(_settled_anon())
+    return GrowthAttempt(calls=calls, threshold=threshold, readings=tuple(readings))
 
 
-def _where(fn: Callable[[], object], calls: int, top: int) -> list[str]:
+def _where(fn: Callable[[], object], calls: int) -> tuple[str, ...]:
+    """The Python lines whose allocations grew over ``calls`` more calls."""
     tracing = tracemalloc.is_tracing()
     if not tracing:
-        tracemalloc.start(5)
+        tracemalloc.start(_TRACE_FRAMES)
     try:
-        for _ in range(calls):
-            fn()
         gc.collect()
         first = tracemalloc.take_snapshot()
         for _ in range(calls):
@@ -93,67 +199,106 @@ def _where(fn: Callable[[], object], calls: int, top: int) -> list[str]:
     finally:
         if not tracing:
             tracemalloc.stop()
-    stats = second.compare_to(first, "lineno")
-    return [str(stat) for stat in stats[:top] if stat.size_diff > 0]
+    ignore = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, __file__)]
+    stats = second.filter_traces(ignore).compare_to(first.filter_traces(ignore), "lineno")
+    # a leaking line grows with the calls; one-off allocations (imports, caches) do not
+    return tuple(str(stat) for stat in stats[:_TOP_SITES] if stat.size_diff >= calls)
+
+
+def _check_options(
+    calls: int | None, rounds: int, round_seconds: float, bytes_per_call: int, min_pages: int
+) -> None:
+    if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int) or calls < 1):
+        raise ConfigError(f"calls must be a whole number of at least 1 or None, got {calls!r}")
+    for name, value, low in (("rounds", rounds, 3), ("min_pages", min_pages, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} must be a whole number of at least {low}, got {value!r}")
+    if isinstance(bytes_per_call, bool) or not isinstance(bytes_per_call, int) or bytes_per_call < 0:
+        raise ConfigError(f"bytes_per_call must be a whole number >= 0, got {bytes_per_call!r}")
+    if isinstance(round_seconds, bool) or not (
+        isinstance(round_seconds, (int, float)) and 0 < round_seconds < float("inf")
+    ):
+        raise ConfigError(f"round_seconds must be a positive number, got {round_seconds!r}")
 
 
 def measure_growth(
     fn: Callable[[], object],
     *,
-    calls: int = 1000,
+    calls: int | None = None,
     rounds: int = 5,
+    round_seconds: float = 0.5,
     bytes_per_call: int = 50,
     min_pages: int = 16,
     confirm: bool = True,
     trace: bool = True,
+    detach_logging: bool = False,
 ) -> GrowthReport:
     """Call ``fn`` repeatedly and report whether memory grows with the calls.
 
-    One warm-up round lets caches and pools fill, then ``rounds`` rounds of
-    ``calls`` calls each. A round grows if anonymous RSS rose by more than
-    ``max(bytes_per_call * calls, min_pages pages)``; growth is suspected when
-    the median round grew, and found only if a second attempt with twice the
-    calls is suspect too. Then, with ``trace``, a tracemalloc pass says where.
+    A warm-up round lets caches and pools fill; with ``calls=None`` it also
+    sets the calls per round: as many as fit in ``round_seconds``, at most
+    1000. Then ``rounds`` rounds follow, each read as anonymous RSS after
+    ``gc.collect()`` and ``malloc_trim``. A round grows if it rose by more than
+    ``max(bytes_per_call * calls, min_pages pages)``; an attempt is suspicious
+    when its median round grew. With ``confirm``, growth is found only if a
+    second attempt with twice the calls is suspicious too. Then, with
+    ``trace``, a tracemalloc pass says where. ``detach_logging`` swaps the root
+    logger's handlers (pytest's log capture among them) for a NullHandler
+    during the check.
     """
-    for name, value in (("calls", calls), ("rounds", rounds), ("min_pages", min_pages)):
-        if value < 1:
-            raise ConfigError(f"{name} must be at least 1, got {value!r}")
-    if bytes_per_call < 0:
-        raise ConfigError(f"bytes_per_call must not be negative, got {bytes_per_call!r}")
+    _check_options(calls, rounds, round_seconds, bytes_per_call, min_pages)
+    name = getattr(fn, "__qualname__", None) or repr(fn)
     started = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    attempts: list[list[int]] = []
-    per_call = 0.0
-    leaked = False
-    threshold = 0
-    for attempt_calls in (calls, 2 * calls) if confirm else (calls,):
-        threshold = max(bytes_per_call * attempt_calls, min_pages * _PAGE_SIZE)
-        growth = _run_rounds(fn, attempt_calls, rounds)
-        attempts.append(growth)
-        median = statistics.median(growth)
-        per_call = median / attempt_calls
-        leaked = median > threshold
-        if not leaked:
-            break
-    where = _where(fn, calls, top=5) if leaked and trace else []
+    attempts: list[GrowthAttempt] = []
+    with _detached_logging(detach_logging):
+        calls = _warm_up(fn, calls, round_seconds)
+        for attempt_calls in (calls, 2 * calls) if confirm else (calls,):
+            threshold = max(bytes_per_call * attempt_calls, min_pages * _PAGE_SIZE)
+            attempts.append(_attempt(fn, attempt_calls, rounds, threshold))
+            if not attempts[-1].suspicious:
+                break
+        leaked = all(attempt.suspicious for attempt in attempts)
+        where = _where(fn, calls) if leaked and trace else ()
     return GrowthReport(
+        function=name,
         calls=calls,
-        threshold=max(bytes_per_call * calls, min_pages * _PAGE_SIZE),
-        rounds=attempts,
-        growth_per_call=per_call,
+        rounds=rounds,
+        threshold=attempts[0].threshold,
+        attempts=tuple(attempts),
+        growth_per_call=attempts[-1].median_growth / attempts[-1].calls,
         leaked=leaked,
         seconds=time.perf_counter() - started,
         where=where,
     )
 
 
-def assert_no_growth(fn: Callable[[], object], **options: Any) -> GrowthReport:
-    """Like :func:`measure_growth`, but raise :class:`LeakError` on growth.
+def assert_no_growth(
+    fn: Callable[[], object],
+    *,
+    calls: int | None = None,
+    rounds: int = 5,
+    round_seconds: float = 0.5,
+    bytes_per_call: int = 50,
+    min_pages: int = 16,
+    confirm: bool = True,
+    trace: bool = True,
+    detach_logging: bool = False,
+) -> GrowthReport:
+    """Like :func:`measure_growth`, but raise :class:`~boundkit.LeakError` on growth.
 
-    Returns the report when memory held still.
+    The error's message is the report; the report is returned when memory held.
     """
-    report = measure_growth(fn, **options)
+    report = measure_growth(
+        fn,
+        calls=calls,
+        rounds=rounds,
+        round_seconds=round_seconds,
+        bytes_per_call=bytes_per_call,
+        min_pages=min_pages,
+        confirm=confirm,
+        trace=trace,
+        detach_logging=detach_logging,
+    )
     if report.leaked:
         raise LeakError(str(report))
     return report
