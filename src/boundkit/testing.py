@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import statistics
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -20,33 +21,48 @@ from typing import Any
 
 from ._sizes import format_bytes
 from .errors import ConfigError, LeakError
-from .memory import _PAGE_SIZE, process_memory, trim_memory
+from .memory import _PAGE_SIZE, _malloc_trim, process_memory
 
 __all__ = ["GrowthAttempt", "GrowthReport", "assert_no_growth", "measure_growth"]
 
 # With calls=None, a round gets as many calls as fit in round_seconds, up to this.
 _MAX_AUTO_CALLS = 1000
+# A round grows in Python blocks past max(_BLOCKS_PER_CALL * calls, _MIN_BLOCKS): a
+# Python leak adds at least one block per call; other threads' transient objects
+# stay under the floor.
+_BLOCKS_PER_CALL = 0.5
+_MIN_BLOCKS = 256
 _TRACE_FRAMES = 10
 _TOP_SITES = 5
 
 
 @dataclass(frozen=True)
 class GrowthAttempt:
-    """One attempt: ``rounds`` rounds of ``calls`` calls.
+    """One attempt: ``rounds`` rounds of ``calls`` calls, read two ways.
 
-    ``readings`` holds anonymous RSS in bytes before the first round and after
-    each round; a round counts as growing when it rose by more than
-    ``threshold`` bytes. The attempt is ``suspicious`` when its median round grew.
+    ``readings`` holds anonymous RSS in bytes, which sees native and Python
+    memory, and ``blocks`` the interpreter's allocated blocks
+    (``sys.getallocatedblocks()``), which sees Python objects even where they
+    fill free space the process already holds; each is taken before the first
+    round and after each round. A round grows when either rose by more than
+    its threshold; the attempt is ``suspicious`` when its median round grew.
     """
 
     calls: int
     threshold: int
+    block_threshold: int
     readings: tuple[int, ...]
+    blocks: tuple[int, ...]
 
     @property
     def growth(self) -> tuple[int, ...]:
         """Bytes each round grew by (negative when it shrank)."""
-        return tuple(b - a for a, b in zip(self.readings, self.readings[1:]))
+        return _deltas(self.readings)
+
+    @property
+    def block_growth(self) -> tuple[int, ...]:
+        """Allocated blocks each round added (negative when it freed more)."""
+        return _deltas(self.blocks)
 
     @property
     def median_growth(self) -> float:
@@ -54,9 +70,21 @@ class GrowthAttempt:
         return float(statistics.median(self.growth))
 
     @property
+    def median_block_growth(self) -> float:
+        """The median round's growth in allocated blocks."""
+        return float(statistics.median(self.block_growth))
+
+    @property
     def suspicious(self) -> bool:
-        """True when the median round grew by more than the threshold."""
-        return self.median_growth > self.threshold
+        """True when the median round grew past a threshold, in bytes or in blocks."""
+        return (
+            self.median_growth > self.threshold
+            or self.median_block_growth > self.block_threshold
+        )
+
+
+def _deltas(values: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(after - before for before, after in zip(values, values[1:]))
 
 
 @dataclass(frozen=True)
@@ -64,9 +92,10 @@ class GrowthReport:
     """What :func:`measure_growth` saw.
 
     ``leaked`` is the verdict: every attempt was suspicious. ``growth_per_call``
-    is the last attempt's median round growth divided by its calls, in bytes;
-    ``threshold`` is the growth per round the first attempt tolerated, so
-    ``threshold / calls`` is the smallest leak per call the check can see.
+    (bytes) and ``blocks_per_call`` are the last attempt's median round growth
+    divided by its calls; ``threshold`` is the growth in bytes per round the
+    first attempt tolerated, so ``threshold / calls`` is the smallest native
+    leak per call the check can see.
     ``where`` lists the top allocation sites of a tracemalloc pass, filled only
     when growth was found.
     """
@@ -77,6 +106,7 @@ class GrowthReport:
     threshold: int
     attempts: tuple[GrowthAttempt, ...]
     growth_per_call: float
+    blocks_per_call: float
     leaked: bool
     seconds: float
     where: tuple[str, ...] = ()
@@ -92,27 +122,37 @@ class GrowthReport:
         result["verdict"] = self.verdict
         for attempt, row in zip(self.attempts, result["attempts"]):
             row["growth"] = list(attempt.growth)
+            row["block_growth"] = list(attempt.block_growth)
             row["suspicious"] = attempt.suspicious
         return result
 
     def __str__(self) -> str:
         head = (
-            f"memory grew {format_bytes(self.growth_per_call)} per call"
+            f"memory grew {format_bytes(self.growth_per_call)} "
+            f"and {self.blocks_per_call:.1f} Python blocks per call"
             if self.leaked
             else "no growth"
         )
+        first = self.attempts[0]
         lines = [
             f"{head} in {self.function} ({self.seconds:.2f} s)",
-            f"  {self.rounds} rounds of {self.calls} calls after a warm-up round; "
-            f"sees leaks from {format_bytes(self.threshold / self.calls)} per call",
+            f"  {self.rounds} rounds of {self.calls} calls after a warm-up round; sees leaks "
+            f"from {format_bytes(self.threshold / self.calls)} or "
+            f"{first.block_threshold / self.calls:.2g} Python blocks per call",
         ]
         for number, attempt in enumerate(self.attempts, 1):
-            shown = ", ".join(format_bytes(g) for g in attempt.growth)
             mark = "suspicious" if attempt.suspicious else "held"
+            lines.append(f"  attempt {number}: {attempt.calls} calls per round: {mark}")
             lines.append(
-                f"  attempt {number}: {attempt.calls} calls per round grew {shown}; "
-                f"median {format_bytes(attempt.median_growth)} vs threshold "
-                f"{format_bytes(attempt.threshold)}: {mark}"
+                "    anon RSS grew "
+                + ", ".join(format_bytes(g) for g in attempt.growth)
+                + f"; median {format_bytes(attempt.median_growth)}"
+                f" vs threshold {format_bytes(attempt.threshold)}"
+            )
+            lines.append(
+                "    blocks grew "
+                + ", ".join(str(g) for g in attempt.block_growth)
+                + f"; median {attempt.median_block_growth:.0f} vs threshold {attempt.block_threshold}"
             )
         if self.leaked:
             if self.where:
@@ -150,13 +190,12 @@ def _detached_logging(detach: bool) -> Iterator[None]:
             root.addHandler(handler)
 
 
-def _settled_anon() -> int:
-    """Anonymous RSS once garbage is collected and free heap pages are returned."""
-    for _ in range(3):
-        if not gc.collect():
-            break
-    trim_memory()
-    return process_memory().rss_anon
+def _settled() -> tuple[int, int]:
+    """Anonymous RSS and allocated blocks, once garbage is collected and heap trimmed."""
+    gc.collect()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+    return process_memory().rss_anon, sys.getallocatedblocks()
 
 
 def _warm_up(fn: Callable[[], object], calls: int | None, round_seconds: float) -> int:
@@ -175,13 +214,21 @@ def _warm_up(fn: Callable[[], object], calls: int | None, round_seconds: float) 
     return done
 
 
-def _attempt(fn: Callable[[], object], calls: int, rounds: int, threshold: int) -> GrowthAttempt:
-    readings = [_settled_anon()]
+def _attempt(
+    fn: Callable[[], object], calls: int, rounds: int, bytes_per_call: int, min_pages: int
+) -> GrowthAttempt:
+    settled = [_settled()]
     for _ in range(rounds):
         for _ in range(calls):
             fn()
-        readings.append(_settled_anon())
-    return GrowthAttempt(calls=calls, threshold=threshold, readings=tuple(readings))
+        settled.append(_settled())
+    return GrowthAttempt(
+        calls=calls,
+        threshold=max(bytes_per_call * calls, min_pages * _PAGE_SIZE),
+        block_threshold=max(int(_BLOCKS_PER_CALL * calls), _MIN_BLOCKS),
+        readings=tuple(rss for rss, _ in settled),
+        blocks=tuple(blocks for _, blocks in settled),
+    )
 
 
 def _where(fn: Callable[[], object], calls: int) -> tuple[str, ...]:
@@ -237,10 +284,11 @@ def measure_growth(
 
     A warm-up round lets caches and pools fill; with ``calls=None`` it also
     sets the calls per round: as many as fit in ``round_seconds``, at most
-    1000. Then ``rounds`` rounds follow, each read as anonymous RSS after
-    ``gc.collect()`` and ``malloc_trim``. A round grows if it rose by more than
-    ``max(bytes_per_call * calls, min_pages pages)``; an attempt is suspicious
-    when its median round grew. With ``confirm``, growth is found only if a
+    1000. Then ``rounds`` rounds follow, each read after ``gc.collect()`` and
+    ``malloc_trim`` as anonymous RSS and as allocated Python blocks. A round
+    grows if RSS rose by more than ``max(bytes_per_call * calls, min_pages
+    pages)`` or blocks by more than ``max(calls / 2, 256)``; an attempt is
+    suspicious when its median round grew. With ``confirm``, growth is found only if a
     second attempt with twice the calls is suspicious too. Then, with
     ``trace``, a tracemalloc pass says where. ``detach_logging`` swaps the root
     logger's handlers (pytest's log capture among them) for a NullHandler
@@ -253,8 +301,7 @@ def measure_growth(
     with _detached_logging(detach_logging):
         calls = _warm_up(fn, calls, round_seconds)
         for attempt_calls in (calls, 2 * calls) if confirm else (calls,):
-            threshold = max(bytes_per_call * attempt_calls, min_pages * _PAGE_SIZE)
-            attempts.append(_attempt(fn, attempt_calls, rounds, threshold))
+            attempts.append(_attempt(fn, attempt_calls, rounds, bytes_per_call, min_pages))
             if not attempts[-1].suspicious:
                 break
         leaked = all(attempt.suspicious for attempt in attempts)
@@ -266,6 +313,7 @@ def measure_growth(
         threshold=attempts[0].threshold,
         attempts=tuple(attempts),
         growth_per_call=attempts[-1].median_growth / attempts[-1].calls,
+        blocks_per_call=attempts[-1].median_block_growth / attempts[-1].calls,
         leaked=leaked,
         seconds=time.perf_counter() - started,
         where=where,
