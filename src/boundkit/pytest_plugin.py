@@ -57,7 +57,13 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
 
     @functools.wraps(test)
     def repeated(*args: Any, **kwargs: Any) -> None:
-        assert_no_growth(lambda: test(*args, **kwargs), **options)
+        __tracebackhide__ = True
+
+        def body() -> None:
+            test(*args, **kwargs)
+
+        body.__qualname__ = test.__qualname__
+        assert_no_growth(body, **options)
 
     pyfuncitem.obj = repeated
     try:

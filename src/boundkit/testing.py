@@ -336,6 +336,7 @@ def assert_no_growth(
 
     The error's message is the report; the report is returned when memory held.
     """
+    __tracebackhide__ = True  # pytest shows the caller's line, not this one
     report = measure_growth(
         fn,
         calls=calls,
