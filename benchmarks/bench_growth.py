@@ -177,12 +177,29 @@ def run_memray(case: str) -> dict[str, object]:
         test_file.write_text(MEMRAY_TEST.format(here=str(HERE.parent), case=case))
         time_file = Path(tmp, "seconds")
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "--memray", "-q", "-p", "no:cacheprovider",
-             "-p", "no:boundkit", "-W", "ignore", str(test_file)],
-            cwd=tmp, capture_output=True, text=True, env={**os.environ, "BENCH_TIME_FILE": str(time_file)},
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "--memray",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:boundkit",
+                "-W",
+                "ignore",
+                str(test_file),
+            ],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "BENCH_TIME_FILE": str(time_file)},
         )
         if proc.returncode not in (0, 1) or not time_file.exists():
-            raise RuntimeError(f"memray run failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+            raise RuntimeError(
+                f"memray run failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+            )
         return {"flagged": proc.returncode == 1, "seconds": float(time_file.read_text())}
 
 
@@ -194,7 +211,9 @@ def run_once(tool: str, case: str) -> dict[str, object]:
         env.update(PYTHONMALLOC="malloc", PYTHONUNBUFFERED="1")
     proc = subprocess.run(
         [sys.executable, "-W", "ignore", str(HERE), "--child", tool, case],
-        capture_output=True, text=True, env=env,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{tool} on {case} failed:\n{proc.stdout}{proc.stderr}")
@@ -223,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or args.runs < 1:
         parser.error(f"unknown cases {unknown} or --runs below 1")
     print(f"{args.runs} fresh-process runs per case and tool; python {sys.version.split()[0]}")
-    print(f"{'case':<18}{'leaks':<7}" + "".join(f"{tool + ' FP/FN  s/check':<26}" for tool in tools))
+    print(
+        f"{'case':<18}{'leaks':<7}" + "".join(f"{tool + ' FP/FN  s/check':<26}" for tool in tools)
+    )
     totals = {tool: [0, 0] for tool in tools}
     for case in cases:
         leaks = CASES[case][0]
@@ -236,8 +257,13 @@ def main(argv: list[str] | None = None) -> int:
             totals[tool][1] += fn
             median = statistics.median(float(result["seconds"]) for result in results)  # type: ignore[arg-type]
             cells.append(f"{fp:>2} / {fn:<2} {median:>8.3f}       ")
-        print(f"{case:<18}{'yes' if leaks else 'no':<7}" + "".join(f"{c:<26}" for c in cells), flush=True)
-    print(f"{'total':<25}" + "".join(f"{totals[t][0]:>2} / {totals[t][1]:<2}{'':<19}" for t in tools))
+        print(
+            f"{case:<18}{'yes' if leaks else 'no':<7}" + "".join(f"{c:<26}" for c in cells),
+            flush=True,
+        )
+    print(
+        f"{'total':<25}" + "".join(f"{totals[t][0]:>2} / {totals[t][1]:<2}{'':<19}" for t in tools)
+    )
     return 0
 
 

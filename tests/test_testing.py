@@ -86,9 +86,9 @@ LEAKS = {
 CLEAN = {
     "no-op": lambda: lambda: None,
     "allocate and free 1 MiB": lambda: lambda: b"x" * (1 << 20),
-    "allocate and free many small objects": lambda: lambda: [
-        {"key": i, "value": str(i)} for i in range(200)
-    ],
+    "allocate and free many small objects": lambda: (
+        lambda: [{"key": i, "value": str(i)} for i in range(200)]
+    ),
     "cache that fills during warm-up": cache_that_plateaus,
     "LRU churning random-sized values": lru_churning_random_sizes,
 }
@@ -120,9 +120,7 @@ def test_report_says_where_python_leak_allocates() -> None:
     """A confirmed Python leak's report names the line that allocates."""
     report = measure_growth(python_leak(1024), calls=300)
     assert report.leaked
-    assert any(f"{__file__}:" in site and "count=300" in site for site in report.where), str(
-        report
-    )
+    assert any(f"{__file__}:" in site and "count=300" in site for site in report.where), str(report)
     assert "top Python allocation sites" in str(report)
 
 

@@ -23,12 +23,13 @@ from .errors import (
 if TYPE_CHECKING:
     from ._sizes import format_bytes, parse_bytes
     from .memory import ProcessMemory, process_memory, trim_memory
-    from .testing import GrowthReport, assert_no_growth, measure_growth
+    from .testing import GrowthAttempt, GrowthReport, assert_no_growth, measure_growth
 
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {
+    "GrowthAttempt": "boundkit.testing",
     "GrowthReport": "boundkit.testing",
     "ProcessMemory": "boundkit.memory",
     "assert_no_growth": "boundkit.testing",
@@ -44,6 +45,7 @@ _EXTRA_OF = {"psycopg": "postgres", "psycopg_pool": "postgres", "pymupdf": "pdf"
 __all__ = [
     "BoundkitError",
     "ConfigError",
+    "GrowthAttempt",
     "GrowthReport",
     "LeakError",
     "PdfError",

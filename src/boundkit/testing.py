@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import logging
 import statistics
 import sys
@@ -78,13 +79,12 @@ class GrowthAttempt:
     def suspicious(self) -> bool:
         """True when the median round grew past a threshold, in bytes or in blocks."""
         return (
-            self.median_growth > self.threshold
-            or self.median_block_growth > self.block_threshold
+            self.median_growth > self.threshold or self.median_block_growth > self.block_threshold
         )
 
 
 def _deltas(values: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(after - before for before, after in zip(values, values[1:]))
+    return tuple(after - before for before, after in itertools.pairwise(values))
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class GrowthReport:
         """Return the report as a JSON-ready dict, per-round growth included."""
         result = asdict(self)
         result["verdict"] = self.verdict
-        for attempt, row in zip(self.attempts, result["attempts"]):
+        for attempt, row in zip(self.attempts, result["attempts"], strict=True):
             row["growth"] = list(attempt.growth)
             row["block_growth"] = list(attempt.block_growth)
             row["suspicious"] = attempt.suspicious
@@ -152,7 +152,8 @@ class GrowthReport:
             lines.append(
                 "    blocks grew "
                 + ", ".join(str(g) for g in attempt.block_growth)
-                + f"; median {attempt.median_block_growth:.0f} vs threshold {attempt.block_threshold}"
+                + f"; median {attempt.median_block_growth:.0f}"
+                f" vs threshold {attempt.block_threshold}"
             )
         if self.leaked:
             if self.where:
@@ -252,16 +253,19 @@ def _where(fn: Callable[[], object], calls: int) -> tuple[str, ...]:
     return tuple(str(stat) for stat in stats[:_TOP_SITES] if stat.size_diff >= calls)
 
 
+def _check_whole(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} must be a whole number of at least {low}, got {value!r}")
+
+
 def _check_options(
     calls: int | None, rounds: int, round_seconds: float, bytes_per_call: int, min_pages: int
 ) -> None:
-    if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int) or calls < 1):
-        raise ConfigError(f"calls must be a whole number of at least 1 or None, got {calls!r}")
-    for name, value, low in (("rounds", rounds, 3), ("min_pages", min_pages, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{name} must be a whole number of at least {low}, got {value!r}")
-    if isinstance(bytes_per_call, bool) or not isinstance(bytes_per_call, int) or bytes_per_call < 0:
-        raise ConfigError(f"bytes_per_call must be a whole number >= 0, got {bytes_per_call!r}")
+    if calls is not None:
+        _check_whole("calls", calls, 1)
+    _check_whole("rounds", rounds, 3)
+    _check_whole("bytes_per_call", bytes_per_call, 0)
+    _check_whole("min_pages", min_pages, 1)
     if isinstance(round_seconds, bool) or not (
         isinstance(round_seconds, (int, float)) and 0 < round_seconds < float("inf")
     ):
