@@ -54,6 +54,24 @@ def leak_py_1kb() -> Fn:
     return lambda: kept.append(_bytes_object(1024))
 
 
+def leak_py_100b_fragmented() -> Fn:
+    """The 100 B leak in a process whose heap has ~20 MB of free space in used pools.
+
+    As in a long pytest session: the leak fills space the process already holds,
+    so resident memory does not grow for a long while.
+    """
+    junk = [_bytes_object(100) for _ in range(200_000)]
+    holes = junk[::64]  # one survivor in 64 keeps every pool, and so every arena, in use
+    del junk
+    kept: list[bytes] = []
+
+    def leak() -> None:
+        kept.append(_bytes_object(100))
+
+    leak.holes = holes  # type: ignore[attr-defined]
+    return leak
+
+
 def leak_native_1kb() -> Fn:
     libc = ctypes.CDLL(None)
     libc.malloc.restype = ctypes.c_void_p
@@ -115,6 +133,7 @@ def lru_churn() -> Fn:
 # case name -> (leaks?, factory)
 CASES: dict[str, tuple[bool, Callable[[], Fn]]] = {
     "leak_py_100b": (True, leak_py_100b),
+    "leak_py_100b_fragmented": (True, leak_py_100b_fragmented),
     "leak_native_1kb": (True, leak_native_1kb),
     "leak_py_1kb": (True, leak_py_1kb),
     "noop": (False, noop),

@@ -116,6 +116,17 @@ def test_does_not_flag_noop_beside_busy_thread() -> None:
     assert False is report.leaked, str(report)
 
 
+def test_flags_python_leak_into_free_space_already_held() -> None:
+    """A leak that fills free space the heap holds (RSS flat) is found by the blocks count."""
+    junk = [bytes_object(100) for _ in range(100_000)]
+    holes = junk[::64]  # one survivor in 64 keeps every pool in use, its free slots resident
+    del junk
+    report = measure_growth(python_leak(100), calls=1000, trace=False)
+    assert report.leaked, str(report)
+    assert report.attempts[0].median_block_growth >= 1000
+    del holes  # kept alive until here, so the free space stayed
+
+
 def test_report_says_where_python_leak_allocates() -> None:
     """A confirmed Python leak's report names the line that allocates."""
     report = measure_growth(python_leak(1024), calls=300)
