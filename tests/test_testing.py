@@ -162,6 +162,13 @@ def test_report_is_frozen_and_json_ready() -> None:
     assert {"function", "growth_per_call", "blocks_per_call", "seconds", "where"} <= data.keys()
 
 
+def test_clean_report_has_no_trace_pass() -> None:
+    """No growth, no tracemalloc pass: ``where`` is None and the report says nothing of it."""
+    report = measure_growth(lambda: None, calls=100)
+    assert report.where is None
+    assert "tracemalloc" not in str(report)
+
+
 def test_str_reports_rounds_threshold_and_verdict() -> None:
     """``str(report)`` reads as a report: verdict, function, rounds and threshold."""
     report = measure_growth(python_leak(1024), calls=200, trace=False)
@@ -195,7 +202,7 @@ def test_confirm_false_decides_on_one_attempt() -> None:
     report = measure_growth(python_leak(1024), calls=200, confirm=False, trace=False)
     assert report.leaked
     assert 1 == len(report.attempts)
-    assert () == report.where
+    assert report.where is None
 
 
 def test_auto_calls_fit_round_seconds() -> None:

@@ -96,8 +96,8 @@ class GrowthReport:
     divided by its calls; ``threshold`` is the growth in bytes per round the
     first attempt tolerated, so ``threshold / calls`` is the smallest native
     leak per call the check can see.
-    ``where`` lists the top allocation sites of a tracemalloc pass, filled only
-    when growth was found.
+    ``where`` lists the top Python allocation sites of a tracemalloc pass, run
+    only when growth was found and ``trace`` was on (else it is None).
     """
 
     function: str
@@ -109,7 +109,7 @@ class GrowthReport:
     blocks_per_call: float
     leaked: bool
     seconds: float
-    where: tuple[str, ...] = ()
+    where: tuple[str, ...] | None = None
 
     @property
     def verdict(self) -> str:
@@ -155,19 +155,16 @@ class GrowthReport:
                 + f"; median {attempt.median_block_growth:.0f}"
                 f" vs threshold {attempt.block_threshold}"
             )
-        if self.leaked:
-            if self.where:
-                lines.append("  top Python allocation sites of a tracemalloc pass:")
-                lines.extend(f"    {site}" for site in self.where)
-            else:
-                lines.append(
-                    "  tracemalloc saw no Python allocation grow: the growth is likely native"
-                )
+        if self.where:
+            lines.append("  top Python allocation sites of a tracemalloc pass:")
+            lines.extend(f"    {site}" for site in self.where)
             if any("logging" in site for site in self.where):
                 lines.append(
                     "  hint: log records are being kept by a handler; "
                     "pass detach_logging=True if that is a test's capture"
                 )
+        elif self.where is not None:
+            lines.append("  tracemalloc saw no Python allocation grow: the growth is likely native")
         return "\n".join(lines)
 
 
@@ -309,7 +306,7 @@ def measure_growth(
             if not attempts[-1].suspicious:
                 break
         leaked = all(attempt.suspicious for attempt in attempts)
-        where = _where(fn, calls) if leaked and trace else ()
+        where = _where(fn, calls) if leaked and trace else None
     return GrowthReport(
         function=name,
         calls=calls,
