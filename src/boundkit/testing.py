@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,7 +24,14 @@ from ._sizes import format_bytes
 from .errors import ConfigError, LeakError
 from .memory import _PAGE_SIZE, _malloc_trim, process_memory
 
-__all__ = ["GrowthAttempt", "GrowthReport", "assert_no_growth", "measure_growth"]
+__all__ = [
+    "GrowthAttempt",
+    "GrowthReport",
+    "aassert_no_growth",
+    "ameasure_growth",
+    "assert_no_growth",
+    "measure_growth",
+]
 
 # With calls=None, a round gets as many calls as fit in round_seconds, up to this.
 _MAX_AUTO_CALLS = 1000
@@ -196,16 +203,20 @@ def _settled() -> tuple[int, int]:
     return process_memory().rss_anon, sys.getallocatedblocks()
 
 
-def _warm_up(fn: Callable[[], object], calls: int | None, round_seconds: float) -> int:
-    """Call ``fn`` one round long; return the calls per round (timed when ``calls`` is None)."""
+# The check is written once, as a generator that yields how many calls of ``fn``
+# to make next and returns the report; _run and _arun make the calls, sync or async.
+_Check = Generator[int, None, GrowthReport]
+
+
+def _warm_up(calls: int | None, round_seconds: float) -> Generator[int, None, int]:
+    """One unmeasured round; returns the calls per round (timed when ``calls`` is None)."""
     if calls is not None:
-        for _ in range(calls):
-            fn()
+        yield calls
         return calls
     done = 0
     deadline = time.perf_counter() + round_seconds
     while done < _MAX_AUTO_CALLS:
-        fn()
+        yield 1
         done += 1
         if time.perf_counter() >= deadline:
             break
@@ -213,12 +224,11 @@ def _warm_up(fn: Callable[[], object], calls: int | None, round_seconds: float) 
 
 
 def _attempt(
-    fn: Callable[[], object], calls: int, rounds: int, bytes_per_call: int, min_pages: int
-) -> GrowthAttempt:
+    calls: int, rounds: int, bytes_per_call: int, min_pages: int
+) -> Generator[int, None, GrowthAttempt]:
     settled = [_settled()]
     for _ in range(rounds):
-        for _ in range(calls):
-            fn()
+        yield calls
         settled.append(_settled())
     return GrowthAttempt(
         calls=calls,
@@ -229,7 +239,7 @@ def _attempt(
     )
 
 
-def _where(fn: Callable[[], object], calls: int) -> tuple[str, ...]:
+def _where(calls: int) -> Generator[int, None, tuple[str, ...]]:
     """The Python lines whose allocations grew over ``calls`` more calls."""
     tracing = tracemalloc.is_tracing()
     if not tracing:
@@ -237,8 +247,7 @@ def _where(fn: Callable[[], object], calls: int) -> tuple[str, ...]:
     try:
         gc.collect()
         first = tracemalloc.take_snapshot()
-        for _ in range(calls):
-            fn()
+        yield calls
         gc.collect()
         second = tracemalloc.take_snapshot()
     finally:
@@ -248,6 +257,72 @@ def _where(fn: Callable[[], object], calls: int) -> tuple[str, ...]:
     stats = second.filter_traces(ignore).compare_to(first.filter_traces(ignore), "lineno")
     # a leaking line grows with the calls; one-off allocations (imports, caches) do not
     return tuple(str(stat) for stat in stats[:_TOP_SITES] if stat.size_diff >= calls)
+
+
+def _check(
+    name: str,
+    *,
+    calls: int | None,
+    rounds: int,
+    round_seconds: float,
+    bytes_per_call: int,
+    min_pages: int,
+    confirm: bool,
+    trace: bool,
+) -> _Check:
+    started = time.perf_counter()
+    per_round = yield from _warm_up(calls, round_seconds)
+    attempts: list[GrowthAttempt] = []
+    for attempt_calls in (per_round, 2 * per_round) if confirm else (per_round,):
+        attempts.append((yield from _attempt(attempt_calls, rounds, bytes_per_call, min_pages)))
+        if not attempts[-1].suspicious:
+            break
+    leaked = all(attempt.suspicious for attempt in attempts)
+    where = (yield from _where(per_round)) if leaked and trace else None
+    return GrowthReport(
+        function=name,
+        calls=per_round,
+        rounds=rounds,
+        threshold=attempts[0].threshold,
+        attempts=tuple(attempts),
+        growth_per_call=attempts[-1].median_growth / attempts[-1].calls,
+        blocks_per_call=attempts[-1].median_block_growth / attempts[-1].calls,
+        leaked=leaked,
+        seconds=time.perf_counter() - started,
+        where=where,
+    )
+
+
+def _run(fn: Callable[[], object], check: _Check) -> GrowthReport:
+    try:
+        calls = next(check)
+        while True:
+            for _ in range(calls):
+                fn()
+            calls = check.send(None)
+    except StopIteration as done:
+        report: GrowthReport = done.value
+        return report
+    finally:
+        check.close()  # fn raised: stop tracemalloc if the check started it
+
+
+async def _arun(fn: Callable[[], Awaitable[object]], check: _Check) -> GrowthReport:
+    try:
+        calls = next(check)
+        while True:
+            for _ in range(calls):
+                await fn()
+            calls = check.send(None)
+    except StopIteration as done:
+        report: GrowthReport = done.value
+        return report
+    finally:
+        check.close()
+
+
+def _name(fn: object) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
 
 
 def _check_whole(name: str, value: object, low: int) -> None:
@@ -296,29 +371,18 @@ def measure_growth(
     during the check.
     """
     _check_options(calls, rounds, round_seconds, bytes_per_call, min_pages)
-    name = getattr(fn, "__qualname__", None) or repr(fn)
-    started = time.perf_counter()
-    attempts: list[GrowthAttempt] = []
-    with _detached_logging(detach_logging):
-        calls = _warm_up(fn, calls, round_seconds)
-        for attempt_calls in (calls, 2 * calls) if confirm else (calls,):
-            attempts.append(_attempt(fn, attempt_calls, rounds, bytes_per_call, min_pages))
-            if not attempts[-1].suspicious:
-                break
-        leaked = all(attempt.suspicious for attempt in attempts)
-        where = _where(fn, calls) if leaked and trace else None
-    return GrowthReport(
-        function=name,
+    check = _check(
+        _name(fn),
         calls=calls,
         rounds=rounds,
-        threshold=attempts[0].threshold,
-        attempts=tuple(attempts),
-        growth_per_call=attempts[-1].median_growth / attempts[-1].calls,
-        blocks_per_call=attempts[-1].median_block_growth / attempts[-1].calls,
-        leaked=leaked,
-        seconds=time.perf_counter() - started,
-        where=where,
+        round_seconds=round_seconds,
+        bytes_per_call=bytes_per_call,
+        min_pages=min_pages,
+        confirm=confirm,
+        trace=trace,
     )
+    with _detached_logging(detach_logging):
+        return _run(fn, check)
 
 
 def assert_no_growth(
@@ -339,6 +403,68 @@ def assert_no_growth(
     """
     __tracebackhide__ = True  # pytest shows the caller's line, not this one
     report = measure_growth(
+        fn,
+        calls=calls,
+        rounds=rounds,
+        round_seconds=round_seconds,
+        bytes_per_call=bytes_per_call,
+        min_pages=min_pages,
+        confirm=confirm,
+        trace=trace,
+        detach_logging=detach_logging,
+    )
+    if report.leaked:
+        raise LeakError(str(report))
+    return report
+
+
+async def ameasure_growth(
+    fn: Callable[[], Awaitable[object]],
+    *,
+    calls: int | None = None,
+    rounds: int = 5,
+    round_seconds: float = 0.5,
+    bytes_per_call: int = 50,
+    min_pages: int = 16,
+    confirm: bool = True,
+    trace: bool = True,
+    detach_logging: bool = False,
+) -> GrowthReport:
+    """:func:`measure_growth` for a coroutine function: each call is ``await fn()``.
+
+    Run it on the event loop the code under test uses. Readings (a full
+    collection and a heap trim) block the loop briefly, between rounds.
+    """
+    _check_options(calls, rounds, round_seconds, bytes_per_call, min_pages)
+    check = _check(
+        _name(fn),
+        calls=calls,
+        rounds=rounds,
+        round_seconds=round_seconds,
+        bytes_per_call=bytes_per_call,
+        min_pages=min_pages,
+        confirm=confirm,
+        trace=trace,
+    )
+    with _detached_logging(detach_logging):
+        return await _arun(fn, check)
+
+
+async def aassert_no_growth(
+    fn: Callable[[], Awaitable[object]],
+    *,
+    calls: int | None = None,
+    rounds: int = 5,
+    round_seconds: float = 0.5,
+    bytes_per_call: int = 50,
+    min_pages: int = 16,
+    confirm: bool = True,
+    trace: bool = True,
+    detach_logging: bool = False,
+) -> GrowthReport:
+    """:func:`assert_no_growth` for a coroutine function: each call is ``await fn()``."""
+    __tracebackhide__ = True
+    report = await ameasure_growth(
         fn,
         calls=calls,
         rounds=rounds,
