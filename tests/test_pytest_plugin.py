@@ -129,18 +129,48 @@ def test_positional():
     result.stdout.fnmatch_lines(["*ConfigError: no_growth takes keyword arguments only*(100,)*"])
 
 
-def test_async_test_is_refused_clearly(pytester: pytest.Pytester) -> None:
-    """An async marked test fails with a clear error instead of checking nothing."""
+def test_async_tests_run_in_the_async_plugins_loop(pytester: pytest.Pytester) -> None:
+    """Under anyio, a leaking async marked test fails with the report; a clean one passes."""
     result = run(
         pytester,
         """
+import anyio
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+@pytest.mark.anyio
+@pytest.mark.no_growth(calls=200)
+async def test_async_leaks():
+    await anyio.sleep(0)
+    KEPT.append(b"x" * SIZE)
+
+@pytest.mark.anyio
+@pytest.mark.no_growth(calls=200, rounds=3)
+async def test_async_clean(thing):
+    await anyio.sleep(0)
+    COUNTS["body"] += 1
+""",
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*LeakError: memory grew * per call in test_async_leaks*"])
+
+
+def test_async_test_without_async_plugin_fails_as_pytest_says(pytester: pytest.Pytester) -> None:
+    """With no plugin to run async tests, pytest's own failure is kept, nothing is checked."""
+    pytester.makepyfile(
+        """
+import pytest
+
 @pytest.mark.no_growth()
 async def test_async():
     pass
-""",
+"""
     )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:anyio")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*ConfigError: no_growth cannot run async test 'test_async'*"])
+    result.stdout.fnmatch_lines(["*async def functions are not natively supported*"])
 
 
 def test_marker_is_registered(pytester: pytest.Pytester) -> None:

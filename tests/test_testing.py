@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import dataclasses
 import json
@@ -10,13 +11,20 @@ import random
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 
 import cachetools
 import pytest
 
 from boundkit import ConfigError, LeakError
-from boundkit.testing import GrowthReport, assert_no_growth, measure_growth
+from boundkit.testing import (
+    GrowthReport,
+    aassert_no_growth,
+    ameasure_growth,
+    assert_no_growth,
+    measure_growth,
+)
 
 Fn = Callable[[], object]
 
@@ -195,6 +203,45 @@ def test_assert_no_growth_returns_report_when_memory_holds() -> None:
     report = assert_no_growth(lambda: None, calls=100, rounds=5)
     assert isinstance(report, GrowthReport)
     assert not report.leaked
+
+
+def test_async_twin_flags_leak_awaited_on_the_loop() -> None:
+    """``aassert_no_growth`` awaits ``fn()`` on the running loop and raises LeakError on growth."""
+    kept: list[bytes] = []
+
+    async def leak() -> None:
+        await asyncio.sleep(0)
+        kept.append(bytes_object(1024))
+
+    with pytest.raises(LeakError, match=r"memory grew 1\.0 KiB and 1\.0 Python blocks per call"):
+        asyncio.run(aassert_no_growth(leak, calls=200))
+
+
+def test_async_twin_passes_clean_coroutine() -> None:
+    """``ameasure_growth`` finds no growth in a coroutine that frees what it allocates."""
+
+    async def clean() -> None:
+        await asyncio.sleep(0)
+        junk = [str(i) for i in range(100)]
+        del junk
+
+    report = asyncio.run(ameasure_growth(clean, calls=200))
+    assert not report.leaked, str(report)
+    assert "clean" in report.function
+
+
+def test_error_in_fn_propagates_and_stops_tracing() -> None:
+    """An exception from ``fn`` mid-check propagates and leaves tracemalloc as it was."""
+    kept: list[bytes] = []
+
+    def leak_then_fail() -> None:
+        kept.append(bytes_object(1024))
+        if tracemalloc.is_tracing():
+            raise RuntimeError("boom in the trace pass")
+
+    with pytest.raises(RuntimeError, match="boom in the trace pass"):
+        measure_growth(leak_then_fail, calls=100)
+    assert not tracemalloc.is_tracing()
 
 
 def test_confirm_false_decides_on_one_attempt() -> None:

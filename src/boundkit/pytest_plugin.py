@@ -5,7 +5,8 @@ the marker. The marked test's fixtures are set up once; its body then runs
 repeatedly under :func:`boundkit.testing.assert_no_growth`, which takes the
 marker's keyword arguments. The root logger's handlers (pytest's log capture)
 are detached during the check unless the marker says ``detach_logging=False``.
-Async test functions are refused with a clear error.
+An async test runs under :func:`boundkit.testing.aassert_no_growth` inside the
+event loop of whichever plugin runs async tests (anyio, pytest-asyncio).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from .errors import ConfigError
-from .testing import assert_no_growth
+from .testing import aassert_no_growth, assert_no_growth
 
 _OPTIONS = frozenset(inspect.signature(assert_no_growth).parameters) - {"fn"}
 
@@ -31,18 +32,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def _options(item: pytest.Function, marker: pytest.Mark) -> dict[str, Any]:
+def _options(marker: pytest.Mark) -> dict[str, Any]:
     if marker.args:
         raise ConfigError(f"no_growth takes keyword arguments only, got {marker.args!r}")
     unknown = sorted(set(marker.kwargs) - _OPTIONS)
     if unknown:
         raise ConfigError(
             f"no_growth got unknown options {unknown!r}; it takes {sorted(_OPTIONS)!r}"
-        )
-    if inspect.iscoroutinefunction(item.obj):
-        raise ConfigError(
-            f"no_growth cannot run async test {item.name!r}: call assert_no_growth "
-            "on a function that runs one iteration on your event loop instead"
         )
     return {"detach_logging": True, **marker.kwargs}
 
@@ -52,7 +48,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
     marker = pyfuncitem.get_closest_marker("no_growth")
     if marker is None:
         return (yield)
-    options = _options(pyfuncitem, marker)
+    options = _options(marker)
     test = pyfuncitem.obj
 
     @functools.wraps(test)
@@ -65,7 +61,17 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
         body.__qualname__ = test.__qualname__
         assert_no_growth(body, **options)
 
-    pyfuncitem.obj = repeated
+    @functools.wraps(test)
+    async def arepeated(*args: Any, **kwargs: Any) -> None:
+        __tracebackhide__ = True
+
+        async def body() -> None:
+            await test(*args, **kwargs)
+
+        body.__qualname__ = test.__qualname__
+        await aassert_no_growth(body, **options)
+
+    pyfuncitem.obj = arepeated if inspect.iscoroutinefunction(test) else repeated
     try:
         return (yield)
     finally:
