@@ -23,7 +23,14 @@ from .errors import (
 if TYPE_CHECKING:
     from ._sizes import format_bytes, parse_bytes
     from .memory import ProcessMemory, process_memory, trim_memory
-    from .testing import GrowthAttempt, GrowthReport, assert_no_growth, measure_growth
+    from .testing import (
+        GrowthAttempt,
+        GrowthReport,
+        aassert_no_growth,
+        ameasure_growth,
+        assert_no_growth,
+        measure_growth,
+    )
 
 __version__ = "0.1.0"
 
@@ -32,6 +39,8 @@ _LAZY = {
     "GrowthAttempt": "boundkit.testing",
     "GrowthReport": "boundkit.testing",
     "ProcessMemory": "boundkit.memory",
+    "aassert_no_growth": "boundkit.testing",
+    "ameasure_growth": "boundkit.testing",
     "assert_no_growth": "boundkit.testing",
     "format_bytes": "boundkit._sizes",
     "measure_growth": "boundkit.testing",
@@ -54,6 +63,8 @@ __all__ = [
     "ProcessMemory",
     "ResourceClosedError",
     "__version__",
+    "aassert_no_growth",
+    "ameasure_growth",
     "assert_no_growth",
     "format_bytes",
     "measure_growth",
