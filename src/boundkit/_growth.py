@@ -75,8 +75,7 @@ class GrowthAttempt:
     def suspicious(self) -> bool:
         """True when the median round grew past a threshold, in bytes or in blocks."""
         return (
-            self.median_growth > self.threshold
-            or self.median_block_growth > self.block_threshold
+            self.median_growth > self.threshold or self.median_block_growth > self.block_threshold
         )
 
 
@@ -161,9 +160,7 @@ class GrowthReport:
                     "pass detach_logging=True if that is a test's capture"
                 )
         elif self.where is not None:
-            lines.append(
-                "  tracemalloc saw no Python allocation grow: the growth is likely native"
-            )
+            lines.append("  tracemalloc saw no Python allocation grow: the growth is likely native")
         return "\n".join(lines)
 
 
@@ -247,9 +244,7 @@ def _where(calls: int) -> Generator[int, None, tuple[str, ...]]:
         tracemalloc.Filter(False, tracemalloc.__file__),
         tracemalloc.Filter(False, __file__),
     ]
-    stats = second.filter_traces(ignore).compare_to(
-        first.filter_traces(ignore), "lineno"
-    )
+    stats = second.filter_traces(ignore).compare_to(first.filter_traces(ignore), "lineno")
     # a leaking line grows with the calls; one-off allocations (imports, caches) do not
     return tuple(str(stat) for stat in stats[:_TOP_SITES] if stat.size_diff >= calls)
 
@@ -293,9 +288,7 @@ def _check(
     per_round = yield from _warm_up(calls, round_seconds)
     attempts: list[GrowthAttempt] = []
     for attempt_calls in (per_round, 2 * per_round) if confirm else (per_round,):
-        attempts.append(
-            (yield from _attempt(attempt_calls, rounds, bytes_per_call, min_pages))
-        )
+        attempts.append((yield from _attempt(attempt_calls, rounds, bytes_per_call, min_pages)))
         if not attempts[-1].suspicious:
             break
     leaked = all(attempt.suspicious for attempt in attempts)
@@ -348,9 +341,7 @@ def _name(fn: object) -> str:
 
 def _check_whole(name: str, value: object, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(
-            f"{name} must be a whole number of at least {low}, got {value!r}"
-        )
+        raise ConfigError(f"{name} must be a whole number of at least {low}, got {value!r}")
 
 
 def _check_options(
@@ -368,6 +359,4 @@ def _check_options(
     if isinstance(round_seconds, bool) or not (
         isinstance(round_seconds, (int, float)) and 0 < round_seconds < float("inf")
     ):
-        raise ConfigError(
-            f"round_seconds must be a positive number, got {round_seconds!r}"
-        )
+        raise ConfigError(f"round_seconds must be a positive number, got {round_seconds!r}")
