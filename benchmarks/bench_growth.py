@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown cases {unknown} or --runs below 1")
     print(f"{args.runs} fresh-process runs per case and tool; python {sys.version.split()[0]}")
     print(
-        f"{'case':<18}{'leaks':<7}" + "".join(f"{tool + ' FP/FN  s/check':<26}" for tool in tools)
+        f"{'case':<25}{'leaks':<7}" + "".join(f"{tool + ' FP/FN  s/check':<26}" for tool in tools)
     )
     totals = {tool: [0, 0] for tool in tools}
     for case in cases:
@@ -282,11 +282,11 @@ def main(argv: list[str] | None = None) -> int:
             median = statistics.median(float(result["seconds"]) for result in results)  # type: ignore[arg-type]
             cells.append(f"{fp:>2} / {fn:<2} {median:>8.3f}       ")
         print(
-            f"{case:<18}{'yes' if leaks else 'no':<7}" + "".join(f"{c:<26}" for c in cells),
+            f"{case:<25}{'yes' if leaks else 'no':<7}" + "".join(f"{c:<26}" for c in cells),
             flush=True,
         )
     print(
-        f"{'total':<25}" + "".join(f"{totals[t][0]:>2} / {totals[t][1]:<2}{'':<19}" for t in tools)
+        f"{'total':<32}" + "".join(f"{totals[t][0]:>2} / {totals[t][1]:<2}{'':<19}" for t in tools)
     )
     print(
         "FP: clean case flagged; FN: leak missed. s/check: median seconds per check in the child"
