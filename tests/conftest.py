@@ -1,3 +1,3 @@
-"""Shared test configuration: pytester for testing the pytest plugin."""
+"""Shared test configuration: pytester for the pytest plugin, fix_pg for the database."""
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["fix_pg", "pytester"]

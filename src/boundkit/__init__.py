@@ -22,7 +22,30 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._sizes import format_bytes, parse_bytes
-    from .memory import ProcessMemory, process_memory, trim_memory
+    from .memory import (
+        MemoryLimit,
+        ProcessMemory,
+        memory_limit,
+        memory_snapshot,
+        process_memory,
+        trim_memory,
+    )
+    from .metrics import BoundedCounter, QuantileSketch, RequestStats, RollingWindow
+    from .pg import (
+        PooledConnection,
+        close_pools,
+        create_pool,
+        pool_stats,
+        pooled_connection,
+        release_idle,
+    )
+    from .pg_async import (
+        AsyncPooledConnection,
+        aclose_pools,
+        acreate_pool,
+        apool_stats,
+        apooled_connection,
+    )
     from .testing import (
         GrowthAttempt,
         GrowthReport,
@@ -36,40 +59,76 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {
+    "AsyncPooledConnection": "boundkit.pg_async",
+    "BoundedCounter": "boundkit.metrics",
     "GrowthAttempt": "boundkit.testing",
     "GrowthReport": "boundkit.testing",
+    "MemoryLimit": "boundkit.memory",
+    "PooledConnection": "boundkit.pg",
     "ProcessMemory": "boundkit.memory",
+    "QuantileSketch": "boundkit.metrics",
+    "RequestStats": "boundkit.metrics",
+    "RollingWindow": "boundkit.metrics",
     "aassert_no_growth": "boundkit.testing",
+    "aclose_pools": "boundkit.pg_async",
+    "acreate_pool": "boundkit.pg_async",
     "ameasure_growth": "boundkit.testing",
+    "apool_stats": "boundkit.pg_async",
+    "apooled_connection": "boundkit.pg_async",
     "assert_no_growth": "boundkit.testing",
+    "close_pools": "boundkit.pg",
+    "create_pool": "boundkit.pg",
     "format_bytes": "boundkit._sizes",
     "measure_growth": "boundkit.testing",
+    "memory_limit": "boundkit.memory",
+    "memory_snapshot": "boundkit.memory",
     "parse_bytes": "boundkit._sizes",
+    "pool_stats": "boundkit.pg",
+    "pooled_connection": "boundkit.pg",
     "process_memory": "boundkit.memory",
+    "release_idle": "boundkit.pg",
     "trim_memory": "boundkit.memory",
 }
 # third-party top-level package -> the extra that installs it
 _EXTRA_OF = {"psycopg": "postgres", "psycopg_pool": "postgres", "pymupdf": "pdf", "fitz": "pdf"}
 
 __all__ = [
+    "AsyncPooledConnection",
+    "BoundedCounter",
     "BoundkitError",
     "ConfigError",
     "GrowthAttempt",
     "GrowthReport",
     "LeakError",
+    "MemoryLimit",
     "PdfError",
     "PdfPasswordError",
     "PdfWrongPasswordError",
+    "PooledConnection",
     "ProcessMemory",
+    "QuantileSketch",
+    "RequestStats",
     "ResourceClosedError",
+    "RollingWindow",
     "__version__",
     "aassert_no_growth",
+    "aclose_pools",
+    "acreate_pool",
     "ameasure_growth",
+    "apool_stats",
+    "apooled_connection",
     "assert_no_growth",
+    "close_pools",
+    "create_pool",
     "format_bytes",
     "measure_growth",
+    "memory_limit",
+    "memory_snapshot",
     "parse_bytes",
+    "pool_stats",
+    "pooled_connection",
     "process_memory",
+    "release_idle",
     "trim_memory",
 ]
 

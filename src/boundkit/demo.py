@@ -57,3 +57,88 @@ def run_demo(out: TextIO) -> int:
         )
     print("\nnaive / boundkit: anonymous memory still held after each workload", file=out)
     return 0
+
+
+def _pg_row() -> DemoRow:
+    """Connections opened per request and never closed, beside pooled_connection()."""
+    import os
+
+    part, workload = "pg", "30 requests, each connection left open"
+    dsn = os.environ.get("DATABASE_URL")
+    if not dsn:
+        return DemoRow(part, workload, skipped="set DATABASE_URL to run the database row")
+    try:
+        import psycopg
+
+        from .pg import close_pools, pooled_connection
+    except ImportError:
+        return DemoRow(part, workload, skipped="pip install 'boundkit[postgres]'")
+    leaked: list[psycopg.Connection[object]] = []
+
+    def naive() -> None:
+        for _ in range(30):
+            conn = psycopg.connect(dsn)
+            conn.execute("SELECT 1")
+            leaked.append(conn)  # what a forgotten close() does: the connection lives on
+
+    def bounded() -> None:
+        for _ in range(30):
+            with pooled_connection(dsn) as conn:
+                conn.execute("SELECT 1")
+
+    try:
+        naive_growth, _ = measure(naive)
+        boundkit_growth, _ = measure(bounded)
+    except psycopg.Error as exc:
+        return DemoRow(part, workload, skipped=f"database unreachable: {type(exc).__name__}")
+    finally:
+        for conn in leaked:
+            conn.close()
+        close_pools()
+    return DemoRow(part, workload, naive_growth, boundkit_growth)
+
+
+ROWS.append(_pg_row)
+
+
+def _metrics_row() -> DemoRow:
+    """Timings and per-path counts of a request stream where half the paths are probes."""
+    import random
+    from collections.abc import Iterator
+
+    from .metrics import RequestStats
+
+    requests = 200_000
+
+    def stream() -> Iterator[tuple[str, float, int]]:
+        rng = random.Random(5)
+        routes = ["/", "/login", "/api/items", "/api/orders", "/static/app.js"]
+        for _ in range(requests):
+            route = rng.choice(routes) if rng.random() < 0.5 else f"/probe/{rng.getrandbits(40):x}"
+            yield route, rng.lognormvariate(-3, 1), 200 if route in routes else 404
+
+    def naive() -> object:
+        response_times: list[float] = []
+        request_counts: dict[str, int] = {}
+        for route, seconds, _status in stream():
+            response_times.append(seconds)
+            request_counts[route] = request_counts.get(route, 0) + 1
+        return response_times, request_counts
+
+    def bounded() -> object:
+        stats = RequestStats(max_routes=100, window=1000)
+        for route, seconds, status in stream():
+            stats.observe(route, seconds, status)
+        return stats
+
+    naive_growth, _ = measure(naive)
+    boundkit_growth, _ = measure(bounded)
+    return DemoRow(
+        "metrics",
+        f"{requests:,} requests, half to random probe URLs",
+        naive_growth,
+        boundkit_growth,
+    )
+
+
+ROWS.append(_metrics_row)
