@@ -4,8 +4,10 @@
 127.0.0.1:5432, in a throwaway database created and dropped here; a throwaway
 cluster started from the PostgreSQL binaries. ``pg_cluster`` is always such a
 throwaway cluster: the only server tests may stop, restart or kill. Tests using
-either get the ``pg`` marker. With no database they skip, unless ``CI`` is set:
-then they fail.
+either get the ``pg`` marker. With no database (or a ``BOUNDKIT_TEST_DSN`` that
+cannot be reached) they skip, unless ``CI`` is set: then they fail.
+
+The helpers below the fixtures are shared by test_pg.py and test_pg_async.py.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +153,11 @@ def pg_cluster() -> Iterator[Cluster]:
 def pg_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
     """A conninfo for a database the tests may fill; never an existing one on the server."""
     if dsn := os.environ.get("BOUNDKIT_TEST_DSN"):
+        try:
+            psycopg.connect(dsn).close()
+        except psycopg.OperationalError as exc:
+            # the message names host and port, never the password
+            _unavailable(f"BOUNDKIT_TEST_DSN is set but cannot be reached: {exc}")
         yield dsn
         return
     try:
@@ -164,3 +172,27 @@ def pg_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
             yield f"{_LOCAL} dbname={name}"
         finally:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def terminate_backends(dsn: str, application_name: str) -> int:
+    """Terminate the backends of ``application_name``; wait until they are gone."""
+    query = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        killed = len(admin.execute(query, (application_name,)).fetchall())
+        for _ in range(200):  # the backends exit asynchronously
+            gone = admin.execute(
+                "SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = %s",
+                (application_name,),
+            ).fetchone()[0]
+            if gone:
+                return killed
+            time.sleep(0.01)
+    raise AssertionError("terminated backends did not exit")
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A local port that refuses connections: bound, not listening, while the block runs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])

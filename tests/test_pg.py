@@ -25,6 +25,7 @@ from boundkit.pg import (  # noqa: E402
     release_idle,
 )
 from boundkit.testing import assert_no_growth  # noqa: E402
+from fix_pg import refused_port, terminate_backends  # noqa: E402
 
 
 @pytest.fixture
@@ -154,6 +155,41 @@ def test_session_state_does_not_reach_next_borrower(make_pool):
     assert ('"$user", public', "7s", "postgres", None, 0, 0, "4MB", False) == seen
 
 
+@pytest.mark.parametrize("ending", ["python-error", "sql-error", "autocommit"])
+def test_session_state_is_reset_whatever_the_block_ends_with(make_pool, ending):
+    """Blocks ending in an exception, an SQL error or autocommit hand on a clean session."""
+    pool = make_pool(max_size=1)
+    with (
+        contextlib.suppress(KeyError, psycopg.errors.DivisionByZero),
+        pooled_connection(pool=pool) as conn,
+    ):
+        conn.autocommit = ending == "autocommit"
+        conn.execute("SET search_path TO nowhere")
+        conn.execute("SELECT pg_advisory_lock(42)")
+        if ending == "sql-error":
+            conn.execute("SELECT 1/0")
+        elif ending == "python-error":
+            raise KeyError(ending)
+    with pooled_connection(pool=pool) as conn:
+        seen = conn.execute(
+            "SELECT current_setting('search_path'),"
+            " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            "   AND pid = pg_backend_pid())"
+        ).fetchone()
+    assert ('"$user", public', 0) == seen
+    assert 0 == pool_stats()[pool.name]["discards"]
+
+
+def test_pg_base_doctests():
+    """The examples in boundkit._pg_base's docstrings hold."""
+    import doctest
+
+    from boundkit import _pg_base
+
+    result = doctest.testmod(_pg_base)
+    assert (0, True) == (result.failed, result.attempted > 0)
+
+
 def test_prepared_statements_survive_the_reset(make_pool):
     """psycopg's prepared statements still work across blocks after the reset."""
     pool = make_pool(max_size=1)
@@ -163,21 +199,6 @@ def test_prepared_statements_survive_the_reset(make_pool):
             conn.prepare_threshold = 0
             results.append(conn.execute("SELECT %s::int + 1", (i,)).fetchone()[0])
     assert list(range(1, 9)) == results
-
-
-def _terminate_backends(dsn: str, application_name: str) -> int:
-    query = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        killed = len(admin.execute(query, (application_name,)).fetchall())
-        for _ in range(200):  # the backends exit asynchronously
-            gone = admin.execute(
-                "SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = %s",
-                (application_name,),
-            ).fetchone()[0]
-            if gone:
-                return killed
-            time.sleep(0.01)
-    raise AssertionError("terminated backends did not exit")
 
 
 def _requests(pool: psycopg_pool.ConnectionPool, count: int) -> int:
@@ -195,7 +216,7 @@ def test_killed_backends_cost_no_failed_request(make_pool, pg_dsn):
     app = f"bk-{uuid.uuid4().hex[:8]}"
     pool = make_pool(f"{pg_dsn} application_name={app}", min_size=8, max_size=8)
     pool.wait()
-    assert 8 == _terminate_backends(pg_dsn, app)
+    assert 8 == terminate_backends(pg_dsn, app)
     started = time.monotonic()
     assert 0 == _requests(pool, 20)
     assert time.monotonic() - started < 2.0
@@ -275,7 +296,7 @@ def test_exhaustion_raises_pool_timeout_with_stats(make_pool):
 )
 def test_connection_errors_carry_the_cause(make_pool, pg_cluster, change, cause):
     """A bad password, unknown database or refused port raises the server's cause, fast."""
-    with socket_port() as free:
+    with refused_port() as free:
         dsn = f"{pg_cluster.dsn} {change.format(free=free)}"
         pool = make_pool(dsn, connect_timeout=2)
         started = time.monotonic()
@@ -286,15 +307,6 @@ def test_connection_errors_carry_the_cause(make_pool, pg_cluster, change, cause)
     assert "wrong-secret-123" not in str(info.value)
     assert pg_cluster.password not in str(info.value)
     assert "password=***" in str(info.value)
-
-
-@contextlib.contextmanager
-def socket_port() -> Iterator[int]:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield int(sock.getsockname()[1])  # bound, not listening: connections are refused
 
 
 def test_forked_child_uses_its_own_pool(make_pool):
@@ -350,6 +362,25 @@ def test_release_idle_closes_idle_connections(make_pool):
     assert 3 == pool.get_stats()["pool_size"]
     assert 2 == release_idle(pool)
     assert (1, 1) == (pool.get_stats()["pool_size"], pool.get_stats()["pool_available"])
+    assert 1 == _count_after_reuse(pool)
+
+
+@pytest.mark.parametrize("field", ["_pool", "_nconns", "_nconns_min", "_lock"])
+def test_release_idle_is_a_logged_no_op_if_psycopg_pool_changes(
+    make_pool, monkeypatch, caplog, field
+):
+    """If psycopg_pool's shrink internals change, release_idle() closes nothing and says so."""
+    pool = make_pool(min_size=0, max_size=2)
+    with pooled_connection(pool=pool), pooled_connection(pool=pool):
+        pass
+    monkeypatch.delattr(pool, field)
+    with caplog.at_level("WARNING", logger="boundkit.pg"):
+        assert 0 == release_idle(pool)
+    monkeypatch.undo()
+    assert (2, 2) == (pool.get_stats()["pool_size"], pool.get_stats()["pool_available"])
+    assert ["release_idle() closed nothing"] == [
+        r.getMessage()[:29] for r in caplog.records if r.name == "boundkit.pg"
+    ]
     assert 1 == _count_after_reuse(pool)
 
 
@@ -427,3 +458,22 @@ def test_import_boundkit_does_not_import_psycopg():
     code = "import sys, boundkit; print(sorted(m for m in sys.modules if m.startswith('psycopg')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "[]" == out.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [("1", {"errors": 1}), ("", {"skipped": 1})], ids=["ci", "local"]
+)
+def test_database_fixture_fails_under_ci_when_no_database_answers(
+    pytester, monkeypatch, ci, outcome
+):
+    """With no reachable database the pg fixtures fail when CI is set, and skip otherwise."""
+    pytester.makeconftest('pytest_plugins = ["fix_pg"]')
+    pytester.makeini("[pytest]\nmarkers =\n    pg: needs PostgreSQL")
+    pytester.makepyfile("def test_needs_db(pg_dsn):\n    raise AssertionError('ran')\n")
+    with refused_port() as port:
+        monkeypatch.setenv("BOUNDKIT_TEST_DSN", f"host=127.0.0.1 port={port} user=postgres")
+        monkeypatch.setenv("CI", ci)
+        monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # fix_pg alone
+        result = pytester.runpytest_inprocess("-rsE")
+    result.assert_outcomes(**outcome)
+    result.stdout.fnmatch_lines(["*BOUNDKIT_TEST_DSN is set but cannot be reached*refused*"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from boundkit.pg_async import (  # noqa: E402
     apooled_connection,
 )
 from boundkit.testing import assert_no_growth  # noqa: E402
-from test_pg import _terminate_backends  # noqa: E402
+from fix_pg import terminate_backends  # noqa: E402
 
 
 def run(test: Callable[[], Awaitable[Any]]) -> Any:
@@ -37,9 +38,23 @@ def run(test: Callable[[], Awaitable[Any]]) -> Any:
     return asyncio.run(scenario())
 
 
-async def _one(pool: psycopg_pool.AsyncConnectionPool) -> int:
+async def _fetch(pool: psycopg_pool.AsyncConnectionPool, query: str) -> Any:
     async with apooled_connection(pool=pool) as conn:
-        return int((await (await conn.execute("SELECT 1")).fetchone())[0])
+        return (await (await conn.execute(query)).fetchone())[0]
+
+
+async def _one(pool: psycopg_pool.AsyncConnectionPool) -> int:
+    return int(await _fetch(pool, "SELECT 1"))
+
+
+async def _failed_requests(pool: psycopg_pool.AsyncConnectionPool, count: int) -> int:
+    failures = 0
+    for _ in range(count):
+        try:
+            assert 1 == await _one(pool)
+        except psycopg.Error:
+            failures += 1
+    return failures
 
 
 def test_commit_rollback_and_use_after_block(pg_dsn):
@@ -93,16 +108,109 @@ def test_killed_backends_cost_no_failed_request(pg_dsn):
     async def scenario() -> tuple[int, int]:
         pool = await acreate_pool(f"{pg_dsn} application_name={app}", min_size=4, max_size=4)
         await pool.wait()
-        await asyncio.to_thread(_terminate_backends, pg_dsn, app)
-        failures = 0
-        for _ in range(10):
-            try:
-                await _one(pool)
-            except psycopg.Error:
-                failures += 1
+        await asyncio.to_thread(terminate_backends, pg_dsn, app)
+        failures = await _failed_requests(pool, 10)
         return failures, apool_stats()[pool.name]["recoveries"]
 
     assert (0, 4) == run(scenario)
+
+
+def test_server_restart_costs_no_failed_request(pg_cluster):
+    """After the server restarts, requests succeed with no error and no backoff stall."""
+
+    async def scenario() -> tuple[int, float]:
+        pool = await acreate_pool(pg_cluster.dsn, min_size=4, max_size=4)
+        await pool.wait()
+        await asyncio.to_thread(pg_cluster.restart)
+        started = time.monotonic()
+        return await _failed_requests(pool, 10), time.monotonic() - started
+
+    failures, took = run(scenario)
+    assert 0 == failures
+    assert took < 2.0
+
+
+def test_serves_within_a_second_after_an_outage(pg_cluster):
+    """During a short outage requests fail with the cause; after it, serving resumes in ~1 s."""
+
+    async def scenario() -> float:
+        pool = await acreate_pool(pg_cluster.dsn, min_size=2, max_size=2, timeout=5)
+        await pool.wait()
+        await asyncio.to_thread(pg_cluster.stop)
+        try:
+            with pytest.raises(psycopg.OperationalError, match=r"cannot connect to .*refused"):
+                await _one(pool)
+            await asyncio.sleep(0.5)
+        finally:
+            await asyncio.to_thread(pg_cluster.start)
+        started = time.monotonic()
+        assert 1 == await _one(pool)
+        return time.monotonic() - started
+
+    assert run(scenario) < 1.5
+
+
+def test_statement_timeout_cancels_and_connection_stays_usable(pg_dsn):
+    """A statement over statement_timeout raises QueryCanceled; the connection is reused."""
+
+    async def scenario() -> tuple[int, int]:
+        pool = await acreate_pool(pg_dsn, max_size=1, statement_timeout=0.2)
+        before = await _fetch(pool, "SELECT pg_backend_pid()")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            await _fetch(pool, "SELECT pg_sleep(5)")
+        return before, await _fetch(pool, "SELECT pg_backend_pid()")
+
+    before, after = run(scenario)
+    assert before == after
+
+
+def test_idle_in_transaction_timeout_ends_the_session(pg_dsn):
+    """A transaction left idle past the timeout fails; the next borrower gets a fresh one."""
+
+    async def scenario() -> int:
+        pool = await acreate_pool(pg_dsn, max_size=1, idle_in_transaction_timeout=0.2)
+
+        async def idle_too_long() -> None:
+            async with apooled_connection(pool=pool) as conn:
+                await conn.execute("SELECT 1")
+                await asyncio.sleep(0.6)
+                await conn.execute("SELECT 1")
+
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            await idle_too_long()
+        return await _one(pool)
+
+    assert 1 == run(scenario)
+
+
+def test_forked_child_uses_its_own_pool(pg_dsn):
+    """A child process never uses the parent's async pool's connections nor closes them."""
+
+    async def in_child(pool: psycopg_pool.AsyncConnectionPool) -> int:
+        try:
+            return int(await _fetch(pool, "SELECT pg_backend_pid()"))
+        finally:
+            await aclose_pools()
+
+    async def scenario() -> tuple[int, int, int]:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+        parent_backend = await _fetch(pool, "SELECT pg_backend_pid()")
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child, on a loop of its own
+            try:
+                os.write(write_end, str(asyncio.run(in_child(pool))).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as reader:
+            child_backend = int(await asyncio.to_thread(reader.read) or 0)
+        await asyncio.to_thread(os.waitpid, child, 0)
+        return parent_backend, child_backend, await _fetch(pool, "SELECT pg_backend_pid()")
+
+    parent_backend, child_backend, parent_after = run(scenario)
+    assert child_backend not in (0, parent_backend)
+    assert parent_backend == parent_after
 
 
 def test_exhaustion_and_connection_errors(pg_dsn, pg_cluster):

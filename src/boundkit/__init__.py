@@ -49,7 +49,14 @@ if TYPE_CHECKING:
         apooled_connection,
     )
     from .scope import MemoryDelta, memory_scope, monitor_memory
-    from .testing import GrowthReport, assert_no_growth, measure_growth
+    from .testing import (
+        GrowthAttempt,
+        GrowthReport,
+        aassert_no_growth,
+        ameasure_growth,
+        assert_no_growth,
+        measure_growth,
+    )
     from .web import ASGIMiddleware, WebMonitor, WSGIMiddleware
 
 __version__ = "0.1.0"
@@ -61,6 +68,7 @@ _LAZY = {
     "BoundedCache": "boundkit.cache",
     "BoundedCounter": "boundkit.metrics",
     "CacheStats": "boundkit.cache",
+    "GrowthAttempt": "boundkit.testing",
     "GrowthReport": "boundkit.testing",
     "MemoryDelta": "boundkit.scope",
     "MemoryGuard": "boundkit.guard",
@@ -72,8 +80,10 @@ _LAZY = {
     "RollingWindow": "boundkit.metrics",
     "WSGIMiddleware": "boundkit.web",
     "WebMonitor": "boundkit.web",
+    "aassert_no_growth": "boundkit.testing",
     "aclose_pools": "boundkit.pg_async",
     "acreate_pool": "boundkit.pg_async",
+    "ameasure_growth": "boundkit.testing",
     "apool_stats": "boundkit.pg_async",
     "apooled_connection": "boundkit.pg_async",
     "assert_no_growth": "boundkit.testing",
@@ -105,6 +115,7 @@ __all__ = [
     "BoundkitError",
     "CacheStats",
     "ConfigError",
+    "GrowthAttempt",
     "GrowthReport",
     "LeakError",
     "MemoryDelta",
@@ -122,8 +133,10 @@ __all__ = [
     "WSGIMiddleware",
     "WebMonitor",
     "__version__",
+    "aassert_no_growth",
     "aclose_pools",
     "acreate_pool",
+    "ameasure_growth",
     "apool_stats",
     "apooled_connection",
     "assert_no_growth",

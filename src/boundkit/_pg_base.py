@@ -12,7 +12,7 @@ import select
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -21,12 +21,16 @@ from .errors import ConfigError, ResourceClosedError
 
 # Undo everything DISCARD ALL undoes except the prepared statements and plans
 # that psycopg caches per connection (DISCARD ALL would leave its cache naming
-# statements the server forgot). Sent in the same round trip as COMMIT.
+# statements the server forgot). Always sent in the same round trip as the
+# COMMIT or ROLLBACK that ends the block (a separate reset round trip, e.g. in
+# psycopg_pool's background ``reset=``, measured slower: see bench_pg.py).
 RESET_SQL = (
     "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; "
     "SELECT pg_advisory_unlock_all(); DISCARD TEMP"
 )
 COMMIT_SQL = f"{RESET_SQL}; COMMIT"
+# after ROLLBACK the rest runs in a transaction of its own, committed at once
+ROLLBACK_SQL = f"ROLLBACK; {RESET_SQL}"
 
 # connection attributes a block may change that psycopg_pool does not restore
 SESSION_ATTRS = ("autocommit", "isolation_level", "read_only", "deferrable")
@@ -249,6 +253,15 @@ def idle_state(pgconn: pq.abc.PGconn) -> str:
     return UNSURE
 
 
+class Ended(NamedTuple):
+    """What a lease knew when its block ended, for the twins to clean up with."""
+
+    discard: bool
+    used: bool
+    saved: dict[str, Any]
+    cursors: list[Any]
+
+
 class LeaseBase:
     """The connection a block borrowed: forwards to it until the block ends.
 
@@ -282,9 +295,12 @@ class LeaseBase:
         self._cursors.append(weakref.ref(cursor))
         return cursor
 
-    def _end(self) -> None:
-        object.__setattr__(self, "_conn", None)
+    def _end(self) -> Ended:
+        """Refuse further use; return what the block left to clean up."""
+        cursors = [cursor for ref in self._cursors if (cursor := ref()) is not None]
         self._cursors.clear()
+        object.__setattr__(self, "_conn", None)
+        return Ended(self._discard, self._used, self._saved, cursors)
 
     def discard(self) -> None:
         """Close this connection when the block ends instead of returning it.
@@ -305,6 +321,29 @@ class LeaseBase:
         conn = self._conn
         state = "returned" if conn is None else repr(conn)
         return f"<{type(self).__name__} {state}>"
+
+
+def closing_sql(status: int, *, commit: bool, used: bool) -> str | None:
+    """The one query that ends a block's transaction and resets the session.
+
+    ``RESET_SQL`` (the block ended its transaction itself, or ran in autocommit)
+    must run in autocommit mode; ``None``: nothing to send (the connection was
+    not used, or is broken or busy and will be discarded).
+
+    >>> closing_sql(pq.TransactionStatus.INTRANS, commit=True, used=True) == COMMIT_SQL
+    True
+    >>> closing_sql(pq.TransactionStatus.INERROR, commit=True, used=True) == ROLLBACK_SQL
+    True
+    >>> closing_sql(pq.TransactionStatus.IDLE, commit=True, used=False) is None
+    True
+    """
+    if status == pq.TransactionStatus.INTRANS:
+        return COMMIT_SQL if commit else ROLLBACK_SQL
+    if status == pq.TransactionStatus.INERROR:
+        return ROLLBACK_SQL
+    if status == pq.TransactionStatus.IDLE and used:
+        return RESET_SQL
+    return None
 
 
 def needs_reset(conn: Any, saved: dict[str, Any]) -> dict[str, Any]:

@@ -13,17 +13,18 @@ import atexit
 import contextlib
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator
 from time import monotonic
 from typing import Any
 
 import psycopg
+import psycopg_pool
 from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ._pg_base import (
     ALIVE,
-    COMMIT_SQL,
     DIAGNOSE_AFTER,
     RESET_SQL,
     UNSURE,
@@ -31,6 +32,7 @@ from ._pg_base import (
     PoolSettings,
     PoolState,
     Registry,
+    closing_sql,
     connect_failed_message,
     exhausted_message,
     idle_state,
@@ -224,22 +226,23 @@ def _give_back(
     *,
     commit: bool,
 ) -> None:
-    discard = lease._discard
-    cursors = [ref() for ref in lease._cursors]
-    used = lease._used
-    saved = lease._saved
-    lease._end()
+    ended = lease._end()
+    discard = ended.discard
     try:
-        for cursor in cursors:
-            if cursor is not None:
-                with contextlib.suppress(Exception):
-                    cursor.close()
+        for cursor in ended.cursors:
+            with contextlib.suppress(Exception):
+                cursor.close()
         if commit:
-            _commit_and_reset(conn, used)
+            try:
+                _close_transaction(conn, commit=True, used=ended.used)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    _close_transaction(conn, commit=False, used=True)
+                raise
         else:
             with contextlib.suppress(Exception):
-                _rollback_and_reset(conn)
-        for name, value in needs_reset(conn, saved).items():
+                _close_transaction(conn, commit=False, used=True)
+        for name, value in needs_reset(conn, ended.saved).items():
             setattr(conn, name, value)
     except BaseException:
         discard = True
@@ -252,27 +255,18 @@ def _give_back(
         state.returned()
 
 
-def _commit_and_reset(conn: psycopg.Connection[Any], used: bool) -> None:
-    status = conn.pgconn.transaction_status
-    if status == pq.TransactionStatus.INTRANS:
-        try:
-            conn.execute(COMMIT_SQL, prepare=False)
-        except Exception:
-            with contextlib.suppress(Exception):
-                _rollback_and_reset(conn)
-            raise
-    elif status == pq.TransactionStatus.INERROR or used:
-        _rollback_and_reset(conn)
-
-
-def _rollback_and_reset(conn: psycopg.Connection[Any]) -> None:
-    if conn.closed:
+def _close_transaction(conn: psycopg.Connection[Any], *, commit: bool, used: bool) -> None:
+    # one round trip: COMMIT or ROLLBACK with the session reset
+    sql = closing_sql(conn.pgconn.transaction_status, commit=commit, used=used)
+    if sql is None:
         return
-    conn.rollback()
+    if sql is not RESET_SQL:
+        conn.execute(sql, prepare=False)
+        return
     autocommit = conn.autocommit
     conn.autocommit = True
     try:
-        conn.execute(RESET_SQL, prepare=False)
+        conn.execute(sql, prepare=False)
     finally:
         conn.autocommit = autocommit
 
@@ -292,21 +286,43 @@ def release_idle(pool: ConnectionPool[Any] | None = None) -> int:
     """Close idle connections down to each pool's ``min_size``; return how many closed.
 
     For memory pressure: the pool reconnects on demand later. Without ``pool``,
-    every pool boundkit made in this process. (psycopg_pool itself closes at
-    most one idle connection per ``max_idle``; this uses its shrink bookkeeping.)
+    every pool boundkit made in this process. psycopg_pool has no public way to
+    shrink now (``resize()``, ``check()`` and ``drain()`` all reopen what they
+    close; it drops one idle connection per ``max_idle``), so this uses its
+    shrink bookkeeping; if a psycopg_pool release changes that, it closes
+    nothing and logs a warning instead.
     """
     pools = _REGISTRY.own_pools() if pool is None else [pool]
-    released = 0
-    for each in pools:
-        with each._lock:
-            count = max(0, min(len(each._pool), each._nconns - each.min_size))
-            idle = [each._pool.popleft() for _ in range(count)]
-            each._nconns -= count
-            each._nconns_min = min(each._nconns_min, len(each._pool))
-        for conn in idle:
-            each._close_connection(conn)
-        released += count
-    return released
+    return sum(_shrink_to_min(each) for each in pools)
+
+
+def _shrink_to_min(pool: ConnectionPool[Any]) -> int:
+    # the private fields ConnectionPool._shrink_pool() uses, checked before use
+    idle: Any = getattr(pool, "_pool", None)
+    fields = (getattr(pool, name, None) for name in ("_nconns", "_nconns_min"))
+    lock: Any = getattr(pool, "_lock", None)
+    close: Any = getattr(pool, "_close_connection", None)
+    if not (
+        isinstance(idle, deque)
+        and all(type(value) is int for value in fields)
+        and callable(getattr(lock, "__enter__", None))
+        and callable(close)
+    ):
+        logger.warning(
+            "release_idle() closed nothing in pool %r: this psycopg_pool %s no longer "
+            "has the internals it relies on; idle connections still close after max_idle",
+            pool.name,
+            psycopg_pool.__version__,
+        )
+        return 0
+    with lock:
+        count = max(0, min(len(idle), pool._nconns - pool.min_size))
+        released = [idle.popleft() for _ in range(count)]
+        pool._nconns -= count
+        pool._nconns_min = min(pool._nconns_min, len(idle))
+    for conn in released:
+        close(conn)
+    return count
 
 
 def close_pools() -> None:

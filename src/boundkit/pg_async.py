@@ -17,7 +17,6 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ._pg_base import (
     ALIVE,
-    COMMIT_SQL,
     DIAGNOSE_AFTER,
     RESET_SQL,
     SESSION_ATTRS,
@@ -26,6 +25,7 @@ from ._pg_base import (
     PoolSettings,
     PoolState,
     Registry,
+    closing_sql,
     connect_failed_message,
     exhausted_message,
     idle_state,
@@ -193,22 +193,23 @@ async def _give_back(
     *,
     commit: bool,
 ) -> None:
-    discard = lease._discard
-    used = lease._used
-    saved = lease._saved
-    cursors = [ref() for ref in lease._cursors]
-    lease._end()
+    ended = lease._end()
+    discard = ended.discard
     try:
-        for cursor in cursors:
-            if cursor is not None:
-                with contextlib.suppress(Exception):
-                    await cursor.close()
+        for cursor in ended.cursors:
+            with contextlib.suppress(Exception):
+                await cursor.close()
         if commit:
-            await _commit_and_reset(conn, used)
+            try:
+                await _close_transaction(conn, commit=True, used=ended.used)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await _close_transaction(conn, commit=False, used=True)
+                raise
         else:
             with contextlib.suppress(Exception):
-                await _rollback_and_reset(conn)
-        for name, value in needs_reset(conn, saved).items():
+                await _close_transaction(conn, commit=False, used=True)
+        for name, value in needs_reset(conn, ended.saved).items():
             if name in SESSION_ATTRS:
                 await getattr(conn, f"set_{name}")(value)
             else:
@@ -224,27 +225,19 @@ async def _give_back(
         state.returned()
 
 
-async def _commit_and_reset(conn: psycopg.AsyncConnection[Any], used: bool) -> None:
-    status = conn.pgconn.transaction_status
-    if status == pq.TransactionStatus.INTRANS:
-        try:
-            await conn.execute(COMMIT_SQL, prepare=False)
-        except Exception:
-            with contextlib.suppress(Exception):
-                await _rollback_and_reset(conn)
-            raise
-    elif status == pq.TransactionStatus.INERROR or used:
-        await _rollback_and_reset(conn)
-
-
-async def _rollback_and_reset(conn: psycopg.AsyncConnection[Any]) -> None:
-    if conn.closed:
+async def _close_transaction(
+    conn: psycopg.AsyncConnection[Any], *, commit: bool, used: bool
+) -> None:
+    sql = closing_sql(conn.pgconn.transaction_status, commit=commit, used=used)
+    if sql is None:
         return
-    await conn.rollback()
+    if sql is not RESET_SQL:
+        await conn.execute(sql, prepare=False)
+        return
     autocommit = conn.autocommit
     await conn.set_autocommit(True)
     try:
-        await conn.execute(RESET_SQL, prepare=False)
+        await conn.execute(sql, prepare=False)
     finally:
         await conn.set_autocommit(autocommit)
 
