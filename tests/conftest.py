@@ -1,3 +1,3 @@
-"""Shared test configuration: pytester for testing the pytest plugin."""
+"""Shared test configuration: pytester for testing the pytest plugin, PDF fixtures."""
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "fix_pdf"]

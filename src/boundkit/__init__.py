@@ -23,6 +23,15 @@ from .errors import (
 if TYPE_CHECKING:
     from ._sizes import format_bytes, parse_bytes
     from .memory import ProcessMemory, process_memory, trim_memory
+    from .pdf import (
+        PdfContext,
+        batched,
+        iter_text,
+        open_pdf,
+        pixmap,
+        release_pdf_memory,
+        render_pages,
+    )
     from .testing import GrowthReport, assert_no_growth, measure_growth
 
 __version__ = "0.1.0"
@@ -30,12 +39,19 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _LAZY = {
     "GrowthReport": "boundkit.testing",
+    "PdfContext": "boundkit.pdf",
     "ProcessMemory": "boundkit.memory",
     "assert_no_growth": "boundkit.testing",
+    "batched": "boundkit.pdf",
     "format_bytes": "boundkit._sizes",
+    "iter_text": "boundkit.pdf",
     "measure_growth": "boundkit.testing",
+    "open_pdf": "boundkit.pdf",
     "parse_bytes": "boundkit._sizes",
+    "pixmap": "boundkit.pdf",
     "process_memory": "boundkit.memory",
+    "release_pdf_memory": "boundkit.pdf",
+    "render_pages": "boundkit.pdf",
     "trim_memory": "boundkit.memory",
 }
 # third-party top-level package -> the extra that installs it
@@ -46,6 +62,7 @@ __all__ = [
     "ConfigError",
     "GrowthReport",
     "LeakError",
+    "PdfContext",
     "PdfError",
     "PdfPasswordError",
     "PdfWrongPasswordError",
@@ -53,10 +70,16 @@ __all__ = [
     "ResourceClosedError",
     "__version__",
     "assert_no_growth",
+    "batched",
     "format_bytes",
+    "iter_text",
     "measure_growth",
+    "open_pdf",
     "parse_bytes",
+    "pixmap",
     "process_memory",
+    "release_pdf_memory",
+    "render_pages",
     "trim_memory",
 ]
 

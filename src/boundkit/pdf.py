@@ -340,7 +340,13 @@ def render_pages(
     """
     if fmt not in ("png", "raw"):
         raise ConfigError(f"fmt must be 'png' or 'raw', got {fmt!r}")
-    with open_pdf(source, password=password, budget=budget) as doc:
+    return _render(open_pdf(source, password=password, budget=budget), dpi, fmt, pages)
+
+
+def _render(
+    context: PdfContext, dpi: int, fmt: str, pages: Iterable[int] | None
+) -> Iterator[tuple[int, bytes]]:
+    with context as doc:
         for number in _page_numbers(doc, pages):
             with pixmap(doc[number], dpi=dpi) as pix:
                 data = pix.tobytes("png") if fmt == "png" else bytes(pix.samples_mv)
@@ -373,8 +379,12 @@ def iter_text(
     """
     if mode not in ("text", "dict", "words", "blocks"):
         raise ConfigError(f"mode must be one of text, dict, words, blocks, got {mode!r}")
+    return _text(open_pdf(source, password=password, budget=budget), mode, pages)
+
+
+def _text(context: PdfContext, mode: str, pages: Iterable[int] | None) -> Iterator[tuple[int, Any]]:
     fitz = _pymupdf()
-    with open_pdf(source, password=password, budget=budget) as doc:
+    with context as doc:
         guard = _guards[id(doc)]
         for number in _page_numbers(doc, pages):
             page = doc[number]
