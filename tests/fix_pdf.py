@@ -37,7 +37,9 @@ def _image(seed: int, side: int) -> pymupdf.Pixmap:
     for stripe in range(stripes):
         shade = (seed * 37 + stripe * 53) % 256
         color = bytes((shade, (shade * 7 + seed) % 256, (255 - shade + stripe) % 256))
-        height = side // stripes if stripe < stripes - 1 else side - (stripes - 1) * (side // stripes)
+        height = (
+            side // stripes if stripe < stripes - 1 else side - (stripes - 1) * (side // stripes)
+        )
         rows.append(color * side * height)
     return pymupdf.Pixmap(pymupdf.csRGB, side, side, b"".join(rows), False)
 

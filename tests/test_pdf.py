@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fix_pdf import PASSWORD, encrypted_pdf, image_pdf, pymupdf, text_pdf
 
 import boundkit
 from boundkit import pdf
@@ -26,6 +25,7 @@ from boundkit.errors import (
     ResourceClosedError,
 )
 from boundkit.testing import assert_no_growth
+from fix_pdf import PASSWORD, encrypted_pdf, image_pdf, pymupdf, text_pdf
 
 pytestmark = pytest.mark.pdf
 
@@ -113,7 +113,7 @@ def test_context_enters_once(pdf_dir: Path) -> None:
 def test_missing_path_is_builtin_file_not_found(tmp_path: Path) -> None:
     """A missing path raises the builtin FileNotFoundError naming the path."""
     missing = tmp_path / "nope.pdf"
-    with pytest.raises(FileNotFoundError, match="nope.pdf") as info, pdf.open_pdf(missing):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pdf") as info, pdf.open_pdf(missing):
         pass
     assert FileNotFoundError is type(info.value)
 
@@ -157,8 +157,9 @@ def test_repaired_file_warns_or_raises_when_strict(
     assert context.repaired
     assert any("repair" in line for line in context.warnings)
     assert ["boundkit.pdf"] == [record.name for record in caplog.records]
-    with pytest.raises(PdfError, match="repair"), pdf.open_pdf(
-        pdf_dir / "truncated.pdf", strict=True
+    with (
+        pytest.raises(PdfError, match="repair"),
+        pdf.open_pdf(pdf_dir / "truncated.pdf", strict=True),
     ):
         pass
 
@@ -218,16 +219,17 @@ def test_pixmap_is_freed_at_exit(pdf_dir: Path) -> None:
             assert (612, 792) == (pix.width, pix.height)
             assert pix.tobytes("png").startswith(b"\x89PNG")
         with pytest.raises((TypeError, AttributeError)):
-            pix.width
+            _ = pix.width
         with pytest.raises(ValueError, match="released"):
             view[0]
 
 
 def test_pixmap_options_reach_pymupdf(pdf_dir: Path) -> None:
     """dpi, alpha, colorspace and clip are applied to the rendered pixmap."""
-    with pdf.open_pdf(pdf_dir / "text.pdf") as doc, pdf.pixmap(
-        doc[0], dpi=36, alpha=True, colorspace="gray", clip=(0, 0, 144, 72)
-    ) as pix:
+    with (
+        pdf.open_pdf(pdf_dir / "text.pdf") as doc,
+        pdf.pixmap(doc[0], dpi=36, alpha=True, colorspace="gray", clip=(0, 0, 144, 72)) as pix,
+    ):
         assert (72, 36, 2, True) == (pix.width, pix.height, pix.n, bool(pix.alpha))
 
 

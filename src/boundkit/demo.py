@@ -57,3 +57,36 @@ def run_demo(out: TextIO) -> int:
         )
     print("\nnaive / boundkit: anonymous memory still held after each workload", file=out)
     return 0
+
+
+def _pdf_row() -> DemoRow:
+    """Render a generated image PDF keeping every pixmap, then with render_pages."""
+    workload = "12 image pages: keep-all vs render_pages"
+    try:
+        import pymupdf
+    except ImportError:
+        return DemoRow("pdf", workload, skipped="PyMuPDF missing: pip install 'boundkit[pdf]'")
+    from .pdf import render_pages
+
+    doc = pymupdf.open()
+    for number in range(12):
+        side = 1200
+        shade = bytes(((number * 20) % 256, 90, 200)) * side * side
+        image = pymupdf.Pixmap(pymupdf.csRGB, side, side, shade, False)
+        doc.new_page().insert_image(pymupdf.Rect(36, 36, 576, 756), pixmap=image)
+    data = doc.tobytes(deflate=True)
+    doc.close()
+
+    def keep_all() -> list[object]:
+        opened = pymupdf.open(stream=data, filetype="pdf")
+        return [page.get_pixmap(dpi=150) for page in opened]
+
+    # boundkit first: its exit empties MuPDF's process-wide store, which would
+    # otherwise also give back what the naive run left there
+    boundkit, _ = measure(lambda: [len(png) for _, png in render_pages(data)])
+    naive, kept = measure(keep_all)
+    del kept
+    return DemoRow("pdf", workload, naive_growth=naive, boundkit_growth=boundkit)
+
+
+ROWS.append(_pdf_row)

@@ -24,10 +24,15 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, Union
+from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, Union, cast
 
-from .errors import ConfigError, PdfError, PdfPasswordError, PdfWrongPasswordError
-from .errors import ResourceClosedError
+from .errors import (
+    ConfigError,
+    PdfError,
+    PdfPasswordError,
+    PdfWrongPasswordError,
+    ResourceClosedError,
+)
 from .memory import _malloc_trim, process_memory
 
 if TYPE_CHECKING:
@@ -228,7 +233,8 @@ class PdfContext:
             logger.warning("%s is damaged: MuPDF repaired it to open it", self.name)
 
     def _finish(self, fitz: Any) -> None:
-        doc, self._document = self._document, None
+        doc: Any = self._document
+        self._document = None
         if doc is not None:
             _guards.pop(id(doc), None)
             try:
@@ -273,9 +279,7 @@ def open_pdf(
     :class:`~boundkit.PdfWrongPasswordError` when it is wrong, and
     :class:`~boundkit.PdfError` for anything that is not a readable document.
     """
-    return PdfContext(
-        source, password=password, filetype=filetype, budget=budget, strict=strict
-    )
+    return PdfContext(source, password=password, filetype=filetype, budget=budget, strict=strict)
 
 
 def _free_pixmap(pix: Any) -> None:
@@ -307,7 +311,7 @@ def pixmap(
     with the default budget.
     """
     guard = _guards.get(id(page.parent)) or _Guard(DEFAULT_BUDGET)
-    pix = page.get_pixmap(dpi=dpi, alpha=alpha, colorspace=colorspace, clip=clip)
+    pix = cast(Any, page).get_pixmap(dpi=dpi, alpha=alpha, colorspace=colorspace, clip=clip)
     try:
         yield pix
     finally:
@@ -348,6 +352,7 @@ def _render(
 ) -> Iterator[tuple[int, bytes]]:
     with context as doc:
         for number in _page_numbers(doc, pages):
+            pix: Any
             with pixmap(doc[number], dpi=dpi) as pix:
                 data = pix.tobytes("png") if fmt == "png" else bytes(pix.samples_mv)
             yield number, data
@@ -372,7 +377,7 @@ def iter_text(
     password: str | None = None,
     budget: int = DEFAULT_BUDGET,
 ) -> Iterator[tuple[int, Any]]:
-    """Yield ``(page_number, page.get_text(mode))`` for each page, streaming like :func:`render_pages`.
+    """Yield ``(page_number, page.get_text(mode))`` per page, streaming as :func:`render_pages`.
 
     ``mode="blocks"`` returns the same tuples as PyMuPDF's but is derived from
     the "dict" output, because ``get_text("blocks")`` leaks ~1.6 KB per page.
@@ -387,7 +392,7 @@ def _text(context: PdfContext, mode: str, pages: Iterable[int] | None) -> Iterat
     with context as doc:
         guard = _guards[id(doc)]
         for number in _page_numbers(doc, pages):
-            page = doc[number]
+            page: Any = doc[number]
             result = _blocks(fitz, page) if mode == "blocks" else page.get_text(mode)
             del page
             guard.check()
