@@ -66,7 +66,7 @@ def _pdf_row() -> DemoRow:
         import pymupdf
     except ImportError:
         return DemoRow("pdf", workload, skipped="PyMuPDF missing: pip install 'boundkit[pdf]'")
-    from .pdf import render_pages
+    from .pdf import release_pdf_memory, render_pages
 
     doc = pymupdf.open()
     for number in range(12):
@@ -76,6 +76,8 @@ def _pdf_row() -> DemoRow:
         doc.new_page().insert_image(pymupdf.Rect(36, 36, 576, 756), pixmap=image)
     data = doc.tobytes(deflate=True)
     doc.close()
+    del doc, image
+    release_pdf_memory()  # what building the file left in the store is not either side's
 
     def keep_all() -> list[object]:
         opened = pymupdf.open(stream=data, filetype="pdf")
