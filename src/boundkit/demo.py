@@ -62,11 +62,12 @@ def run_demo(out: TextIO) -> int:
 def _pdf_row() -> DemoRow:
     """Render a generated image PDF keeping every pixmap, then with render_pages."""
     workload = "12 image pages: keep-all vs render_pages"
+    from .pdf import _pymupdf, release_pdf_memory, render_pages
+
     try:
-        import pymupdf
+        pymupdf = _pymupdf()
     except ImportError:
         return DemoRow("pdf", workload, skipped="PyMuPDF missing: pip install 'boundkit[pdf]'")
-    from .pdf import release_pdf_memory, render_pages
 
     doc = pymupdf.open()
     for number in range(12):
