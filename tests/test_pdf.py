@@ -24,7 +24,7 @@ from boundkit.errors import (
     PdfWrongPasswordError,
     ResourceClosedError,
 )
-from boundkit.testing import assert_no_growth
+from boundkit.testing import assert_no_growth, measure_growth
 from fix_pdf import PASSWORD, encrypted_pdf, image_pdf, pymupdf, text_pdf
 
 pytestmark = pytest.mark.pdf
@@ -194,6 +194,30 @@ def test_cycle_made_in_block_is_collected_at_exit(pdf_dir: Path, promoted: bool)
     assert [True, True] == [ref() is None for ref in refs]
 
 
+@pytest.mark.usefixtures("no_auto_gc")
+@pytest.mark.skipif(not pdf._watch.exact, reason="generational guarantee only before 3.14")
+def test_exit_collects_young_generations_unless_older_ran(pdf_dir: Path) -> None:
+    """The exit collects generations 0-1 only, unless an older collection ran in the block."""
+    seen: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            seen.append(info["generation"])
+
+    gc.callbacks.append(record)
+    try:
+        with pdf.open_pdf(pdf_dir / "text.pdf"):
+            pass
+        young = list(seen)
+        with pdf.open_pdf(pdf_dir / "text.pdf"):
+            gc.collect()
+        older = seen[len(young) :]
+    finally:
+        gc.callbacks.remove(record)
+    assert [1] == young
+    assert [2, 2] == older
+
+
 def test_thousand_open_close_cycles_leave_no_pymupdf_objects(pdf_dir: Path) -> None:
     """Opening and closing a document 1,000 times leaves no PyMuPDF object behind."""
     data = (pdf_dir / "text.pdf").read_bytes()
@@ -281,12 +305,25 @@ def test_iter_text_modes(pdf_dir: Path) -> None:
         pdf.iter_text(path, mode="html")  # type: ignore[arg-type]
 
 
-def test_guard_empties_store_past_budget(pdf_dir: Path) -> None:
-    """With a zero budget, every page triggers the guard and the store stays empty."""
-    path = pdf_dir / "shared.pdf"
+def test_guard_fires_only_past_budget(pdf_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zero budget empties the store after pages; a huge one only at exit; negative is refused."""
+    calls: list[int] = []
+    release = pdf.release_pdf_memory
+    monkeypatch.setattr(pdf, "release_pdf_memory", lambda: calls.append(1) or release())
+    path = pdf_dir / "images.pdf"
+    list(pdf.render_pages(path, dpi=20, budget=2**40))
+    assert 1 == len(calls)  # the exit cleanup
+    calls.clear()
     list(pdf.render_pages(path, dpi=20, budget=0))
+    assert len(calls) >= 2
     with pytest.raises(ConfigError, match="budget"):
         pdf.open_pdf(path, budget=-1)
+
+
+def test_pixmap_outside_open_pdf(pdf_dir: Path) -> None:
+    """pixmap() also works on a page of a document opened with PyMuPDF directly."""
+    with pymupdf.open(pdf_dir / "text.pdf") as doc, pdf.pixmap(doc[0], dpi=10) as pix:
+        assert (85, 110) == (pix.width, pix.height)
 
 
 def test_batched_and_its_cleanup() -> None:
@@ -337,6 +374,14 @@ def test_no_growth_iter_text(pdf_dir: Path, mode: str) -> None:
     """iter_text holds memory flat in every mode, "blocks" included."""
     path = pdf_dir / "text.pdf"
     assert_no_growth(lambda: list(pdf.iter_text(path, mode=mode)), calls=15, rounds=5)
+
+
+def test_upstream_blocks_leak_still_there(pdf_dir: Path) -> None:
+    """PyMuPDF's get_text("blocks") still grows (#5067): when this fails, drop _blocks()."""
+    with pymupdf.open(pdf_dir / "text.pdf") as doc:
+        page = doc[0]
+        report = measure_growth(lambda: page.get_text("blocks"), calls=45, rounds=5, trace=False)
+    assert report.leaked, str(report)
 
 
 # peak memory in a fresh process --------------------------------------------------------

@@ -87,8 +87,6 @@ class _Guard:
     """Empties the store when RSS passes ``start + budget`` (one statm read, ~25 µs)."""
 
     def __init__(self, budget: int) -> None:
-        if budget < 0:
-            raise ConfigError(f"budget must not be negative, got {budget!r}")
         self.budget = budget
         self.limit = process_memory().rss + budget
 
@@ -157,10 +155,12 @@ class PdfContext:
         budget: int,
         strict: bool,
     ) -> None:
+        if budget < 0:
+            raise ConfigError(f"budget must not be negative, got {budget!r}")
         self._source = source
         self._password = password
         self._filetype = filetype
-        self._guard = _Guard(budget)
+        self._budget = budget
         self._strict = strict
         self._document: pymupdf.Document | None = None
         self._entered = False
@@ -181,7 +181,7 @@ class PdfContext:
         fitz = _pymupdf()
         self._mark = _watch.older
         self._warnings_before = len(_warning_lines(fitz, reset=False))
-        self._guard = _Guard(self._guard.budget)
+        self._guard = _Guard(self._budget)
         try:
             self._document = self._open(fitz)
             self._check(fitz, self._document)
