@@ -184,7 +184,7 @@ class PdfContext:
         self._guard = _Guard(self._budget)
         try:
             self._document = self._open(fitz)
-            self._check(fitz, self._document)
+            self._check(self._document)
         except BaseException:
             self._finish(fitz)
             raise
@@ -222,7 +222,7 @@ class PdfContext:
             kind = self._filetype or "a document"
             raise PdfError(f"cannot open {self.name} as {kind}: {cause}") from exc
 
-    def _check(self, fitz: Any, doc: Any) -> None:
+    def _check(self, doc: Any) -> None:
         if doc.needs_pass:
             if self._password is None:
                 raise PdfPasswordError(f"{self.name} is encrypted: pass password=")
@@ -237,21 +237,16 @@ class PdfContext:
     def _finish(self, fitz: Any) -> None:
         doc: Any = self._document
         self._document = None
-        if doc is not None:
-            _guards.pop(id(doc), None)
-            try:
+        try:
+            if doc is not None:
+                _guards.pop(id(doc), None)
                 if not doc.is_closed:
                     doc.close()
-            finally:
-                del doc
-                self._cleanup(fitz)
-        else:
-            self._cleanup(fitz)
-
-    def _cleanup(self, fitz: Any) -> None:
-        _watch.collect_since(self._mark)
-        release_pdf_memory()
-        self.warnings = tuple(_warning_lines(fitz, reset=True)[self._warnings_before :])
+        finally:
+            del doc  # ours must go before the collection
+            _watch.collect_since(self._mark)
+            release_pdf_memory()
+            self.warnings = tuple(_warning_lines(fitz, reset=True)[self._warnings_before :])
 
 
 def _warning_lines(fitz: Any, *, reset: bool) -> list[str]:
