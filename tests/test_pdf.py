@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("pymupdf", reason="the pdf extra (PyMuPDF) is not installed")
+
 import boundkit
 from boundkit import pdf
 from boundkit.errors import (
