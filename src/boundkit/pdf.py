@@ -84,18 +84,24 @@ def release_pdf_memory() -> None:
 
 
 class _Guard:
-    """Empties the store when RSS passes ``start + budget`` (one statm read, ~25 µs)."""
+    """Empties the store when RSS passes ``start + budget`` (one statm read, ~25 µs).
+
+    Memory the cleanup cannot give back (the open document's parsed objects,
+    the caller's data) is not the store's: when it leaves less than half the
+    budget free, the limit moves to half a budget above it, so the store is
+    not emptied on every page.
+    """
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self.limit = process_memory().rss + budget
+        self.base_limit = process_memory().rss + budget
+        self.limit = self.base_limit
 
     def check(self) -> None:
         if process_memory().rss > self.limit:
             release_pdf_memory()
-            # What the cleanup could not give back is held elsewhere: re-arm above it
-            # rather than shrinking on every page.
-            self.limit = max(self.limit, process_memory().rss + self.budget)
+            floor = process_memory().rss
+            self.limit = max(self.base_limit, floor + self.budget // 2)
 
 
 class _CollectionWatch:
