@@ -12,6 +12,7 @@ import textwrap
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,6 +148,21 @@ def test_encrypted_needs_password_and_rejects_a_wrong_one(pdf_dir: Path) -> None
     assert "guess" not in str(wrong.value)
     with pdf.open_pdf(path, password=PASSWORD) as doc:
         assert "page 0 line 0" in doc[0].get_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("encrypted.pdf", {"password": "guess"}), ("truncated.pdf", {"strict": True})],
+)
+def test_failed_enter_leaves_no_document(pdf_dir: Path, name: str, options: dict[str, Any]) -> None:
+    """When checks after opening fail, the opened document is closed and collected."""
+    gc.collect()
+    before = _pymupdf_objects()
+    context = pdf.open_pdf(pdf_dir / name, **options)
+    with pytest.raises(PdfError), context:
+        pass
+    assert before == _pymupdf_objects()  # while the context itself is still alive
+    assert {} == pdf._guards
 
 
 def test_repaired_file_warns_or_raises_when_strict(
