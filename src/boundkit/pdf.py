@@ -52,9 +52,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Resident growth (bytes) over a document's opening that triggers the guard. The page
-#: being rendered (decoded images, pixmap, output) comes on top: 32 MiB keeps the peak
-#: of image-heavy pages near a fifth of raw streaming (benchmarks/bench_pdf.py).
-DEFAULT_BUDGET = 32 * 1024 * 1024
+#: being rendered (decoded images, pixmap, output) comes on top (docs/pdf.md).
+DEFAULT_BUDGET = 64 * 1024 * 1024
 
 PdfSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
 TextMode = Literal["text", "dict", "words", "blocks"]
