@@ -1,3 +1,4 @@
-"""Shared test configuration: pytester for testing the pytest plugin, PDF fixtures."""
+"""Shared test configuration: pytester for the pytest plugin, fix_pg for the database,
+fix_pdf for generated PDFs."""
 
-pytest_plugins = ["pytester", "fix_pdf"]
+pytest_plugins = ["fix_pdf", "fix_pg", "pytester"]

@@ -22,7 +22,16 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._sizes import format_bytes, parse_bytes
-    from .memory import ProcessMemory, process_memory, trim_memory
+    from .guard import MemoryGuard
+    from .memory import (
+        MemoryLimit,
+        ProcessMemory,
+        memory_limit,
+        memory_snapshot,
+        process_memory,
+        trim_memory,
+    )
+    from .metrics import BoundedCounter, QuantileSketch, RequestStats, RollingWindow
     from .pdf import (
         PdfContext,
         batched,
@@ -32,24 +41,76 @@ if TYPE_CHECKING:
         release_pdf_memory,
         render_pages,
     )
-    from .testing import GrowthReport, assert_no_growth, measure_growth
+    from .pg import (
+        PooledConnection,
+        close_pools,
+        create_pool,
+        pool_stats,
+        pooled_connection,
+        release_idle,
+    )
+    from .pg_async import (
+        AsyncPooledConnection,
+        aclose_pools,
+        acreate_pool,
+        apool_stats,
+        apooled_connection,
+    )
+    from .scope import MemoryDelta, memory_scope, monitor_memory
+    from .testing import (
+        GrowthAttempt,
+        GrowthReport,
+        aassert_no_growth,
+        ameasure_growth,
+        assert_no_growth,
+        measure_growth,
+    )
+    from .web import ASGIMiddleware, WebMonitor, WSGIMiddleware
 
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {
+    "ASGIMiddleware": "boundkit.web",
+    "AsyncPooledConnection": "boundkit.pg_async",
+    "BoundedCounter": "boundkit.metrics",
+    "GrowthAttempt": "boundkit.testing",
     "GrowthReport": "boundkit.testing",
+    "MemoryDelta": "boundkit.scope",
+    "MemoryGuard": "boundkit.guard",
+    "MemoryLimit": "boundkit.memory",
     "PdfContext": "boundkit.pdf",
+    "PooledConnection": "boundkit.pg",
     "ProcessMemory": "boundkit.memory",
+    "QuantileSketch": "boundkit.metrics",
+    "RequestStats": "boundkit.metrics",
+    "RollingWindow": "boundkit.metrics",
+    "WSGIMiddleware": "boundkit.web",
+    "WebMonitor": "boundkit.web",
+    "aassert_no_growth": "boundkit.testing",
+    "aclose_pools": "boundkit.pg_async",
+    "acreate_pool": "boundkit.pg_async",
+    "ameasure_growth": "boundkit.testing",
+    "apool_stats": "boundkit.pg_async",
+    "apooled_connection": "boundkit.pg_async",
     "assert_no_growth": "boundkit.testing",
     "batched": "boundkit.pdf",
+    "close_pools": "boundkit.pg",
+    "create_pool": "boundkit.pg",
     "format_bytes": "boundkit._sizes",
     "iter_text": "boundkit.pdf",
     "measure_growth": "boundkit.testing",
+    "memory_limit": "boundkit.memory",
+    "memory_scope": "boundkit.scope",
+    "memory_snapshot": "boundkit.memory",
+    "monitor_memory": "boundkit.scope",
     "open_pdf": "boundkit.pdf",
     "parse_bytes": "boundkit._sizes",
     "pixmap": "boundkit.pdf",
+    "pool_stats": "boundkit.pg",
+    "pooled_connection": "boundkit.pg",
     "process_memory": "boundkit.memory",
+    "release_idle": "boundkit.pg",
     "release_pdf_memory": "boundkit.pdf",
     "render_pages": "boundkit.pdf",
     "trim_memory": "boundkit.memory",
@@ -58,26 +119,54 @@ _LAZY = {
 _EXTRA_OF = {"psycopg": "postgres", "psycopg_pool": "postgres", "pymupdf": "pdf", "fitz": "pdf"}
 
 __all__ = [
+    "ASGIMiddleware",
+    "AsyncPooledConnection",
+    "BoundedCounter",
     "BoundkitError",
     "ConfigError",
+    "GrowthAttempt",
     "GrowthReport",
     "LeakError",
+    "MemoryDelta",
+    "MemoryGuard",
+    "MemoryLimit",
     "PdfContext",
     "PdfError",
     "PdfPasswordError",
     "PdfWrongPasswordError",
+    "PooledConnection",
     "ProcessMemory",
+    "QuantileSketch",
+    "RequestStats",
     "ResourceClosedError",
+    "RollingWindow",
+    "WSGIMiddleware",
+    "WebMonitor",
     "__version__",
+    "aassert_no_growth",
+    "aclose_pools",
+    "acreate_pool",
+    "ameasure_growth",
+    "apool_stats",
+    "apooled_connection",
     "assert_no_growth",
     "batched",
+    "close_pools",
+    "create_pool",
     "format_bytes",
     "iter_text",
     "measure_growth",
+    "memory_limit",
+    "memory_scope",
+    "memory_snapshot",
+    "monitor_memory",
     "open_pdf",
     "parse_bytes",
     "pixmap",
+    "pool_stats",
+    "pooled_connection",
     "process_memory",
+    "release_idle",
     "release_pdf_memory",
     "render_pages",
     "trim_memory",

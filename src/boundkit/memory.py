@@ -7,13 +7,25 @@ import ctypes
 import ctypes.util
 import gc
 import os
+import resource
 import sys
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import psutil
 
-__all__ = ["ProcessMemory", "process_memory", "trim_memory"]
+from ._limits import MemoryLimit, memory_limit
+from .errors import ConfigError
+
+__all__ = [
+    "MemoryLimit",
+    "ProcessMemory",
+    "memory_limit",
+    "memory_snapshot",
+    "process_memory",
+    "trim_memory",
+]
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -111,3 +123,51 @@ def trim_memory() -> int:
     if _malloc_trim is not None:
         _malloc_trim(0)
     return max(before - process_memory().rss, 0)
+
+
+_MB = 1024 * 1024
+
+
+def memory_snapshot(
+    *, warning: float = 0.80, critical: float = 0.90, limit: MemoryLimit | None = None
+) -> dict[str, Any]:
+    """Return this process's memory against its limit as a JSON-ready dict.
+
+    Cheap enough for a health endpoint: no smaps, no gc scan. ``status`` is
+    ``"ok"``, ``"warning"`` or ``"critical"`` as RSS passes the ``warning``
+    and ``critical`` fractions of the limit. Keys (stable): ``rss_mb``,
+    ``rss_anon_mb``, ``peak_rss_mb``, ``limit_mb``, ``limit_source``,
+    ``limited``, ``percent_of_limit``, ``within_limit``, ``status``,
+    ``system_total_mb``, ``system_available_mb``, ``gc_counts``, ``pid``,
+    ``timestamp`` (ISO 8601, UTC).
+    """
+    if not 0 < warning <= critical:
+        raise ConfigError(
+            f"thresholds must satisfy 0 < warning <= critical, got {warning!r} and {critical!r}"
+        )
+    mem = process_memory()
+    found = limit if limit is not None else memory_limit()
+    system = psutil.virtual_memory()
+    fraction = mem.rss / found.bytes if found.bytes else 0.0
+    status = "critical" if fraction >= critical else "warning" if fraction >= warning else "ok"
+    return {
+        "rss_mb": round(mem.rss / _MB, 1),
+        "rss_anon_mb": round(mem.rss_anon / _MB, 1),
+        "peak_rss_mb": round(_peak_rss() / _MB, 1),
+        "limit_mb": round(found.bytes / _MB, 1),
+        "limit_source": found.source,
+        "limited": found.limited,
+        "percent_of_limit": round(100 * fraction, 1),
+        "within_limit": mem.rss < found.bytes,
+        "status": status,
+        "system_total_mb": round(system.total / _MB, 1),
+        "system_available_mb": round(system.available / _MB, 1),
+        "gc_counts": list(gc.get_count()),
+        "pid": os.getpid(),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _peak_rss() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere

@@ -1,159 +1,169 @@
 """Prove that code holds zero net memory growth.
 
 ``measure_growth(fn)`` calls ``fn`` in rounds and watches anonymous resident
-memory after a full collection, which sees Python and native (C) leaks alike.
-``assert_no_growth(fn)`` raises :class:`~boundkit.LeakError` with the report.
+memory and the interpreter's allocated blocks after a full collection and a heap
+trim: signals that see Python and native (C) leaks alike. ``assert_no_growth(fn)``
+raises :class:`~boundkit.LeakError` with the report. ``ameasure_growth`` and
+``aassert_no_growth`` are the twins for coroutine functions.
 """
 
 from __future__ import annotations
 
-import gc
-import statistics
-import time
-import tracemalloc
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable
 
-from ._sizes import format_bytes
-from .errors import ConfigError, LeakError
-from .memory import _PAGE_SIZE, process_memory
+from ._growth import (
+    GrowthAttempt,
+    GrowthReport,
+    arun,
+    detached_logging,
+    run,
+    start_check,
+)
+from .errors import LeakError
 
-__all__ = ["GrowthReport", "assert_no_growth", "measure_growth"]
+__all__ = [
+    "GrowthAttempt",
+    "GrowthReport",
+    "aassert_no_growth",
+    "ameasure_growth",
+    "assert_no_growth",
+    "measure_growth",
+]
 
-
-@dataclass(frozen=True)
-class GrowthReport:
-    """What :func:`measure_growth` saw.
-
-    ``rounds`` holds, per attempt, the growth in bytes of each round;
-    ``growth_per_call`` is the median round's growth divided by its calls;
-    ``leaked`` is the verdict; ``where`` lists the top allocation sites of a
-    tracemalloc pass, filled only when growth was confirmed.
-    """
-
-    calls: int
-    threshold: int
-    rounds: list[list[int]]
-    growth_per_call: float
-    leaked: bool
-    seconds: float
-    where: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the report as a JSON-ready dict."""
-        return asdict(self)
-
-    def __str__(self) -> str:
-        verdict = "growth found" if self.leaked else "no growth"
-        lines = [
-            f"{verdict}: {format_bytes(self.growth_per_call)} per call over {self.calls} calls "
-            f"per round (threshold {format_bytes(self.threshold)} per round, "
-            f"{self.seconds:.2f} s)"
-        ]
-        for attempt, rounds in enumerate(self.rounds, 1):
-            shown = ", ".join(format_bytes(r) for r in rounds)
-            lines.append(f"  attempt {attempt}: round growth {shown}")
-        if self.where:
-            lines.append("  top allocation sites of a confirmation pass:")
-            lines.extend(f"    {line}" for line in self.where)
-        return "\n".join(lines)
-
-
-def _settled_anon() -> int:
-    gc.collect()
-    return process_memory().rss_anon
-
-
-def _run_rounds(fn: Callable[[], object], calls: int, rounds: int) -> list[int]:
-    growth = []
-    before = _settled_anon()
-    for _ in range(rounds):
-        for _ in range(calls):
-            fn()
-        after = _settled_anon()
-        growth.append(after - before)
-        before = after
-    return growth
-
-
-def _where(fn: Callable[[], object], calls: int, top: int) -> list[str]:
-    tracing = tracemalloc.is_tracing()
-    if not tracing:
-        tracemalloc.start(5)
-    try:
-        for _ in range(calls):
-            fn()
-        gc.collect()
-        first = tracemalloc.take_snapshot()
-        for _ in range(calls):
-            fn()
-        gc.collect()
-        second = tracemalloc.take_snapshot()
-    finally:
-        if not tracing:
-            tracemalloc.stop()
-    stats = second.compare_to(first, "lineno")
-    return [str(stat) for stat in stats[:top] if stat.size_diff > 0]
+for _cls in (GrowthAttempt, GrowthReport):
+    _cls.__module__ = __name__
+del _cls
 
 
 def measure_growth(
     fn: Callable[[], object],
     *,
-    calls: int = 1000,
+    calls: int | None = None,
     rounds: int = 5,
+    round_seconds: float = 0.5,
     bytes_per_call: int = 50,
     min_pages: int = 16,
     confirm: bool = True,
     trace: bool = True,
+    detach_logging: bool = False,
 ) -> GrowthReport:
     """Call ``fn`` repeatedly and report whether memory grows with the calls.
 
-    One warm-up round lets caches and pools fill, then ``rounds`` rounds of
-    ``calls`` calls each. A round grows if anonymous RSS rose by more than
-    ``max(bytes_per_call * calls, min_pages pages)``; growth is suspected when
-    the median round grew, and found only if a second attempt with twice the
-    calls is suspect too. Then, with ``trace``, a tracemalloc pass says where.
+    A warm-up round lets caches and pools fill; with ``calls=None`` it also
+    sets the calls per round: as many as fit in ``round_seconds``, at most
+    1000. Then ``rounds`` rounds follow, each read after ``gc.collect()`` and
+    ``malloc_trim`` as anonymous RSS and as allocated Python blocks. A round
+    grows if RSS rose by more than ``max(bytes_per_call * calls, min_pages
+    pages)`` or blocks by more than ``max(calls / 2, 256)``; an attempt is
+    suspicious when its median round grew. With ``confirm``, growth is found only if a
+    second attempt with twice the calls is suspicious too. Then, with
+    ``trace``, a tracemalloc pass says where. ``detach_logging`` swaps the root
+    logger's handlers (pytest's log capture among them) for a NullHandler
+    during the check.
     """
-    for name, value in (("calls", calls), ("rounds", rounds), ("min_pages", min_pages)):
-        if value < 1:
-            raise ConfigError(f"{name} must be at least 1, got {value!r}")
-    if bytes_per_call < 0:
-        raise ConfigError(f"bytes_per_call must not be negative, got {bytes_per_call!r}")
-    started = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    attempts: list[list[int]] = []
-    per_call = 0.0
-    leaked = False
-    threshold = 0
-    for attempt_calls in (calls, 2 * calls) if confirm else (calls,):
-        threshold = max(bytes_per_call * attempt_calls, min_pages * _PAGE_SIZE)
-        growth = _run_rounds(fn, attempt_calls, rounds)
-        attempts.append(growth)
-        median = statistics.median(growth)
-        per_call = median / attempt_calls
-        leaked = median > threshold
-        if not leaked:
-            break
-    where = _where(fn, calls, top=5) if leaked and trace else []
-    return GrowthReport(
+    check = start_check(
+        fn,
         calls=calls,
-        threshold=max(bytes_per_call * calls, min_pages * _PAGE_SIZE),
-        rounds=attempts,
-        growth_per_call=per_call,
-        leaked=leaked,
-        seconds=time.perf_counter() - started,
-        where=where,
+        rounds=rounds,
+        round_seconds=round_seconds,
+        bytes_per_call=bytes_per_call,
+        min_pages=min_pages,
+        confirm=confirm,
+        trace=trace,
     )
+    with detached_logging(detach_logging):
+        return run(fn, check)
 
 
-def assert_no_growth(fn: Callable[[], object], **options: Any) -> GrowthReport:
-    """Like :func:`measure_growth`, but raise :class:`LeakError` on growth.
+def assert_no_growth(
+    fn: Callable[[], object],
+    *,
+    calls: int | None = None,
+    rounds: int = 5,
+    round_seconds: float = 0.5,
+    bytes_per_call: int = 50,
+    min_pages: int = 16,
+    confirm: bool = True,
+    trace: bool = True,
+    detach_logging: bool = False,
+) -> GrowthReport:
+    """Like :func:`measure_growth`, but raise :class:`~boundkit.LeakError` on growth.
 
-    Returns the report when memory held still.
+    The error's message is the report; the report is returned when memory held.
     """
-    report = measure_growth(fn, **options)
+    __tracebackhide__ = True  # pytest shows the caller's line, not this one
+    report = measure_growth(
+        fn,
+        calls=calls,
+        rounds=rounds,
+        round_seconds=round_seconds,
+        bytes_per_call=bytes_per_call,
+        min_pages=min_pages,
+        confirm=confirm,
+        trace=trace,
+        detach_logging=detach_logging,
+    )
+    if report.leaked:
+        raise LeakError(str(report))
+    return report
+
+
+async def ameasure_growth(
+    fn: Callable[[], Awaitable[object]],
+    *,
+    calls: int | None = None,
+    rounds: int = 5,
+    round_seconds: float = 0.5,
+    bytes_per_call: int = 50,
+    min_pages: int = 16,
+    confirm: bool = True,
+    trace: bool = True,
+    detach_logging: bool = False,
+) -> GrowthReport:
+    """:func:`measure_growth` for a coroutine function: each call is ``await fn()``.
+
+    Run it on the event loop the code under test uses. Readings (a full
+    collection and a heap trim) block the loop briefly, between rounds.
+    """
+    check = start_check(
+        fn,
+        calls=calls,
+        rounds=rounds,
+        round_seconds=round_seconds,
+        bytes_per_call=bytes_per_call,
+        min_pages=min_pages,
+        confirm=confirm,
+        trace=trace,
+    )
+    with detached_logging(detach_logging):
+        return await arun(fn, check)
+
+
+async def aassert_no_growth(
+    fn: Callable[[], Awaitable[object]],
+    *,
+    calls: int | None = None,
+    rounds: int = 5,
+    round_seconds: float = 0.5,
+    bytes_per_call: int = 50,
+    min_pages: int = 16,
+    confirm: bool = True,
+    trace: bool = True,
+    detach_logging: bool = False,
+) -> GrowthReport:
+    """:func:`assert_no_growth` for a coroutine function: each call is ``await fn()``."""
+    __tracebackhide__ = True
+    report = await ameasure_growth(
+        fn,
+        calls=calls,
+        rounds=rounds,
+        round_seconds=round_seconds,
+        bytes_per_call=bytes_per_call,
+        min_pages=min_pages,
+        confirm=confirm,
+        trace=trace,
+        detach_logging=detach_logging,
+    )
     if report.leaked:
         raise LeakError(str(report))
     return report

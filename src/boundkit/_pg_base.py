@@ -1,0 +1,351 @@
+"""What the sync and async PostgreSQL pools share: settings, session reset, probes, stats.
+
+Nothing here waits on the network: :mod:`boundkit.pg` and :mod:`boundkit.pg_async`
+add the I/O.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from .errors import ConfigError, ResourceClosedError
+
+# Undo everything DISCARD ALL undoes except the prepared statements and plans
+# that psycopg caches per connection (DISCARD ALL would leave its cache naming
+# statements the server forgot). Always sent in the same round trip as the
+# COMMIT or ROLLBACK that ends the block (a separate reset round trip, e.g. in
+# psycopg_pool's background ``reset=``, measured slower: see bench_pg.py).
+RESET_SQL = (
+    "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; "
+    "SELECT pg_advisory_unlock_all(); DISCARD TEMP"
+)
+COMMIT_SQL = f"{RESET_SQL}; COMMIT"
+# after ROLLBACK the rest runs in a transaction of its own, committed at once
+ROLLBACK_SQL = f"ROLLBACK; {RESET_SQL}"
+
+# connection attributes a block may change that psycopg_pool does not restore
+SESSION_ATTRS = ("autocommit", "isolation_level", "read_only", "deferrable")
+PLAIN_ATTRS = ("prepare_threshold", "row_factory", "cursor_factory")
+
+# how long a checkout waits before asking why no connection came
+DIAGNOSE_AFTER = 0.5
+
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+_PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE)
+
+
+def redact(conninfo: str) -> str:
+    """Return ``conninfo`` with any password replaced by ``***``.
+
+    >>> redact("postgresql://app:s3cret@db:5432/app?password=x")
+    'postgresql://app:***@db:5432/app?password=***'
+    >>> redact("host=db password='a b' user=app")
+    'host=db password=*** user=app'
+    """
+    return _PASSWORD_KEYWORD.sub(r"\1***", _PASSWORD_IN_URL.sub(r"\1***@", conninfo))
+
+
+def resolve_conninfo(conninfo: str | None) -> str:
+    """Return ``conninfo``, else ``DATABASE_URL``; raise :class:`ConfigError` with neither."""
+    if conninfo is None:
+        conninfo = os.environ.get("DATABASE_URL", "")
+    if not conninfo.strip():
+        raise ConfigError("no database given: pass conninfo or set DATABASE_URL")
+    return conninfo
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """The arguments of ``create_pool()``, validated; enough to rebuild the pool after fork."""
+
+    conninfo: str
+    min_size: int = 0
+    max_size: int = 3
+    timeout: float = 10.0
+    max_idle: float = 60.0
+    max_lifetime: float = 1800.0
+    statement_timeout: float | None = 30.0
+    idle_in_transaction_timeout: float | None = 30.0
+    connect_timeout: float = 5.0
+    name: str | None = None
+    pool_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.min_size < 0 or self.max_size < 1 or self.min_size > self.max_size:
+            raise ConfigError(
+                f"need 0 <= min_size <= max_size and max_size >= 1, "
+                f"got min_size={self.min_size!r}, max_size={self.max_size!r}"
+            )
+        for key in ("timeout", "max_idle", "max_lifetime", "connect_timeout"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{key} must be positive, got {getattr(self, key)!r}")
+        for key in ("statement_timeout", "idle_in_transaction_timeout"):
+            value = getattr(self, key)
+            if value is not None and not value >= 0:
+                raise ConfigError(f"{key} must be >= 0 or None, got {value!r}")
+        for key in ("kwargs", "check", "reset", "open"):
+            if key in self.pool_kwargs:
+                raise ConfigError(f"create_pool() sets {key!r} itself; it cannot be passed")
+        try:
+            conninfo_to_dict(self.conninfo)
+        except Exception as exc:  # psycopg.ProgrammingError: unparsable conninfo
+            raise ConfigError(f"invalid conninfo {redact(self.conninfo)!r}: {exc}") from None
+
+    def connection_kwargs(self) -> dict[str, Any]:
+        """Connection parameters; the timeouts ride on libpq ``options`` so RESET ALL keeps them."""
+        options = [
+            f"-c {guc}={round(seconds * 1000)}"
+            for guc, seconds in (
+                ("statement_timeout", self.statement_timeout),
+                ("idle_in_transaction_session_timeout", self.idle_in_transaction_timeout),
+            )
+            if seconds is not None
+        ]
+        given = conninfo_to_dict(self.conninfo).get("options")
+        if given:
+            options.append(str(given))  # later -c settings win: the caller's
+        kwargs: dict[str, Any] = {"connect_timeout": max(1, round(self.connect_timeout))}
+        if options:
+            kwargs["options"] = " ".join(options)
+        return kwargs
+
+    def conninfo_with_options(self) -> str:
+        """The conninfo for a one-off diagnostic connection, with the pool's parameters."""
+        return make_conninfo(self.conninfo, **self.connection_kwargs())
+
+    def pool_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for ``ConnectionPool`` / ``AsyncConnectionPool``."""
+        arguments: dict[str, Any] = {
+            "min_size": self.min_size,
+            "max_size": self.max_size,
+            "timeout": self.timeout,
+            "max_idle": self.max_idle,
+            "max_lifetime": self.max_lifetime,
+            # give up a failed reconnection fast: a waiting request starts a new
+            # attempt at once instead of sitting out the 1, 2, 4... s backoff
+            "reconnect_timeout": 1.0,
+            "kwargs": self.connection_kwargs(),
+        }
+        if self.name is not None:
+            arguments["name"] = self.name
+        arguments.update(self.pool_kwargs)
+        return arguments
+
+
+class PoolState:
+    """boundkit's bookkeeping for one pool: counters, outstanding leases, owner process."""
+
+    def __init__(self, settings: PoolSettings) -> None:
+        self.settings = settings
+        self.redacted = redact(settings.conninfo)
+        self.pid = os.getpid()
+        self.checkouts = 0
+        self.recoveries = 0
+        self.discards = 0
+        self.leased = 0
+        self._lock = threading.Lock()
+
+    def lent(self) -> None:
+        with self._lock:
+            self.leased += 1
+            self.checkouts += 1
+
+    def returned(self) -> None:
+        with self._lock:
+            self.leased -= 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "conninfo": self.redacted,
+            "pid": self.pid,
+            "checkouts": self.checkouts,
+            "recoveries": self.recoveries,
+            "discards": self.discards,
+            "leased": self.leased,
+        }
+
+
+class Registry:
+    """The pools boundkit created in this process, and the per-conninfo default pools.
+
+    After ``fork()`` the child forgets the parent's pools without closing them:
+    closing would send a Terminate message down sockets the parent still uses.
+    """
+
+    def __init__(self) -> None:
+        self.states: weakref.WeakKeyDictionary[Any, PoolState] = weakref.WeakKeyDictionary()
+        self.defaults: dict[str, Any] = {}
+        self.twins: dict[int, Any] = {}  # id(parent's pool) -> this child's own pool
+        self.lock = threading.Lock()
+
+    def forget_after_fork(self) -> None:
+        self.lock = threading.Lock()
+        self.defaults = {}
+        self.twins = {}
+
+    def own_pools(self) -> list[Any]:
+        pid = os.getpid()
+        pools = list(self.states.items())
+        return [pool for pool, state in pools if state.pid == pid and not pool.closed]
+
+    def state_of(self, pool: Any) -> PoolState:
+        try:
+            return self.states[pool]
+        except KeyError:
+            raise ConfigError(
+                f"pool {pool.name!r} was not made by boundkit's create_pool()"
+            ) from None
+
+
+def stats_of(pool: Any, state: PoolState) -> dict[str, Any]:
+    """psycopg_pool's stats of ``pool`` plus boundkit's counters, conninfo redacted."""
+    stats: dict[str, Any] = dict(pool.get_stats())
+    stats.update(state.as_dict())
+    stats["closed"] = pool.closed
+    return stats
+
+
+def exhausted_message(pool: Any, state: PoolState, waited: float) -> str:
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(stats_of(pool, state).items()))
+    return f"no connection free in pool {pool.name!r} after {waited:.2f} s ({shown})"
+
+
+def connect_failed_message(state: PoolState, cause: BaseException) -> str:
+    detail = redact(" ".join(str(cause).split()))
+    return f"cannot connect to {state.redacted}: {detail}"
+
+
+DEAD, ALIVE, UNSURE = "dead", "alive", "unsure"
+
+
+def idle_state(pgconn: pq.abc.PGconn) -> str:
+    """Whether an idle connection is ``DEAD``, ``ALIVE`` or ``UNSURE``, without a round trip.
+
+    An idle connection has nothing to read. A readable socket means the server
+    hung up (a FATAL message, then end of file) or sent a notice: consume it,
+    and if the connection still looks open call it ``UNSURE``, for the caller
+    to settle with a round trip.
+    """
+    if pgconn.status != pq.ConnStatus.OK:
+        return DEAD
+    poller = select.poll()
+    poller.register(pgconn.socket, select.POLLIN)
+    if not poller.poll(0):
+        return ALIVE
+    for _ in range(4):
+        try:
+            pgconn.consume_input()
+        except Exception:  # psycopg.OperationalError: the server hung up
+            return DEAD
+        if pgconn.status != pq.ConnStatus.OK:
+            return DEAD
+        if not poller.poll(0):
+            break
+    return UNSURE
+
+
+class Ended(NamedTuple):
+    """What a lease knew when its block ended, for the twins to clean up with."""
+
+    discard: bool
+    used: bool
+    saved: dict[str, Any]
+    cursors: list[Any]
+
+
+class LeaseBase:
+    """The connection a block borrowed: forwards to it until the block ends.
+
+    After the block every attribute access raises
+    :class:`~boundkit.ResourceClosedError`, and the cursors it opened are closed,
+    so no later borrower's transaction can be touched through it.
+    """
+
+    __slots__ = ("_conn", "_cursors", "_discard", "_saved", "_used")
+
+    def __init__(self, conn: Any) -> None:
+        object.__setattr__(self, "_conn", conn)
+        object.__setattr__(self, "_cursors", [])
+        object.__setattr__(self, "_discard", False)
+        object.__setattr__(self, "_used", False)
+        saved = {name: getattr(conn, name) for name in SESSION_ATTRS + PLAIN_ATTRS}
+        object.__setattr__(self, "_saved", saved)
+
+    def _live(self) -> Any:
+        conn = self._conn
+        if conn is None:
+            raise ResourceClosedError(
+                "this connection went back to its pool when its block ended; "
+                "use it only inside the `with` block"
+            )
+        if not self._used:
+            object.__setattr__(self, "_used", True)
+        return conn
+
+    def _track(self, cursor: Any) -> Any:
+        self._cursors.append(weakref.ref(cursor))
+        return cursor
+
+    def _end(self) -> Ended:
+        """Refuse further use; return what the block left to clean up."""
+        cursors = [cursor for ref in self._cursors if (cursor := ref()) is not None]
+        self._cursors.clear()
+        object.__setattr__(self, "_conn", None)
+        return Ended(self._discard, self._used, self._saved, cursors)
+
+    def discard(self) -> None:
+        """Close this connection when the block ends instead of returning it.
+
+        Use it after a large result: libpq keeps its input buffer at the size of
+        the largest message received, for as long as the connection lives.
+        """
+        self._live()
+        object.__setattr__(self, "_discard", True)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._live(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._live(), name, value)
+
+    def __repr__(self) -> str:
+        conn = self._conn
+        state = "returned" if conn is None else repr(conn)
+        return f"<{type(self).__name__} {state}>"
+
+
+def closing_sql(status: int, *, commit: bool, used: bool) -> str | None:
+    """The one query that ends a block's transaction and resets the session.
+
+    ``RESET_SQL`` (the block ended its transaction itself, or ran in autocommit)
+    must run in autocommit mode; ``None``: nothing to send (the connection was
+    not used, or is broken or busy and will be discarded).
+
+    >>> closing_sql(pq.TransactionStatus.INTRANS, commit=True, used=True) == COMMIT_SQL
+    True
+    >>> closing_sql(pq.TransactionStatus.INERROR, commit=True, used=True) == ROLLBACK_SQL
+    True
+    >>> closing_sql(pq.TransactionStatus.IDLE, commit=True, used=False) is None
+    True
+    """
+    if status == pq.TransactionStatus.INTRANS:
+        return COMMIT_SQL if commit else ROLLBACK_SQL
+    if status == pq.TransactionStatus.INERROR:
+        return ROLLBACK_SQL
+    if status == pq.TransactionStatus.IDLE and used:
+        return RESET_SQL
+    return None
+
+
+def needs_reset(conn: Any, saved: dict[str, Any]) -> dict[str, Any]:
+    """The session attributes a block changed, with the values to restore."""
+    return {name: value for name, value in saved.items() if getattr(conn, name) != value}

@@ -1,0 +1,396 @@
+"""MemoryGuard: act on memory pressure before the platform kills the process.
+
+A guard compares this process's resident memory with its limit. Crossing the
+``warning`` fraction upwards logs and runs the warning hooks; crossing
+``critical`` runs the cleanup hooks, then :func:`~boundkit.trim_memory`, and
+logs what was given back. Hysteresis and a cooldown keep cleanups rare: never
+per request, never in a storm.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, Literal, Protocol
+
+from ._sizes import format_bytes, parse_bytes
+from .errors import ConfigError, ResourceClosedError
+from .memory import MemoryLimit, memory_limit, process_memory, trim_memory
+
+__all__ = ["MemoryGuard", "default_guard"]
+
+logger = logging.getLogger("boundkit.guard")
+
+Level = Literal["ok", "warning", "critical"]
+_RANK: dict[str, int] = {"ok": 0, "warning": 1, "critical": 2}
+
+
+class _Shrinkable(Protocol):
+    def shrink(self, fraction: float) -> object: ...
+
+
+def _rss() -> int:
+    return process_memory().rss
+
+
+def _release_idle_connections() -> None:
+    pg = sys.modules.get("boundkit.pg")
+    if pg is not None:
+        released = pg.release_idle()
+        logger.info("memory cleanup closed %s idle database connections", released)
+
+
+def _check_fraction(name: str, value: float) -> float:
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 < value <= 1):
+        raise ConfigError(f"{name} must be a fraction in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_seconds(name: str, value: float, *, allow_zero: bool) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise ConfigError(f"{name} must be a number of seconds {bound}, got {value!r}")
+    return float(value)
+
+
+class MemoryGuard:
+    """Watch resident memory against a limit and clean up under pressure.
+
+    ``limit`` is in bytes, a size such as ``"512M"`` or a
+    :class:`~boundkit.MemoryLimit`; by default
+    :func:`~boundkit.memory_limit` (the container's limit, else the host's
+    memory). ``hysteresis`` is how far (as a fraction of the limit) memory
+    must fall below a threshold before its level is left. While memory stays
+    critical, cleanup repeats at most once per ``cooldown`` seconds.
+    ``interval`` is the watcher thread's period. ``reader`` returns the bytes
+    in use (default: this process's RSS), ``timer`` the time in seconds and
+    ``trim`` gives memory back after the cleanup hooks (default
+    :func:`~boundkit.trim_memory`); tests inject all three.
+    """
+
+    def __init__(
+        self,
+        *,
+        warning: float = 0.80,
+        critical: float = 0.90,
+        limit: int | str | MemoryLimit | None = None,
+        interval: float = 5.0,
+        cooldown: float = 30.0,
+        hysteresis: float = 0.05,
+        reader: Callable[[], int] = _rss,
+        timer: Callable[[], float] = time.monotonic,
+        trim: Callable[[], object] = trim_memory,
+    ) -> None:
+        self.warning = _check_fraction("warning", warning)
+        self.critical = _check_fraction("critical", critical)
+        if self.warning >= self.critical:
+            raise ConfigError(f"warning ({warning!r}) must be below critical ({critical!r})")
+        if isinstance(hysteresis, bool) or not (
+            isinstance(hysteresis, (int, float)) and 0 <= hysteresis < self.warning
+        ):
+            raise ConfigError(f"hysteresis must be in [0, warning), got {hysteresis!r}")
+        self.hysteresis = float(hysteresis)
+        self.interval = _check_seconds("interval", interval, allow_zero=False)
+        self.cooldown = _check_seconds("cooldown", cooldown, allow_zero=True)
+        self.limit = self._resolve_limit(limit)
+        self._limit_bytes = self.limit.bytes
+        self._bounds = tuple(
+            self._limit_bytes * fraction
+            for fraction in (
+                self.critical,
+                self.critical - self.hysteresis,
+                self.warning,
+                self.warning - self.hysteresis,
+            )
+        )
+        self._reader = reader
+        self._timer = timer
+        self._trim = trim
+        self._hooks: dict[str, list[Callable[[], object]]] = {"warning": [], "critical": []}
+        self._caches: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._level: Level = "ok"
+        self._used = 0
+        self._checks = 0
+        self._last_check: float | None = None
+        self._last_cleanup: dict[str, Any] | None = None
+        self._last_cleanup_at: float | None = None
+        self._cleanups = 0
+        self._reclaimed = 0
+        self._hook_errors = 0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        _GUARDS.add(self)
+
+    @staticmethod
+    def _resolve_limit(limit: int | str | MemoryLimit | None) -> MemoryLimit:
+        if limit is None:
+            return memory_limit()
+        if isinstance(limit, MemoryLimit):
+            value, found = limit.bytes, limit
+        else:
+            value = parse_bytes(limit, name="limit")
+            found = MemoryLimit(bytes=value, source="MemoryGuard(limit=...)", limited=True)
+        if value <= 0:
+            raise ConfigError(f"limit must be more than zero bytes, got {limit!r}")
+        return found
+
+    def __repr__(self) -> str:
+        return (
+            f"<MemoryGuard {self._level} limit={format_bytes(self._limit_bytes)} "
+            f"warning={self.warning:g} critical={self.critical:g}>"
+        )
+
+    # registration -------------------------------------------------------------
+
+    def register_cleanup(
+        self, fn: Callable[[], object], *, level: Literal["warning", "critical"] = "critical"
+    ) -> Callable[[], object]:
+        """Run ``fn()`` when memory crosses ``level`` upwards; return ``fn``.
+
+        Critical hooks run before :func:`~boundkit.trim_memory`. An exception
+        in a hook is logged and counted, never raised. Usable as a decorator.
+        """
+        if level not in self._hooks:
+            raise ConfigError(f"level must be 'warning' or 'critical', got {level!r}")
+        with self._lock:
+            self._hooks[level].append(fn)
+        return fn
+
+    def register_cache(
+        self, cache: _Shrinkable, *, name: str | None = None, fraction: float = 0.5
+    ) -> None:
+        """Shrink ``cache`` by ``fraction`` of its entries at critical.
+
+        Any object with ``shrink(fraction)`` will do (a
+        :class:`~boundkit.BoundedCache`); its ``stats()``, when it has one,
+        appear in the health output under ``name``.
+        """
+        fraction = _check_fraction("fraction", fraction)
+        key = name or f"{type(cache).__name__}-{len(self._caches) + 1}"
+        with self._lock:
+            self._caches[key] = cache
+        self.register_cleanup(lambda: cache.shrink(fraction))
+
+    def register_pools(self) -> None:
+        """Close idle :mod:`boundkit.pg` connections (down to ``min_size``) at critical.
+
+        Uses ``boundkit.pg.release_idle()`` if the app has imported
+        ``boundkit.pg``; never imports psycopg itself.
+        """
+        self.register_cleanup(_release_idle_connections)
+
+    def caches(self) -> dict[str, Any]:
+        """Return the registered caches by name."""
+        with self._lock:
+            return dict(self._caches)
+
+    # checking -----------------------------------------------------------------
+
+    @property
+    def level(self) -> Level:
+        """The level seen by the last check: ``ok``, ``warning`` or ``critical``."""
+        return self._level
+
+    def _level_for(self, used: int) -> Level:
+        # hysteresis: a level is left only once memory is clearly below its threshold
+        enter_critical, stay_critical, enter_warning, stay_warning = self._bounds
+        current = self._level
+        if used >= enter_critical or (current == "critical" and used >= stay_critical):
+            return "critical"
+        if used >= enter_warning or (current != "ok" and used >= stay_warning):
+            return "warning"
+        return "ok"
+
+    def check(self) -> Level:
+        """Read memory, act on any upward crossing and return the current level.
+
+        Cheap when nothing is crossed (one read of ``/proc/self/statm``). If
+        another thread is checking, returns the last level without waiting.
+        """
+        if not self._lock.acquire(blocking=False):
+            return self._level
+        try:
+            used = self._reader()
+            now = self._timer()
+            previous = self._level
+            level = self._level_for(used)
+            self._level, self._used = level, used
+            self._checks += 1
+            self._last_check = now
+            if level != previous and _RANK[level] > _RANK[previous]:
+                logger.warning(
+                    "memory %s: %s of %s (%.0f%%)",
+                    level,
+                    format_bytes(used),
+                    format_bytes(self._limit_bytes),
+                    100 * used / self._limit_bytes,
+                )
+                if previous == "ok":
+                    self._run_hooks("warning")
+            if level != "critical":
+                return level
+            if self._last_cleanup_at is None or now - self._last_cleanup_at >= self.cooldown:
+                self._cleanup(used, now)
+            return self._level
+        finally:
+            self._lock.release()
+
+    def _run_hooks(self, level: str) -> int:
+        errors = 0
+        for hook in list(self._hooks[level]):
+            try:
+                hook()
+            except Exception:
+                errors += 1
+                logger.exception("memory guard %s hook %r failed", level, hook)
+        self._hook_errors += errors
+        return errors
+
+    def _cleanup(self, before: int, now: float) -> None:
+        started = self._timer()
+        errors = self._run_hooks("critical")
+        try:
+            self._trim()
+        except Exception:
+            errors += 1
+            self._hook_errors += 1
+            logger.exception("memory guard trim failed")
+        after = self._reader()
+        reclaimed = max(before - after, 0)
+        finished = self._timer()
+        self._last_cleanup_at = finished
+        self._cleanups += 1
+        self._reclaimed += reclaimed
+        self._last_cleanup = {
+            "before": before,
+            "after": after,
+            "reclaimed": reclaimed,
+            "seconds": finished - started,
+            "errors": errors,
+        }
+        self._used = after
+        self._level = self._level_for(after)
+        logger.warning(
+            "memory cleanup gave back %s (%s -> %s) in %.3f s",
+            format_bytes(reclaimed),
+            format_bytes(before),
+            format_bytes(after),
+            finished - started,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """Return a JSON-ready summary for a health endpoint.
+
+        ``level``, ``used`` and ``limit`` bytes, ``checks``, ``cleanups``,
+        ``reclaimed`` bytes in total, ``last_cleanup`` (its ``before``,
+        ``after``, ``reclaimed``, ``seconds``, ``errors`` and ``seconds_ago``,
+        or None), ``hook_errors`` and whether the watcher thread is running.
+        """
+        with self._lock:
+            now = self._timer()
+            last = dict(self._last_cleanup) if self._last_cleanup is not None else None
+            if last is not None and self._last_cleanup_at is not None:
+                last["seconds_ago"] = now - self._last_cleanup_at
+            return {
+                "level": self._level,
+                "used": self._used,
+                "limit": self._limit_bytes,
+                "warning": self.warning,
+                "critical": self.critical,
+                "checks": self._checks,
+                "last_check_seconds_ago": (
+                    None if self._last_check is None else now - self._last_check
+                ),
+                "cleanups": self._cleanups,
+                "reclaimed": self._reclaimed,
+                "last_cleanup": last,
+                "hook_errors": self._hook_errors,
+                "watching": self.watching,
+            }
+
+    # the watcher thread -------------------------------------------------------
+
+    @property
+    def watching(self) -> bool:
+        """Whether this process's watcher thread is running."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start a daemon thread that calls :meth:`check` every ``interval`` seconds.
+
+        Idempotent. After ``fork()`` the child starts its own watcher if the
+        parent's was running, and never inherits a dead one.
+        """
+        if self._closed:
+            raise ResourceClosedError("memory guard was stopped for good with close()")
+        if self.watching:
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._watch, args=(self._stop,), name="boundkit-memory-guard", daemon=True
+        )
+        self._thread.start()
+
+    def _watch(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:
+                logger.exception("memory guard check failed")
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop the watcher thread and wait up to ``timeout`` seconds for it."""
+        thread, self._thread = self._thread, None
+        self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def close(self) -> None:
+        """Stop the watcher; :meth:`start` then raises ResourceClosedError."""
+        self._closed = True
+        self.stop()
+
+    def _after_fork_in_child(self) -> None:
+        was_watching = self._thread is not None
+        self._lock = threading.Lock()
+        self._thread = None
+        self._stop = threading.Event()
+        if was_watching and not self._closed:
+            self.start()
+
+
+_GUARDS: weakref.WeakSet[MemoryGuard] = weakref.WeakSet()
+
+
+def _reset_guards_in_child() -> None:
+    for guard in list(_GUARDS):
+        guard._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_guards_in_child)
+
+_default: MemoryGuard | None = None
+_default_lock = threading.Lock()
+
+
+def default_guard() -> MemoryGuard:
+    """Return the process-wide guard the web middleware and hooks share.
+
+    Created on first use with the default thresholds; it does not start its
+    watcher thread until :meth:`MemoryGuard.start` is called.
+    """
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = MemoryGuard()
+        return _default

@@ -1,0 +1,339 @@
+"""PostgreSQL connections that are always returned, recover by themselves and never leak.
+
+``pooled_connection()`` lends a connection from a ``psycopg_pool.ConnectionPool``
+for one ``with`` block: commit on success, rollback on error, session state reset,
+the connection always returned and unusable afterwards. Dead connections are
+found without a round trip and replaced; a pool used in a forked child is
+replaced by the child's own. The async twins live in :mod:`boundkit.pg_async`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+from collections import deque
+from collections.abc import Iterator
+from time import monotonic
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import pq
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ._pg_base import (
+    ALIVE,
+    DIAGNOSE_AFTER,
+    RESET_SQL,
+    UNSURE,
+    LeaseBase,
+    PoolSettings,
+    PoolState,
+    Registry,
+    closing_sql,
+    connect_failed_message,
+    exhausted_message,
+    idle_state,
+    needs_reset,
+    resolve_conninfo,
+    stats_of,
+)
+
+__all__ = [
+    "PooledConnection",
+    "close_pools",
+    "create_pool",
+    "pool_stats",
+    "pooled_connection",
+    "release_idle",
+]
+
+logger = logging.getLogger("boundkit.pg")
+
+_REGISTRY = Registry()
+os.register_at_fork(after_in_child=_REGISTRY.forget_after_fork)
+
+
+def create_pool(
+    conninfo: str | None = None,
+    *,
+    min_size: int = 0,
+    max_size: int = 3,
+    timeout: float = 10.0,
+    max_idle: float = 60.0,
+    max_lifetime: float = 1800.0,
+    statement_timeout: float | None = 30.0,
+    idle_in_transaction_timeout: float | None = 30.0,
+    connect_timeout: float = 5.0,
+    name: str | None = None,
+    **pool_kwargs: Any,
+) -> ConnectionPool[psycopg.Connection[Any]]:
+    """Open a ``psycopg_pool.ConnectionPool`` with memory-friendly defaults.
+
+    ``conninfo`` defaults to ``DATABASE_URL``. Times are in seconds;
+    ``statement_timeout`` and ``idle_in_transaction_timeout`` (``None``: no
+    limit) are set per connection through libpq ``options``. Other keywords go
+    to ``ConnectionPool``. Use it with :func:`pooled_connection`.
+    """
+    settings = PoolSettings(
+        conninfo=resolve_conninfo(conninfo),
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        max_idle=max_idle,
+        max_lifetime=max_lifetime,
+        statement_timeout=statement_timeout,
+        idle_in_transaction_timeout=idle_in_transaction_timeout,
+        connect_timeout=connect_timeout,
+        name=name,
+        pool_kwargs=pool_kwargs,
+    )
+    return _open(settings)
+
+
+def _open(settings: PoolSettings) -> ConnectionPool[psycopg.Connection[Any]]:
+    pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+        settings.conninfo,
+        open=False,
+        reconnect_failed=_regrow_if_waited_on,
+        **settings.pool_arguments(),
+    )
+    _REGISTRY.states[pool] = PoolState(settings)
+    pool.open()
+    return pool
+
+
+def _regrow_if_waited_on(pool: ConnectionPool[Any]) -> None:
+    # a reconnection gave up: start a new one at once if someone is waiting
+    if not pool.closed and pool.get_stats().get("requests_waiting"):
+        pool.check()
+
+
+class PooledConnection(LeaseBase):
+    """A ``psycopg.Connection`` lent for one block; refuses use after it.
+
+    Every ``psycopg.Connection`` attribute is forwarded. Cursors it made are
+    closed when the block ends.
+    """
+
+    __slots__ = ()
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        """``Connection.cursor()``; the cursor closes when the block ends."""
+        return self._track(self._live().cursor(*args, **kwargs))
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        """``Connection.execute()``; the cursor it returns closes when the block ends."""
+        return self._track(self._live().execute(query, params, **kwargs))
+
+
+@contextlib.contextmanager
+def pooled_connection(
+    conninfo: str | None = None, *, pool: ConnectionPool[Any] | None = None
+) -> Iterator[PooledConnection]:
+    """Lend a pooled connection for one block; always give it back clean.
+
+    Commits when the block ends normally; rolls back when it raises (the
+    exception propagates unchanged). Session state (``SET``, roles, temp
+    tables, ``LISTEN``, advisory locks, ``autocommit`` and friends) is reset.
+    Without ``pool``, a process-wide pool per ``conninfo`` (default
+    ``DATABASE_URL``) is created on first use. Raises
+    ``psycopg_pool.PoolTimeout`` (stats in the message) when the pool stays
+    exhausted for its ``timeout``, and ``psycopg.OperationalError`` carrying the
+    server's cause when no connection can be made.
+    """
+    pool, state = _pool_for(conninfo, pool)
+    conn = _checkout(pool, state)
+    lease = PooledConnection(conn)
+    ok = False
+    try:
+        yield lease
+        ok = True
+    finally:
+        _give_back(pool, state, lease, conn, commit=ok)
+
+
+def _pool_for(
+    conninfo: str | None, pool: ConnectionPool[Any] | None
+) -> tuple[ConnectionPool[Any], PoolState]:
+    if pool is None:
+        key = resolve_conninfo(conninfo)
+        pool = _REGISTRY.defaults.get(key)
+        if pool is None or pool.closed:
+            with _REGISTRY.lock:
+                pool = _REGISTRY.defaults.get(key)
+                if pool is None or pool.closed:
+                    pool = _REGISTRY.defaults[key] = create_pool(key)
+    state = _REGISTRY.state_of(pool)
+    if state.pid != os.getpid():  # inherited through fork(): never touch it
+        with _REGISTRY.lock:
+            twin = _REGISTRY.twins.get(id(pool))
+            if twin is None:
+                twin = _REGISTRY.twins[id(pool)] = _open(state.settings)
+        pool, state = twin, _REGISTRY.state_of(twin)
+    return pool, state
+
+
+def _checkout(pool: ConnectionPool[Any], state: PoolState) -> Any:
+    started = monotonic()
+    deadline = started + pool.timeout
+    while True:
+        remaining = deadline - monotonic()
+        try:
+            conn = pool.getconn(timeout=max(min(remaining, DIAGNOSE_AFTER), 0.001))
+        except PoolTimeout:
+            if monotonic() >= deadline:
+                raise PoolTimeout(exhausted_message(pool, state, monotonic() - started)) from None
+            if state.leased < pool.max_size:  # not exhausted: is connecting failing?
+                _diagnose(pool, state)
+            continue
+        if _usable(conn):
+            state.lent()
+            return conn
+        state.recoveries += 1
+        conn.close()
+        pool.putconn(conn)  # the pool replaces it in the background
+
+
+def _usable(conn: psycopg.Connection[Any]) -> bool:
+    found = idle_state(conn.pgconn)
+    if found == UNSURE:
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:  # psycopg.Error: it is gone
+            return False
+        return True
+    return found == ALIVE
+
+
+def _diagnose(pool: ConnectionPool[Any], state: PoolState) -> None:
+    timeout = max(1, round(state.settings.connect_timeout))
+    try:
+        probe = psycopg.connect(state.settings.conninfo_with_options(), connect_timeout=timeout)
+    except psycopg.OperationalError as exc:
+        raise psycopg.OperationalError(connect_failed_message(state, exc)) from exc
+    probe.close()
+    pool.check()  # the server answers: make the pool try again now
+
+
+def _give_back(
+    pool: ConnectionPool[Any],
+    state: PoolState,
+    lease: PooledConnection,
+    conn: psycopg.Connection[Any],
+    *,
+    commit: bool,
+) -> None:
+    ended = lease._end()
+    discard = ended.discard
+    try:
+        for cursor in ended.cursors:
+            with contextlib.suppress(Exception):
+                cursor.close()
+        if commit:
+            try:
+                _close_transaction(conn, commit=True, used=ended.used)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    _close_transaction(conn, commit=False, used=True)
+                raise
+        else:
+            with contextlib.suppress(Exception):
+                _close_transaction(conn, commit=False, used=True)
+        for name, value in needs_reset(conn, ended.saved).items():
+            setattr(conn, name, value)
+    except BaseException:
+        discard = True
+        raise
+    finally:
+        if discard or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            state.discards += 1
+            conn.close()
+        pool.putconn(conn)
+        state.returned()
+
+
+def _close_transaction(conn: psycopg.Connection[Any], *, commit: bool, used: bool) -> None:
+    # one round trip: COMMIT or ROLLBACK with the session reset
+    sql = closing_sql(conn.pgconn.transaction_status, commit=commit, used=used)
+    if sql is None:
+        return
+    if sql is not RESET_SQL:
+        conn.execute(sql, prepare=False)
+        return
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        conn.execute(sql, prepare=False)
+    finally:
+        conn.autocommit = autocommit
+
+
+def pool_stats() -> dict[str, dict[str, Any]]:
+    """Per pool of this process, by name: psycopg_pool's stats and boundkit's counters.
+
+    boundkit adds ``checkouts``, ``recoveries`` (dead connections replaced at
+    checkout), ``discards`` (closed instead of returned), ``leased`` and
+    ``conninfo`` with its password redacted. Reading does not reset psycopg_pool's
+    counters.
+    """
+    return {pool.name: stats_of(pool, _REGISTRY.states[pool]) for pool in _REGISTRY.own_pools()}
+
+
+def release_idle(pool: ConnectionPool[Any] | None = None) -> int:
+    """Close idle connections down to each pool's ``min_size``; return how many closed.
+
+    For memory pressure: the pool reconnects on demand later. Without ``pool``,
+    every pool boundkit made in this process. psycopg_pool has no public way to
+    shrink now (``resize()``, ``check()`` and ``drain()`` all reopen what they
+    close; it drops one idle connection per ``max_idle``), so this uses its
+    shrink bookkeeping; if a psycopg_pool release changes that, it closes
+    nothing and logs a warning instead.
+    """
+    pools = _REGISTRY.own_pools() if pool is None else [pool]
+    return sum(_shrink_to_min(each) for each in pools)
+
+
+def _shrink_to_min(pool: ConnectionPool[Any]) -> int:
+    # the private fields ConnectionPool._shrink_pool() uses, checked before use
+    idle: Any = getattr(pool, "_pool", None)
+    fields = (getattr(pool, name, None) for name in ("_nconns", "_nconns_min"))
+    lock: Any = getattr(pool, "_lock", None)
+    close: Any = getattr(pool, "_close_connection", None)
+    if not (
+        isinstance(idle, deque)
+        and all(type(value) is int for value in fields)
+        and callable(getattr(lock, "__enter__", None))
+        and callable(close)
+    ):
+        logger.warning(
+            "release_idle() closed nothing in pool %r: this psycopg_pool %s no longer "
+            "has the internals it relies on; idle connections still close after max_idle",
+            pool.name,
+            psycopg_pool.__version__,
+        )
+        return 0
+    with lock:
+        count = max(0, min(len(idle), pool._nconns - pool.min_size))
+        released = [idle.popleft() for _ in range(count)]
+        pool._nconns -= count
+        pool._nconns_min = min(pool._nconns_min, len(idle))
+    for conn in released:
+        close(conn)
+    return count
+
+
+def close_pools() -> None:
+    """Close every pool boundkit made in this process (also run at interpreter exit).
+
+    Pools inherited through ``fork()`` are left alone: they belong to the parent.
+    """
+    for pool in _REGISTRY.own_pools():
+        pool.close()
+    _REGISTRY.defaults.clear()
+    _REGISTRY.twins.clear()
+
+
+atexit.register(close_pools)

@@ -1,0 +1,255 @@
+"""The async twins of :mod:`boundkit.pg`: ``acreate_pool()`` and ``apooled_connection()``.
+
+Same guarantees as the sync module; the I/O-free logic is shared in ``_pg_base``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from time import monotonic
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ._pg_base import (
+    ALIVE,
+    DIAGNOSE_AFTER,
+    RESET_SQL,
+    SESSION_ATTRS,
+    UNSURE,
+    LeaseBase,
+    PoolSettings,
+    PoolState,
+    Registry,
+    closing_sql,
+    connect_failed_message,
+    exhausted_message,
+    idle_state,
+    needs_reset,
+    resolve_conninfo,
+    stats_of,
+)
+
+__all__ = [
+    "AsyncPooledConnection",
+    "aclose_pools",
+    "acreate_pool",
+    "apool_stats",
+    "apooled_connection",
+]
+
+_REGISTRY = Registry()
+os.register_at_fork(after_in_child=_REGISTRY.forget_after_fork)
+
+
+async def acreate_pool(
+    conninfo: str | None = None,
+    *,
+    min_size: int = 0,
+    max_size: int = 3,
+    timeout: float = 10.0,
+    max_idle: float = 60.0,
+    max_lifetime: float = 1800.0,
+    statement_timeout: float | None = 30.0,
+    idle_in_transaction_timeout: float | None = 30.0,
+    connect_timeout: float = 5.0,
+    name: str | None = None,
+    **pool_kwargs: Any,
+) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+    """Open a ``psycopg_pool.AsyncConnectionPool``; arguments as :func:`boundkit.pg.create_pool`."""
+    settings = PoolSettings(
+        conninfo=resolve_conninfo(conninfo),
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        max_idle=max_idle,
+        max_lifetime=max_lifetime,
+        statement_timeout=statement_timeout,
+        idle_in_transaction_timeout=idle_in_transaction_timeout,
+        connect_timeout=connect_timeout,
+        name=name,
+        pool_kwargs=pool_kwargs,
+    )
+    return await _open(settings)
+
+
+async def _open(settings: PoolSettings) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+        settings.conninfo,
+        open=False,
+        reconnect_failed=_regrow_if_waited_on,
+        **settings.pool_arguments(),
+    )
+    _REGISTRY.states[pool] = PoolState(settings)
+    await pool.open()
+    return pool
+
+
+async def _regrow_if_waited_on(pool: AsyncConnectionPool[Any]) -> None:
+    if not pool.closed and pool.get_stats().get("requests_waiting"):
+        await pool.check()
+
+
+class AsyncPooledConnection(LeaseBase):
+    """A ``psycopg.AsyncConnection`` lent for one block; refuses use after it."""
+
+    __slots__ = ()
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        """``AsyncConnection.cursor()``; the cursor closes when the block ends."""
+        return self._track(self._live().cursor(*args, **kwargs))
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        """``AsyncConnection.execute()``; the cursor closes when the block ends."""
+        return self._track(await self._live().execute(query, params, **kwargs))
+
+
+@contextlib.asynccontextmanager
+async def apooled_connection(
+    conninfo: str | None = None, *, pool: AsyncConnectionPool[Any] | None = None
+) -> AsyncIterator[AsyncPooledConnection]:
+    """The async twin of :func:`boundkit.pg.pooled_connection`, with the same guarantees."""
+    pool, state = await _pool_for(conninfo, pool)
+    conn = await _checkout(pool, state)
+    lease = AsyncPooledConnection(conn)
+    ok = False
+    try:
+        yield lease
+        ok = True
+    finally:
+        await _give_back(pool, state, lease, conn, commit=ok)
+
+
+async def _pool_for(
+    conninfo: str | None, pool: AsyncConnectionPool[Any] | None
+) -> tuple[AsyncConnectionPool[Any], PoolState]:
+    if pool is None:
+        key = resolve_conninfo(conninfo)
+        pool = _REGISTRY.defaults.get(key)
+        if pool is None or pool.closed:
+            pool = _REGISTRY.defaults[key] = await acreate_pool(key)
+    state = _REGISTRY.state_of(pool)
+    if state.pid != os.getpid():  # inherited through fork(): never touch it
+        twin = _REGISTRY.twins.get(id(pool))
+        if twin is None:
+            twin = _REGISTRY.twins[id(pool)] = await _open(state.settings)
+        pool, state = twin, _REGISTRY.state_of(twin)
+    return pool, state
+
+
+async def _checkout(pool: AsyncConnectionPool[Any], state: PoolState) -> Any:
+    started = monotonic()
+    deadline = started + pool.timeout
+    while True:
+        remaining = deadline - monotonic()
+        try:
+            conn = await pool.getconn(timeout=max(min(remaining, DIAGNOSE_AFTER), 0.001))
+        except PoolTimeout:
+            if monotonic() >= deadline:
+                raise PoolTimeout(exhausted_message(pool, state, monotonic() - started)) from None
+            if state.leased < pool.max_size:
+                await _diagnose(pool, state)
+            continue
+        if await _usable(conn):
+            state.lent()
+            return conn
+        state.recoveries += 1
+        await conn.close()
+        await pool.putconn(conn)
+
+
+async def _usable(conn: psycopg.AsyncConnection[Any]) -> bool:
+    found = idle_state(conn.pgconn)
+    if found == UNSURE:
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:  # psycopg.Error: it is gone
+            return False
+        return True
+    return found == ALIVE
+
+
+async def _diagnose(pool: AsyncConnectionPool[Any], state: PoolState) -> None:
+    timeout = max(1, round(state.settings.connect_timeout))
+    try:
+        probe = await psycopg.AsyncConnection.connect(
+            state.settings.conninfo_with_options(), connect_timeout=timeout
+        )
+    except psycopg.OperationalError as exc:
+        raise psycopg.OperationalError(connect_failed_message(state, exc)) from exc
+    await probe.close()
+    await pool.check()
+
+
+async def _give_back(
+    pool: AsyncConnectionPool[Any],
+    state: PoolState,
+    lease: AsyncPooledConnection,
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    commit: bool,
+) -> None:
+    ended = lease._end()
+    discard = ended.discard
+    try:
+        for cursor in ended.cursors:
+            with contextlib.suppress(Exception):
+                await cursor.close()
+        if commit:
+            try:
+                await _close_transaction(conn, commit=True, used=ended.used)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await _close_transaction(conn, commit=False, used=True)
+                raise
+        else:
+            with contextlib.suppress(Exception):
+                await _close_transaction(conn, commit=False, used=True)
+        for name, value in needs_reset(conn, ended.saved).items():
+            if name in SESSION_ATTRS:
+                await getattr(conn, f"set_{name}")(value)
+            else:
+                setattr(conn, name, value)
+    except BaseException:
+        discard = True
+        raise
+    finally:
+        if discard or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            state.discards += 1
+            await conn.close()
+        await pool.putconn(conn)
+        state.returned()
+
+
+async def _close_transaction(
+    conn: psycopg.AsyncConnection[Any], *, commit: bool, used: bool
+) -> None:
+    sql = closing_sql(conn.pgconn.transaction_status, commit=commit, used=used)
+    if sql is None:
+        return
+    if sql is not RESET_SQL:
+        await conn.execute(sql, prepare=False)
+        return
+    autocommit = conn.autocommit
+    await conn.set_autocommit(True)
+    try:
+        await conn.execute(sql, prepare=False)
+    finally:
+        await conn.set_autocommit(autocommit)
+
+
+def apool_stats() -> dict[str, dict[str, Any]]:
+    """Per async pool of this process, by name: as :func:`boundkit.pg.pool_stats`."""
+    return {pool.name: stats_of(pool, _REGISTRY.states[pool]) for pool in _REGISTRY.own_pools()}
+
+
+async def aclose_pools() -> None:
+    """Close every async pool boundkit made in this process; inherited ones are left alone."""
+    for pool in _REGISTRY.own_pools():
+        await pool.close()
+    _REGISTRY.defaults.clear()
+    _REGISTRY.twins.clear()

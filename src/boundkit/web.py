@@ -1,0 +1,270 @@
+"""Web middleware: a memory check, request timing and a JSON health route.
+
+:class:`WebMonitor` holds the logic (I/O-free); :class:`WSGIMiddleware` and
+:class:`ASGIMiddleware` are thin wrappers around it, and :mod:`boundkit.django`
+wraps the same core for Django.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
+from typing import Any, Protocol
+
+from .errors import ConfigError
+from .guard import MemoryGuard, default_guard
+from .memory import memory_snapshot
+
+__all__ = ["ASGIMiddleware", "WSGIMiddleware", "WebMonitor", "default_monitor"]
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_JSON_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+
+
+class _Stats(Protocol):
+    def observe(self, route: str, seconds: float, status: int) -> None: ...
+    def summary(self) -> dict[str, Any]: ...
+
+
+class WebMonitor:
+    """The core every middleware shares: guard checks, timing and health output.
+
+    Per request, :meth:`start` checks memory at most once per
+    ``check_interval`` seconds and :meth:`finish` records the request in
+    ``stats`` (a :class:`~boundkit.RequestStats` by default). ``guard``
+    defaults to :func:`~boundkit.guard.default_guard`.
+    """
+
+    def __init__(
+        self,
+        *,
+        guard: MemoryGuard | None = None,
+        stats: _Stats | None = None,
+        check_interval: float = 1.0,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if not isinstance(check_interval, (int, float)) or not check_interval >= 0:
+            raise ConfigError(f"check_interval must be seconds >= 0, got {check_interval!r}")
+        if stats is None:
+            from .metrics import RequestStats
+
+            stats = RequestStats()
+        self.guard = guard if guard is not None else default_guard()
+        self.stats = stats
+        self.check_interval = float(check_interval)
+        self._timer = timer
+        self._next_check = float("-inf")
+
+    def start(self) -> float:
+        """Note a request's start (checking memory if it is time); return the start time."""
+        now = self._timer()
+        if now >= self._next_check:
+            self._next_check = now + self.check_interval
+            self.guard.check()
+        return now
+
+    def finish(self, route: str, started: float, status: int) -> None:
+        """Record a request that began at ``started`` (from :meth:`start`)."""
+        self.stats.observe(route, self._timer() - started, status)
+
+    def health(self) -> dict[str, Any]:
+        """Return the health payload: memory, guard, requests, caches and pools.
+
+        Holds no secrets: no environment, and pool stats come from
+        :func:`boundkit.pg.pool_stats` (conninfo redacted), read only when
+        ``boundkit.pg`` is already imported.
+        """
+        guard = self.guard
+        level = guard.check()
+        caches = {}
+        for name, cache in guard.caches().items():
+            stats = getattr(cache, "stats", None)
+            if stats is not None:
+                caches[name] = stats().as_dict()
+        pg = sys.modules.get("boundkit.pg")
+        pools = pg.pool_stats() if pg is not None and hasattr(pg, "pool_stats") else {}
+        return {
+            "status": level,
+            "memory": memory_snapshot(
+                warning=guard.warning, critical=guard.critical, limit=guard.limit
+            ),
+            "guard": guard.status(),
+            "requests": self.stats.summary(),
+            "caches": caches,
+            "pools": pools,
+        }
+
+    def health_body(self) -> bytes:
+        """Return :meth:`health` encoded as JSON."""
+        return json.dumps(self.health(), default=str, sort_keys=True).encode()
+
+
+_default: WebMonitor | None = None
+_default_lock = threading.Lock()
+
+
+def default_monitor() -> WebMonitor:
+    """Return the process-wide monitor that middleware without ``monitor=`` shares."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = WebMonitor()
+        return _default
+
+
+class _ObservedBody:
+    """Wraps a streamed WSGI body so the request is recorded when it is closed."""
+
+    __slots__ = ("_body", "_done", "_monitor", "_route", "_started", "_status")
+
+    def __init__(
+        self,
+        body: Iterable[bytes],
+        monitor: WebMonitor,
+        route: str,
+        started: float,
+        status: list[int],
+    ) -> None:
+        self._body = body
+        self._monitor = monitor
+        self._route = route
+        self._started = started
+        self._status = status
+        self._done = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if not self._done:
+                self._done = True
+                self._monitor.finish(self._route, self._started, self._status[0])
+
+
+def _path_route(environ: dict[str, Any]) -> str:
+    return str(environ.get("PATH_INFO") or "/")
+
+
+class WSGIMiddleware:
+    """Guard a WSGI app: memory checks, request stats and a health route.
+
+    ``health_path`` (None to turn it off) answers with :meth:`WebMonitor.health`
+    as JSON and is not counted in the stats. ``route(environ)`` names a request
+    for the stats (default: its path; the stats cap the number of routes).
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        monitor: WebMonitor | None = None,
+        health_path: str | None = "/health",
+        route: Callable[[dict[str, Any]], str] = _path_route,
+    ) -> None:
+        self.app = app
+        self.monitor = monitor if monitor is not None else default_monitor()
+        self.health_path = health_path
+        self.route = route
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        if self.health_path is not None and environ.get("PATH_INFO") == self.health_path:
+            payload = self.monitor.health_body()
+            start_response("200 OK", [*_JSON_HEADERS, ("Content-Length", str(len(payload)))])
+            return [payload]
+        monitor = self.monitor
+        started = monitor.start()
+        status = [500]
+
+        def observing_start_response(
+            status_line: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            status[0] = int(status_line[:3])
+            return start_response(status_line, headers, exc_info)
+
+        try:
+            body = self.app(environ, observing_start_response)
+        except BaseException:
+            monitor.finish(self.route(environ), started, 500)
+            raise
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(body, (list, tuple)) or (
+            isinstance(file_wrapper, type) and isinstance(body, file_wrapper)
+        ):
+            # a server's file wrapper is returned as is, keeping its sendfile() path
+            monitor.finish(self.route(environ), started, status[0])
+            return body
+        return _ObservedBody(body, monitor, self.route(environ), started, status)
+
+
+class _StatusSend:
+    """An ASGI ``send`` that notes the response status on its way through.
+
+    A plain callable returning ``send``'s awaitable: no extra coroutine per message.
+    """
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        return self.send(message)
+
+
+def _scope_route(scope: Scope) -> str:
+    return str(scope.get("path") or "/")
+
+
+class ASGIMiddleware:
+    """The ASGI twin of :class:`WSGIMiddleware`; other scopes (lifespan, websocket) pass through."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        monitor: WebMonitor | None = None,
+        health_path: str | None = "/health",
+        route: Callable[[Scope], str] = _scope_route,
+    ) -> None:
+        self.app = app
+        self.monitor = monitor if monitor is not None else default_monitor()
+        self.health_path = health_path
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.health_path is not None and scope.get("path") == self.health_path:
+            body = self.monitor.health_body()
+            headers = [(k.lower().encode(), v.encode()) for k, v in _JSON_HEADERS]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        monitor = self.monitor
+        started = monitor.start()
+        observing_send = _StatusSend(send)
+        try:
+            await self.app(scope, receive, observing_send)
+        finally:
+            monitor.finish(self.route(scope), started, observing_send.status)

@@ -1,0 +1,38 @@
+"""Tests of the boundkit command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from boundkit.cli import main
+from test_memory import SNAPSHOT_KEYS
+
+
+def test_snapshot_json_parses_and_carries_every_key() -> None:
+    """`boundkit snapshot --json` prints JSON with every documented key."""
+    out = subprocess.run(
+        [sys.executable, "-m", "boundkit", "snapshot", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert SNAPSHOT_KEYS == set(json.loads(out))
+
+
+def test_snapshot_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --json the snapshot is a key/value table."""
+    assert 0 == main(["snapshot"])
+    lines = capsys.readouterr().out.splitlines()
+    assert SNAPSHOT_KEYS == {line.split()[0] for line in lines}
+
+
+def test_unknown_command_exits_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown subcommand is a usage error (exit status 2)."""
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert 2 == info.value.code
+    assert "invalid choice" in capsys.readouterr().err

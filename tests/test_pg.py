@@ -1,0 +1,479 @@
+"""boundkit.pg against a real PostgreSQL (see fix_pg.py for how it is found)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+psycopg = pytest.importorskip("psycopg")
+psycopg_pool = pytest.importorskip("psycopg_pool")
+
+from boundkit import ConfigError, ResourceClosedError  # noqa: E402
+from boundkit.memory import process_memory, trim_memory  # noqa: E402
+from boundkit.pg import (  # noqa: E402
+    close_pools,
+    create_pool,
+    pool_stats,
+    pooled_connection,
+    release_idle,
+)
+from boundkit.testing import assert_no_growth  # noqa: E402
+from fix_pg import refused_port, terminate_backends  # noqa: E402
+
+
+@pytest.fixture
+def make_pool(pg_dsn: str) -> Iterator[object]:
+    """Pools for one test, all closed after it."""
+    pools = []
+
+    def make(dsn: str = pg_dsn, **options: object) -> psycopg_pool.ConnectionPool:
+        options.setdefault("name", f"test-{uuid.uuid4().hex[:8]}")
+        pool = create_pool(dsn, **options)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.close()
+
+
+@pytest.fixture
+def table(pg_dsn: str) -> Iterator[str]:
+    """An empty table, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {name} (x int)")
+        yield name
+        conn.execute(f"DROP TABLE {name}")
+
+
+def _count(dsn: str, table: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def _backend_pid(pool: psycopg_pool.ConnectionPool) -> int:
+    with pooled_connection(pool=pool) as conn:
+        return int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+
+
+def test_commits_on_normal_exit(make_pool, pg_dsn, table):
+    """A block that ends normally commits its transaction."""
+    pool = make_pool()
+    with pooled_connection(pool=pool) as conn:
+        conn.execute(f"INSERT INTO {table} VALUES (1)")
+    assert 1 == _count(pg_dsn, table)
+
+
+class _Interrupt(BaseException):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("statement", "error"),
+    [
+        (None, KeyError("python")),
+        ("SELECT 1/0", None),
+        (None, _Interrupt()),
+    ],
+    ids=["python-error", "sql-error", "base-exception"],
+)
+def test_rolls_back_returns_and_propagates(make_pool, pg_dsn, table, statement, error):
+    """An exception in the block rolls back, returns the connection and propagates unchanged."""
+    pool = make_pool(max_size=1)
+    raised = None
+    try:
+        with pooled_connection(pool=pool) as conn:
+            conn.execute(f"INSERT INTO {table} VALUES (1)")
+            if statement:
+                conn.execute(statement)
+            raise error
+    except BaseException as exc:
+        raised = exc
+    if error is not None:
+        assert error is raised
+    else:
+        assert isinstance(raised, psycopg.errors.DivisionByZero)
+    assert 0 == _count(pg_dsn, table)
+    stats = pool_stats()[pool.name]
+    assert (0, 1, 0) == (stats["leased"], stats["pool_available"], stats["discards"])
+    assert 1 == _count_after_reuse(pool)
+
+
+def _count_after_reuse(pool: psycopg_pool.ConnectionPool) -> int:
+    with pooled_connection(pool=pool) as conn:
+        return int(conn.execute("SELECT 1").fetchone()[0])
+
+
+def test_use_after_block_is_refused(make_pool):
+    """The connection and its cursors refuse use once the block has ended."""
+    pool = make_pool(max_size=1)
+    with pooled_connection(pool=pool) as conn:
+        cursor = conn.execute("SELECT 1")
+        other = conn.cursor()
+    with pytest.raises(ResourceClosedError, match="went back to its pool"):
+        conn.execute("SELECT 1")
+    with pytest.raises(ResourceClosedError):
+        conn.commit()
+    for stale in (cursor, other):
+        with pytest.raises(psycopg.InterfaceError, match="closed"):
+            stale.execute("SELECT 1")
+    with pooled_connection(pool=pool) as conn:
+        assert psycopg.pq.TransactionStatus.IDLE == conn.info.transaction_status
+
+
+def test_session_state_does_not_reach_next_borrower(make_pool):
+    """SET, roles, temp tables, LISTEN, advisory locks and attributes are reset on return."""
+    pool = make_pool(max_size=1, statement_timeout=7)
+    with pooled_connection(pool=pool) as conn:
+        conn.execute("SET search_path TO nowhere")
+        conn.execute("SET statement_timeout = 2000")
+        conn.execute("SET ROLE pg_monitor")
+        conn.execute("CREATE TEMP TABLE scratch (x int)")
+        conn.execute("LISTEN boundkit")
+        conn.execute("SELECT pg_advisory_lock(42)")
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("SET work_mem = '77MB'")
+    with pooled_connection(pool=pool) as conn:
+        seen = conn.execute(
+            "SELECT current_setting('search_path'), current_setting('statement_timeout'),"
+            " current_user, to_regclass('pg_temp.scratch'),"
+            " (SELECT count(*) FROM pg_listening_channels()),"
+            " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            "   AND pid = pg_backend_pid()),"
+            " current_setting('work_mem')"
+        ).fetchone()
+        seen = (*seen, conn.autocommit)
+    assert ('"$user", public', "7s", "postgres", None, 0, 0, "4MB", False) == seen
+
+
+@pytest.mark.parametrize("ending", ["python-error", "sql-error", "autocommit"])
+def test_session_state_is_reset_whatever_the_block_ends_with(make_pool, ending):
+    """Blocks ending in an exception, an SQL error or autocommit hand on a clean session."""
+    pool = make_pool(max_size=1)
+    with (
+        contextlib.suppress(KeyError, psycopg.errors.DivisionByZero),
+        pooled_connection(pool=pool) as conn,
+    ):
+        conn.autocommit = ending == "autocommit"
+        conn.execute("SET search_path TO nowhere")
+        conn.execute("SELECT pg_advisory_lock(42)")
+        if ending == "sql-error":
+            conn.execute("SELECT 1/0")
+        elif ending == "python-error":
+            raise KeyError(ending)
+    with pooled_connection(pool=pool) as conn:
+        seen = conn.execute(
+            "SELECT current_setting('search_path'),"
+            " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            "   AND pid = pg_backend_pid())"
+        ).fetchone()
+    assert ('"$user", public', 0) == seen
+    assert 0 == pool_stats()[pool.name]["discards"]
+
+
+def test_pg_base_doctests():
+    """The examples in boundkit._pg_base's docstrings hold."""
+    import doctest
+
+    from boundkit import _pg_base
+
+    result = doctest.testmod(_pg_base)
+    assert (0, True) == (result.failed, result.attempted > 0)
+
+
+def test_prepared_statements_survive_the_reset(make_pool):
+    """psycopg's prepared statements still work across blocks after the reset."""
+    pool = make_pool(max_size=1)
+    results = []
+    for i in range(8):
+        with pooled_connection(pool=pool) as conn:
+            conn.prepare_threshold = 0
+            results.append(conn.execute("SELECT %s::int + 1", (i,)).fetchone()[0])
+    assert list(range(1, 9)) == results
+
+
+def _requests(pool: psycopg_pool.ConnectionPool, count: int) -> int:
+    failures = 0
+    for _ in range(count):
+        try:
+            assert 1 == _count_after_reuse(pool)
+        except psycopg.Error:
+            failures += 1
+    return failures
+
+
+def test_killed_backends_cost_no_failed_request(make_pool, pg_dsn):
+    """After every pooled backend is terminated the next requests all succeed, quickly."""
+    app = f"bk-{uuid.uuid4().hex[:8]}"
+    pool = make_pool(f"{pg_dsn} application_name={app}", min_size=8, max_size=8)
+    pool.wait()
+    assert 8 == terminate_backends(pg_dsn, app)
+    started = time.monotonic()
+    assert 0 == _requests(pool, 20)
+    assert time.monotonic() - started < 2.0
+    assert 8 == pool_stats()[pool.name]["recoveries"]
+
+
+def test_server_restart_costs_no_failed_request(make_pool, pg_cluster):
+    """After the server restarts, requests succeed with no error and no backoff stall."""
+    pool = make_pool(pg_cluster.dsn, min_size=4, max_size=4)
+    pool.wait()
+    pg_cluster.restart()
+    started = time.monotonic()
+    assert 0 == _requests(pool, 10)
+    assert time.monotonic() - started < 2.0
+
+
+def test_serves_within_a_second_after_an_outage(make_pool, pg_cluster):
+    """During an outage requests fail fast with the cause; after it, serving resumes in ~1 s."""
+    pool = make_pool(pg_cluster.dsn, min_size=2, max_size=2, timeout=5)
+    pool.wait()
+    pg_cluster.stop()
+    try:
+        outage_ends = time.monotonic() + 3.0
+        while time.monotonic() < outage_ends:
+            with pytest.raises(psycopg.OperationalError, match=r"cannot connect to .*refused"):
+                _count_after_reuse(pool)
+            time.sleep(0.3)
+    finally:
+        pg_cluster.start()
+    started = time.monotonic()
+    assert 1 == _count_after_reuse(pool)
+    assert time.monotonic() - started < 1.5
+
+
+def test_statement_timeout_cancels_and_connection_stays_usable(make_pool):
+    """A statement over statement_timeout raises QueryCanceled; the connection is reused."""
+    pool = make_pool(max_size=1, statement_timeout=0.2)
+    before = _backend_pid(pool)
+    with pytest.raises(psycopg.errors.QueryCanceled), pooled_connection(pool=pool) as conn:
+        conn.execute("SELECT pg_sleep(5)")
+    assert before == _backend_pid(pool)
+
+
+def test_idle_in_transaction_timeout_ends_the_session(make_pool):
+    """A transaction left idle past the timeout fails; the next borrower gets a fresh one."""
+    pool = make_pool(max_size=1, idle_in_transaction_timeout=0.2)
+
+    def idle_too_long() -> None:
+        with pooled_connection(pool=pool) as conn:
+            conn.execute("SELECT 1")
+            time.sleep(0.6)
+            conn.execute("SELECT 1")
+
+    with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+        idle_too_long()
+    assert 1 == _count_after_reuse(pool)
+
+
+def test_exhaustion_raises_pool_timeout_with_stats(make_pool):
+    """With every connection lent out, a request waits `timeout` then raises PoolTimeout."""
+    pool = make_pool(max_size=1, timeout=0.5)
+    with pooled_connection(pool=pool):
+        started = time.monotonic()
+        with pytest.raises(psycopg_pool.PoolTimeout, match=r"leased=1.*pool_max=1"):
+            _count_after_reuse(pool)
+        assert time.monotonic() - started >= 0.5
+
+
+@pytest.mark.parametrize(
+    ("change", "cause"),
+    [
+        ("password=wrong-secret-123", "password authentication failed"),
+        ("dbname=boundkit_no_such_db", "does not exist"),
+        ("port={free}", "refused"),
+    ],
+    ids=["bad-password", "unknown-db", "refused-port"],
+)
+def test_connection_errors_carry_the_cause(make_pool, pg_cluster, change, cause):
+    """A bad password, unknown database or refused port raises the server's cause, fast."""
+    with refused_port() as free:
+        dsn = f"{pg_cluster.dsn} {change.format(free=free)}"
+        pool = make_pool(dsn, connect_timeout=2)
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as info:
+            _count_after_reuse(pool)
+    assert time.monotonic() - started < 2.0
+    assert cause in str(info.value)
+    assert "wrong-secret-123" not in str(info.value)
+    assert pg_cluster.password not in str(info.value)
+    assert "password=***" in str(info.value)
+
+
+def test_forked_child_uses_its_own_pool(make_pool):
+    """A child process never uses the parent's connections nor closes them."""
+    pool = make_pool(max_size=1)
+    parent_backend = _backend_pid(pool)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            backend = _backend_pid(pool)
+            close_pools()
+            os.write(write_end, str(backend).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        child_backend = int(reader.read() or 0)
+    os.waitpid(child, 0)
+    assert child_backend not in (0, parent_backend)
+    assert parent_backend == _backend_pid(pool)
+
+
+def test_discard_gives_back_a_large_results_memory(make_pool):
+    """After a 50 MB value, discard() closes the connection and client memory falls back."""
+    pool = make_pool(max_size=1)
+    mb50 = 50 * 1024 * 1024
+
+    def fetch_large(discard: bool) -> int:
+        trim_memory()
+        before = process_memory().rss_anon
+        with pooled_connection(pool=pool) as conn:
+            value = conn.execute("SELECT repeat('x', %s)", (mb50,)).fetchone()[0]
+            assert mb50 == len(value)
+            del value
+            if discard:
+                conn.discard()
+        trim_memory()
+        return process_memory().rss_anon - before
+
+    kept = fetch_large(discard=False)
+    released = fetch_large(discard=True)
+    assert kept > mb50 * 0.8  # without discard, libpq keeps its 50 MB buffer
+    assert released < mb50 * 0.2 - kept  # discarding gives that back
+    assert 1 == pool_stats()[pool.name]["discards"]
+
+
+def test_release_idle_closes_idle_connections(make_pool):
+    """release_idle() closes idle connections down to min_size; the pool reconnects later."""
+    pool = make_pool(min_size=1, max_size=3)
+    with pooled_connection(pool=pool), pooled_connection(pool=pool), pooled_connection(pool=pool):
+        pass
+    assert 3 == pool.get_stats()["pool_size"]
+    assert 2 == release_idle(pool)
+    assert (1, 1) == (pool.get_stats()["pool_size"], pool.get_stats()["pool_available"])
+    assert 1 == _count_after_reuse(pool)
+
+
+@pytest.mark.parametrize("field", ["_pool", "_nconns", "_nconns_min", "_lock"])
+def test_release_idle_is_a_logged_no_op_if_psycopg_pool_changes(
+    make_pool, monkeypatch, caplog, field
+):
+    """If psycopg_pool's shrink internals change, release_idle() closes nothing and says so."""
+    pool = make_pool(min_size=0, max_size=2)
+    with pooled_connection(pool=pool), pooled_connection(pool=pool):
+        pass
+    monkeypatch.delattr(pool, field)
+    with caplog.at_level("WARNING", logger="boundkit.pg"):
+        assert 0 == release_idle(pool)
+    monkeypatch.undo()
+    assert (2, 2) == (pool.get_stats()["pool_size"], pool.get_stats()["pool_available"])
+    assert ["release_idle() closed nothing"] == [
+        r.getMessage()[:29] for r in caplog.records if r.name == "boundkit.pg"
+    ]
+    assert 1 == _count_after_reuse(pool)
+
+
+def test_default_pool_comes_from_database_url(pg_dsn, monkeypatch):
+    """Without conninfo or pool, DATABASE_URL names the database; close_pools() closes it."""
+    monkeypatch.setenv("DATABASE_URL", pg_dsn)
+    with pooled_connection() as conn:
+        assert 1 == conn.execute("SELECT 1").fetchone()[0]
+    assert [pg_dsn] == [s["conninfo"] for s in pool_stats().values() if s["conninfo"] == pg_dsn]
+    close_pools()
+    assert {} == pool_stats()
+
+
+def test_no_database_is_a_config_error(monkeypatch):
+    """With neither conninfo nor DATABASE_URL, the error names DATABASE_URL."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(ConfigError, match="DATABASE_URL"), pooled_connection():
+        pass  # pragma: no cover
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"min_size": 4, "max_size": 2}, {"max_size": 0}, {"timeout": 0}, {"check": print}],
+)
+def test_bad_settings_are_config_errors(options):
+    """Impossible sizes, timeouts or keywords boundkit owns raise ConfigError."""
+    with pytest.raises(ConfigError):
+        create_pool("host=127.0.0.1", **options)
+
+
+def test_stats_redact_the_password(make_pool, pg_cluster):
+    """pool_stats() shows the conninfo without its password."""
+    pool = make_pool(pg_cluster.dsn)
+    shown = pool_stats()[pool.name]["conninfo"]
+    assert pg_cluster.password not in shown
+    assert "password=***" in shown
+
+
+def test_no_growth_over_10000_checkouts(make_pool, pg_dsn):
+    """10,000 checkouts hold client memory and the server's backend count still."""
+    app = f"bk-{uuid.uuid4().hex[:8]}"
+    pool = make_pool(f"{pg_dsn} application_name={app}", max_size=2)
+
+    def backends() -> int:
+        with psycopg.connect(pg_dsn) as admin:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+            return int(admin.execute(query, (app,)).fetchone()[0])
+
+    def checkout() -> None:
+        with pooled_connection(pool=pool) as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    checkout()
+    before = backends()
+    assert_no_growth(checkout, calls=2000, rounds=5)
+    assert before == backends()
+
+
+def test_no_growth_on_the_error_path(make_pool):
+    """Blocks that fail with SQL errors hold memory still too."""
+    pool = make_pool(max_size=1)
+
+    def failing() -> None:
+        with (
+            contextlib.suppress(psycopg.errors.DivisionByZero),
+            pooled_connection(pool=pool) as conn,
+        ):
+            conn.execute("SELECT 1/0")
+
+    assert_no_growth(failing, calls=500, rounds=5)
+
+
+def test_import_boundkit_does_not_import_psycopg():
+    """`import boundkit` leaves psycopg and psycopg_pool unimported."""
+    code = "import sys, boundkit; print(sorted(m for m in sys.modules if m.startswith('psycopg')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "[]" == out.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [("1", {"errors": 1}), ("", {"skipped": 1})], ids=["ci", "local"]
+)
+def test_database_fixture_fails_under_ci_when_no_database_answers(
+    pytester, monkeypatch, ci, outcome
+):
+    """With no reachable database the pg fixtures fail when CI is set, and skip otherwise."""
+    pytester.makeconftest('pytest_plugins = ["fix_pg"]')
+    pytester.makeini("[pytest]\nmarkers =\n    pg: needs PostgreSQL")
+    pytester.makepyfile("def test_needs_db(pg_dsn):\n    raise AssertionError('ran')\n")
+    with refused_port() as port:
+        monkeypatch.setenv("BOUNDKIT_TEST_DSN", f"host=127.0.0.1 port={port} user=postgres")
+        monkeypatch.setenv("CI", ci)
+        monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # fix_pg alone
+        result = pytester.runpytest_inprocess("-rsE")
+    result.assert_outcomes(**outcome)
+    result.stdout.fnmatch_lines(["*BOUNDKIT_TEST_DSN is set but cannot be reached*refused*"])

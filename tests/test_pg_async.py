@@ -1,0 +1,256 @@
+"""boundkit.pg_async against a real PostgreSQL: the same guarantees as the sync twin."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+psycopg = pytest.importorskip("psycopg")
+psycopg_pool = pytest.importorskip("psycopg_pool")
+
+from boundkit import ResourceClosedError  # noqa: E402
+from boundkit.pg_async import (  # noqa: E402
+    aclose_pools,
+    acreate_pool,
+    apool_stats,
+    apooled_connection,
+)
+from boundkit.testing import assert_no_growth  # noqa: E402
+from fix_pg import terminate_backends  # noqa: E402
+
+
+def run(test: Callable[[], Awaitable[Any]]) -> Any:
+    """Run one async scenario in a fresh loop, closing its pools afterwards."""
+
+    async def scenario() -> Any:
+        try:
+            return await test()
+        finally:
+            await aclose_pools()
+
+    return asyncio.run(scenario())
+
+
+async def _fetch(pool: psycopg_pool.AsyncConnectionPool, query: str) -> Any:
+    async with apooled_connection(pool=pool) as conn:
+        return (await (await conn.execute(query)).fetchone())[0]
+
+
+async def _one(pool: psycopg_pool.AsyncConnectionPool) -> int:
+    return int(await _fetch(pool, "SELECT 1"))
+
+
+async def _failed_requests(pool: psycopg_pool.AsyncConnectionPool, count: int) -> int:
+    failures = 0
+    for _ in range(count):
+        try:
+            assert 1 == await _one(pool)
+        except psycopg.Error:
+            failures += 1
+    return failures
+
+
+def test_commit_rollback_and_use_after_block(pg_dsn):
+    """Commit on success, rollback + propagate on error, refuse use after the block."""
+
+    async def scenario() -> tuple[int, bool]:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+        name = f"t_{uuid.uuid4().hex[:10]}"
+        async with apooled_connection(pool=pool) as conn:
+            await conn.execute(f"CREATE TABLE {name} (x int)")
+        error = KeyError("boom")
+        stale = []
+
+        async def failing() -> None:
+            async with apooled_connection(pool=pool) as conn:
+                stale.append(conn)
+                await conn.execute(f"INSERT INTO {name} VALUES (1)")
+                raise error
+
+        with pytest.raises(KeyError) as info:
+            await failing()
+        with pytest.raises(ResourceClosedError):
+            await stale[0].execute("SELECT 1")
+        async with apooled_connection(pool=pool) as conn:
+            rows = (await (await conn.execute(f"SELECT count(*) FROM {name}")).fetchone())[0]
+            await conn.execute(f"DROP TABLE {name}")
+        return rows, info.value is error
+
+    assert (0, True) == run(scenario)
+
+
+def test_session_state_does_not_reach_next_borrower(pg_dsn):
+    """SET and autocommit changes made in one block are gone in the next."""
+
+    async def scenario() -> tuple[str, bool]:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+        async with apooled_connection(pool=pool) as conn:
+            await conn.set_autocommit(True)
+            await conn.execute("SET search_path TO nowhere")
+        async with apooled_connection(pool=pool) as conn:
+            cur = await conn.execute("SELECT current_setting('search_path')")
+            return (await cur.fetchone())[0], conn.autocommit
+
+    assert ('"$user", public', False) == run(scenario)
+
+
+def test_killed_backends_cost_no_failed_request(pg_dsn):
+    """After every pooled backend is terminated the next requests all succeed."""
+    app = f"bk-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> tuple[int, int]:
+        pool = await acreate_pool(f"{pg_dsn} application_name={app}", min_size=4, max_size=4)
+        await pool.wait()
+        await asyncio.to_thread(terminate_backends, pg_dsn, app)
+        failures = await _failed_requests(pool, 10)
+        return failures, apool_stats()[pool.name]["recoveries"]
+
+    assert (0, 4) == run(scenario)
+
+
+def test_server_restart_costs_no_failed_request(pg_cluster):
+    """After the server restarts, requests succeed with no error and no backoff stall."""
+
+    async def scenario() -> tuple[int, float]:
+        pool = await acreate_pool(pg_cluster.dsn, min_size=4, max_size=4)
+        await pool.wait()
+        await asyncio.to_thread(pg_cluster.restart)
+        started = time.monotonic()
+        return await _failed_requests(pool, 10), time.monotonic() - started
+
+    failures, took = run(scenario)
+    assert 0 == failures
+    assert took < 2.0
+
+
+def test_serves_within_a_second_after_an_outage(pg_cluster):
+    """During a short outage requests fail with the cause; after it, serving resumes in ~1 s."""
+
+    async def scenario() -> float:
+        pool = await acreate_pool(pg_cluster.dsn, min_size=2, max_size=2, timeout=5)
+        await pool.wait()
+        await asyncio.to_thread(pg_cluster.stop)
+        try:
+            with pytest.raises(psycopg.OperationalError, match=r"cannot connect to .*refused"):
+                await _one(pool)
+            await asyncio.sleep(0.5)
+        finally:
+            await asyncio.to_thread(pg_cluster.start)
+        started = time.monotonic()
+        assert 1 == await _one(pool)
+        return time.monotonic() - started
+
+    assert run(scenario) < 1.5
+
+
+def test_statement_timeout_cancels_and_connection_stays_usable(pg_dsn):
+    """A statement over statement_timeout raises QueryCanceled; the connection is reused."""
+
+    async def scenario() -> tuple[int, int]:
+        pool = await acreate_pool(pg_dsn, max_size=1, statement_timeout=0.2)
+        before = await _fetch(pool, "SELECT pg_backend_pid()")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            await _fetch(pool, "SELECT pg_sleep(5)")
+        return before, await _fetch(pool, "SELECT pg_backend_pid()")
+
+    before, after = run(scenario)
+    assert before == after
+
+
+def test_idle_in_transaction_timeout_ends_the_session(pg_dsn):
+    """A transaction left idle past the timeout fails; the next borrower gets a fresh one."""
+
+    async def scenario() -> int:
+        pool = await acreate_pool(pg_dsn, max_size=1, idle_in_transaction_timeout=0.2)
+
+        async def idle_too_long() -> None:
+            async with apooled_connection(pool=pool) as conn:
+                await conn.execute("SELECT 1")
+                await asyncio.sleep(0.6)
+                await conn.execute("SELECT 1")
+
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            await idle_too_long()
+        return await _one(pool)
+
+    assert 1 == run(scenario)
+
+
+def test_forked_child_uses_its_own_pool(pg_dsn):
+    """A child process never uses the parent's async pool's connections nor closes them."""
+
+    async def in_child(pool: psycopg_pool.AsyncConnectionPool) -> int:
+        try:
+            return int(await _fetch(pool, "SELECT pg_backend_pid()"))
+        finally:
+            await aclose_pools()
+
+    async def scenario() -> tuple[int, int, int]:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+        parent_backend = await _fetch(pool, "SELECT pg_backend_pid()")
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child, on a loop of its own
+            try:
+                os.write(write_end, str(asyncio.run(in_child(pool))).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as reader:
+            child_backend = int(await asyncio.to_thread(reader.read) or 0)
+        await asyncio.to_thread(os.waitpid, child, 0)
+        return parent_backend, child_backend, await _fetch(pool, "SELECT pg_backend_pid()")
+
+    parent_backend, child_backend, parent_after = run(scenario)
+    assert child_backend not in (0, parent_backend)
+    assert parent_backend == parent_after
+
+
+def test_exhaustion_and_connection_errors(pg_dsn, pg_cluster):
+    """Exhaustion raises PoolTimeout with stats; a bad password raises the cause, redacted."""
+
+    async def scenario() -> str:
+        pool = await acreate_pool(pg_dsn, max_size=1, timeout=0.5)
+        async with apooled_connection(pool=pool):
+            with pytest.raises(psycopg_pool.PoolTimeout, match="leased=1"):
+                await _one(pool)
+        bad = await acreate_pool(f"{pg_cluster.dsn} password=wrong-secret-123")
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as info:
+            await _one(bad)
+        assert time.monotonic() - started < 2.0
+        return str(info.value)
+
+    message = run(scenario)
+    assert "password authentication failed" in message
+    assert "wrong-secret-123" not in message
+
+
+def test_no_growth_over_checkouts(pg_dsn):
+    """Async checkouts hold memory still."""
+
+    async def scenario() -> None:
+        pool = await acreate_pool(pg_dsn, max_size=2)
+
+        async def batch() -> None:
+            for _ in range(200):
+                await _one(pool)
+            with contextlib.suppress(psycopg.errors.DivisionByZero):
+                async with apooled_connection(pool=pool) as conn:
+                    await conn.execute("SELECT 1/0")
+
+        loop = asyncio.get_running_loop()
+
+        def calls() -> None:
+            asyncio.run_coroutine_threadsafe(batch(), loop).result()
+
+        await asyncio.to_thread(assert_no_growth, calls, calls=10, rounds=5)
+
+    run(scenario)

@@ -1,0 +1,356 @@
+"""Tests of boundkit.web: WSGI (Flask) and ASGI (Starlette, FastAPI) middleware on one core."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from boundkit import ASGIMiddleware, ConfigError, MemoryGuard, WebMonitor, WSGIMiddleware
+from boundkit.metrics import RequestStats
+from boundkit.testing import assert_no_growth
+
+MB = 1024**2
+SECRET = "hunter2-not-for-health"
+HEALTH_KEYS = {"status", "memory", "guard", "requests", "caches", "pools"}
+
+
+class FakeTimer:
+    """A clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class StatsCache:
+    """A cache-like object with shrink() and stats(), as BoundedCache has."""
+
+    class Stats:
+        def as_dict(self) -> dict[str, int]:
+            return {"entries": 3}
+
+    def shrink(self, fraction: float) -> None:
+        pass
+
+    def stats(self) -> StatsCache.Stats:
+        return StatsCache.Stats()
+
+
+@pytest.fixture
+def guard() -> MemoryGuard:
+    return MemoryGuard(limit="64G")
+
+
+@pytest.fixture
+def monitor(guard: MemoryGuard) -> WebMonitor:
+    return WebMonitor(guard=guard, stats=RequestStats(max_routes=10, window=100))
+
+
+@pytest.fixture
+def secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Secrets in the environment that the health output must never show."""
+    monkeypatch.setenv("BOUNDKIT_TEST_SECRET", SECRET)
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://app:{SECRET}@db.example/app")
+
+
+def routes(monitor: WebMonitor) -> dict[str, Any]:
+    return dict(monitor.stats.summary()["routes"])
+
+
+def check_health(body: bytes, monitor: WebMonitor) -> dict[str, Any]:
+    """The health JSON has the documented keys, the guard's view, and no secret."""
+    assert SECRET not in body.decode()
+    payload = json.loads(body)
+    assert HEALTH_KEYS == set(payload)
+    assert payload["guard"]["limit"] == monitor.guard.status()["limit"]
+    assert payload["status"] == payload["guard"]["level"]
+    assert "rss_mb" in payload["memory"]
+    return dict(payload)
+
+
+# -- WSGI with Flask ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def flask_client(monitor: WebMonitor) -> Any:
+    flask = pytest.importorskip("flask")
+    app = flask.Flask("guarded")
+
+    @app.get("/hello")
+    def hello() -> str:
+        return "hello"
+
+    @app.get("/boom")
+    def boom() -> str:
+        raise RuntimeError("boom")
+
+    app.wsgi_app = WSGIMiddleware(app.wsgi_app, monitor=monitor)  # type: ignore[method-assign]
+    client = app.test_client()
+    # buffered: read and close each body, as a WSGI server does
+    return functools.partial(client.get, buffered=True)
+
+
+def test_flask_requests_are_timed_by_route_and_status(
+    flask_client: Any, monitor: WebMonitor
+) -> None:
+    """Each request lands in RequestStats under its path with its status (404 and 500 too)."""
+    assert 200 == flask_client("/hello").status_code
+    assert 200 == flask_client("/hello").status_code
+    assert 404 == flask_client("/missing").status_code
+    assert 500 == flask_client("/boom").status_code
+    seen = routes(monitor)
+    assert (2, {"200": 2}) == (seen["/hello"]["requests"], seen["/hello"]["statuses"])
+    assert {"404": 1} == seen["/missing"]["statuses"]
+    assert {"500": 1} == seen["/boom"]["statuses"]
+
+
+@pytest.mark.usefixtures("secret_env")
+def test_flask_health_route(flask_client: Any, monitor: WebMonitor) -> None:
+    """/health answers JSON with memory, guard, requests, caches and pools, and no secrets."""
+    monitor.guard.register_cache(StatsCache(), name="pages")
+    flask_client("/hello")
+    response = flask_client("/health")
+    assert (200, "application/json") == (response.status_code, response.content_type)
+    payload = check_health(response.data, monitor)
+    assert {"pages": {"entries": 3}} == payload["caches"]
+    assert ["/hello"] == list(payload["requests"]["routes"])  # the health route is not counted
+
+
+def test_health_path_none_passes_through(monitor: WebMonitor) -> None:
+    """With health_path=None the app answers /health itself."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("204 No Content", [])
+        return [b""]
+
+    wrapped = WSGIMiddleware(app, monitor=monitor, health_path=None)
+    statuses: list[str] = []
+    wrapped({"PATH_INFO": "/health"}, lambda status, headers, exc=None: statuses.append(status))
+    assert ["204 No Content"] == statuses
+    assert {"204": 1} == routes(monitor)["/health"]["statuses"]
+
+
+def test_wsgi_exception_is_recorded_and_raised(monitor: WebMonitor) -> None:
+    """An app that raises is recorded as a 500 and the exception propagates unchanged."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        raise KeyError("lost")
+
+    with pytest.raises(KeyError, match="lost"):
+        WSGIMiddleware(app, monitor=monitor)({"PATH_INFO": "/x"}, lambda *a: None)
+    assert {"500": 1} == routes(monitor)["/x"]["statuses"]
+
+
+def test_streamed_wsgi_body_is_recorded_on_close(monitor: WebMonitor) -> None:
+    """A generator body is recorded when the server closes it, with the status sent."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("201 Created", [])
+        yield b"a"
+        yield b"b"
+
+    body = WSGIMiddleware(app, monitor=monitor)({"PATH_INFO": "/s"}, lambda *a: None)
+    assert b"ab" == b"".join(body)
+    assert "/s" not in routes(monitor)
+    body.close()  # type: ignore[attr-defined]
+    assert {"201": 1} == routes(monitor)["/s"]["statuses"]
+
+
+def test_file_wrapper_body_is_returned_unwrapped(monitor: WebMonitor) -> None:
+    """A server's wsgi.file_wrapper body comes back as is (sendfile) and is recorded at once."""
+
+    class FileWrapper:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield self.data
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](b"file")
+
+    environ = {"PATH_INFO": "/f", "wsgi.file_wrapper": FileWrapper}
+    body = WSGIMiddleware(app, monitor=monitor)(environ, lambda *a: None)
+    assert isinstance(body, FileWrapper)
+    assert {"200": 1} == routes(monitor)["/f"]["statuses"]
+
+
+def test_memory_is_checked_at_most_once_per_interval(guard: MemoryGuard) -> None:
+    """The guard is checked on the first request and then once per check_interval."""
+    timer = FakeTimer()
+    monitor = WebMonitor(guard=guard, stats=RequestStats(), check_interval=1.0, timer=timer)
+    for _ in range(50):
+        monitor.finish("/", monitor.start(), 200)
+    assert 1 == guard.status()["checks"]
+    timer.now += 1.0
+    monitor.start()
+    assert 2 == guard.status()["checks"]
+
+
+def test_bad_check_interval_raises_config_error(guard: MemoryGuard) -> None:
+    """A negative check_interval is refused with ConfigError."""
+    with pytest.raises(ConfigError, match="check_interval"):
+        WebMonitor(guard=guard, check_interval=-1)
+
+
+def _wsgi_hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+def test_wsgi_middleware_holds_no_growth(monitor: WebMonitor) -> None:
+    """The WSGI middleware holds zero net growth over 10,000 requests per round."""
+    wrapped = WSGIMiddleware(_wsgi_hello, monitor=monitor)
+    environ = {"PATH_INFO": "/hello", "REQUEST_METHOD": "GET"}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> None:
+        pass
+
+    assert_no_growth(lambda: wrapped(environ, start_response), calls=10_000, rounds=5)
+    assert routes(monitor)["/hello"]["requests"] > 10_000
+
+
+# -- ASGI with Starlette and FastAPI -----------------------------------------------------------
+
+
+@pytest.fixture
+def starlette_client(monitor: WebMonitor) -> Iterator[Any]:
+    pytest.importorskip("httpx")
+    applications = pytest.importorskip("starlette.applications")
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    async def hello(request: Any) -> Any:
+        return PlainTextResponse("hello")
+
+    async def boom(request: Any) -> Any:
+        raise RuntimeError("boom")
+
+    app = applications.Starlette(routes=[Route("/hello", hello), Route("/boom", boom)])
+    app.add_middleware(ASGIMiddleware, monitor=monitor)
+    with TestClient(app, raise_server_exceptions=False) as client:  # runs lifespan too
+        yield client
+
+
+def test_starlette_requests_are_timed(starlette_client: Any, monitor: WebMonitor) -> None:
+    """ASGI requests land in RequestStats with their status; failures count as 500."""
+    assert 200 == starlette_client.get("/hello").status_code
+    assert 404 == starlette_client.get("/nope").status_code
+    assert 500 == starlette_client.get("/boom").status_code
+    seen = routes(monitor)
+    assert {"200": 1} == seen["/hello"]["statuses"]
+    assert {"404": 1} == seen["/nope"]["statuses"]
+    assert {"500": 1} == seen["/boom"]["statuses"]
+
+
+@pytest.mark.usefixtures("secret_env")
+def test_starlette_health_route(starlette_client: Any, monitor: WebMonitor) -> None:
+    """The ASGI /health answers the same JSON as the WSGI one, with no secrets."""
+    starlette_client.get("/hello")
+    response = starlette_client.get("/health")
+    assert 200 == response.status_code
+    assert "application/json" == response.headers["content-type"]
+    payload = check_health(response.content, monitor)
+    assert ["/hello"] == list(payload["requests"]["routes"])
+
+
+def test_fastapi_app(monitor: WebMonitor) -> None:
+    """FastAPI apps take the ASGI middleware like any Starlette app."""
+    fastapi = pytest.importorskip("fastapi")
+    from starlette.testclient import TestClient
+
+    app = fastapi.FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    app.add_middleware(ASGIMiddleware, monitor=monitor)
+    with TestClient(app) as client:
+        assert {"id": 3} == client.get("/items/3").json()
+        check_health(client.get("/health").content, monitor)
+    assert {"200": 1} == routes(monitor)["/items/3"]["statuses"]
+
+
+def test_asgi_exception_is_recorded_and_raised(monitor: WebMonitor) -> None:
+    """An ASGI app that raises is recorded as a 500 and the exception propagates."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise KeyError("lost")
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request"}
+
+    async def send(message: Any) -> None:
+        pass
+
+    wrapped = ASGIMiddleware(app, monitor=monitor)
+    with pytest.raises(KeyError, match="lost"):
+        asyncio.run(wrapped({"type": "http", "path": "/x"}, receive, send))
+    assert {"500": 1} == routes(monitor)["/x"]["statuses"]
+
+
+def test_asgi_middleware_holds_no_growth(monitor: WebMonitor) -> None:
+    """The ASGI middleware holds zero net growth over 10,000 requests per round."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request"}
+
+    async def send(message: Any) -> None:
+        pass
+
+    wrapped = ASGIMiddleware(app, monitor=monitor)
+    scope = {"type": "http", "path": "/hello", "method": "GET"}
+    loop = asyncio.new_event_loop()
+    try:
+        assert_no_growth(
+            lambda: loop.run_until_complete(wrapped(scope, receive, send)), calls=10_000, rounds=5
+        )
+    finally:
+        loop.close()
+    assert routes(monitor)["/hello"]["requests"] > 10_000
+
+
+def test_health_lists_bounded_cache_stats(monitor: WebMonitor) -> None:
+    """A real BoundedCache registered with the guard shows its stats in the health JSON."""
+    cache_module = pytest.importorskip("boundkit.cache")
+    cache = cache_module.BoundedCache(maxsize=10)
+    cache["a"] = 1
+    cache.get("a")
+    monitor.guard.register_cache(cache, name="small")
+    payload = json.loads(monitor.health_body())
+    assert cache.stats().as_dict() == payload["caches"]["small"]
+    assert 1 == payload["caches"]["small"]["entries"]
+
+
+def test_health_lists_pools_with_password_redacted(monitor: WebMonitor, pg_dsn: str) -> None:
+    """A boundkit.pg pool shows in the health JSON, its conninfo without the password."""
+    pytest.importorskip("psycopg_pool")
+    from psycopg.conninfo import make_conninfo
+
+    from boundkit.pg import create_pool, pooled_connection
+
+    dsn = make_conninfo(pg_dsn, password=SECRET)  # trust auth: the password goes unused
+    pool = create_pool(dsn, max_size=1, name="health-test")
+    try:
+        with pooled_connection(pool=pool) as conn:
+            conn.execute("SELECT 1")
+        body = monitor.health_body()
+    finally:
+        pool.close()
+    assert SECRET not in body.decode()
+    pools = json.loads(body)["pools"]
+    assert 1 == pools["health-test"]["checkouts"]
