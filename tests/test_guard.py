@@ -16,6 +16,7 @@ import warnings
 import pytest
 
 from boundkit import ConfigError, MemoryLimit, ResourceClosedError, memory_limit
+from boundkit.cache import BoundedCache
 from boundkit.guard import MemoryGuard
 from boundkit.scope import memory_scope, monitor_memory
 from boundkit.testing import assert_no_growth
@@ -483,8 +484,7 @@ def test_register_pools_never_imports_psycopg() -> None:
 
 def test_bounded_cache_is_shrunk_at_critical(guard: MemoryGuard, memory: FakeMemory) -> None:
     """A real BoundedCache registered with the guard loses half its entries at critical."""
-    cache_module = pytest.importorskip("boundkit.cache")
-    cache = cache_module.BoundedCache(maxsize=100)
+    cache = BoundedCache(maxsize=100)
     for i in range(100):
         cache[i] = str(i)
     guard.register_cache(cache, name="numbers", fraction=0.5)

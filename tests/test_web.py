@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from boundkit import ASGIMiddleware, ConfigError, MemoryGuard, WebMonitor, WSGIMiddleware
+from boundkit.cache import BoundedCache
 from boundkit.metrics import RequestStats
 from boundkit.testing import assert_no_growth
 
@@ -326,8 +327,7 @@ def test_asgi_middleware_holds_no_growth(monitor: WebMonitor) -> None:
 
 def test_health_lists_bounded_cache_stats(monitor: WebMonitor) -> None:
     """A real BoundedCache registered with the guard shows its stats in the health JSON."""
-    cache_module = pytest.importorskip("boundkit.cache")
-    cache = cache_module.BoundedCache(maxsize=10)
+    cache = BoundedCache(maxsize=10)
     cache["a"] = 1
     cache.get("a")
     monitor.guard.register_cache(cache, name="small")

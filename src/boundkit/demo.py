@@ -202,3 +202,39 @@ def _cache_row() -> DemoRow:
 
 
 ROWS.append(_cache_row)
+
+
+def _pdf_row() -> DemoRow:
+    """Render a generated image PDF keeping every pixmap, then with render_pages."""
+    workload = "12 image pages: keep-all vs render_pages"
+    from .pdf import _pymupdf, release_pdf_memory, render_pages
+
+    try:
+        pymupdf = _pymupdf()
+    except ImportError:
+        return DemoRow("pdf", workload, skipped="PyMuPDF missing: pip install 'boundkit[pdf]'")
+
+    doc = pymupdf.open()
+    for number in range(12):
+        side = 1200
+        shade = bytes(((number * 20) % 256, 90, 200)) * side * side
+        image = pymupdf.Pixmap(pymupdf.csRGB, side, side, shade, False)
+        doc.new_page().insert_image(pymupdf.Rect(36, 36, 576, 756), pixmap=image)
+    data = doc.tobytes(deflate=True)
+    doc.close()
+    del doc, image
+    release_pdf_memory()  # what building the file left in the store is not either side's
+
+    def keep_all() -> list[object]:
+        opened = pymupdf.open(stream=data, filetype="pdf")
+        return [page.get_pixmap(dpi=150) for page in opened]
+
+    # boundkit first: its exit empties MuPDF's process-wide store, which would
+    # otherwise also give back what the naive run left there
+    boundkit, _ = measure(lambda: [len(png) for _, png in render_pages(data)])
+    naive, kept = measure(keep_all)
+    del kept
+    return DemoRow("pdf", workload, naive_growth=naive, boundkit_growth=boundkit)
+
+
+ROWS.append(_pdf_row)
