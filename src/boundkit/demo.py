@@ -38,9 +38,6 @@ def measure(workload: Callable[[], object]) -> tuple[int, object]:
     return process_memory().rss_anon - before, result
 
 
-ROWS: list[Callable[[], DemoRow]] = []
-
-
 def run_demo(out: TextIO) -> int:
     """Run every demo row, print the table to ``out`` and return an exit status."""
     header = f"{'part':<10} {'workload':<44} {'naive':>11} {'boundkit':>11}"
@@ -92,9 +89,6 @@ def _guard_row() -> DemoRow:
     return DemoRow("guard", "48 MiB into a dict cache, 24 MiB budget", naive, held)
 
 
-ROWS.append(_guard_row)
-
-
 def _pg_row() -> DemoRow:
     """Connections opened per request and never closed, beside pooled_connection()."""
     import os
@@ -132,9 +126,6 @@ def _pg_row() -> DemoRow:
             conn.close()
         close_pools()
     return DemoRow(part, workload, naive_growth, boundkit_growth)
-
-
-ROWS.append(_pg_row)
 
 
 def _metrics_row() -> DemoRow:
@@ -177,9 +168,6 @@ def _metrics_row() -> DemoRow:
     )
 
 
-ROWS.append(_metrics_row)
-
-
 def _cache_row() -> DemoRow:
     """100,000 distinct keys cached in a plain dict, then in a BoundedCache."""
     from .cache import BoundedCache
@@ -199,9 +187,6 @@ def _cache_row() -> DemoRow:
         naive_growth=naive_growth,
         boundkit_growth=boundkit_growth,
     )
-
-
-ROWS.append(_cache_row)
 
 
 def _pdf_row() -> DemoRow:
@@ -237,4 +222,4 @@ def _pdf_row() -> DemoRow:
     return DemoRow("pdf", workload, naive_growth=naive, boundkit_growth=boundkit)
 
 
-ROWS.append(_pdf_row)
+ROWS: list[Callable[[], DemoRow]] = [_cache_row, _pg_row, _metrics_row, _pdf_row, _guard_row]
