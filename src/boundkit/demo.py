@@ -6,14 +6,13 @@ process and reports how much anonymous memory each left behind.
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import TextIO
 
 from ._sizes import format_bytes
-from .memory import process_memory
+from .memory import process_memory, trim_memory
 
 __all__ = ["DemoRow", "run_demo"]
 
@@ -30,11 +29,15 @@ class DemoRow:
 
 
 def measure(workload: Callable[[], object]) -> tuple[int, object]:
-    """Run ``workload`` and return the anonymous memory it left held, and its result."""
-    gc.collect()
+    """Run ``workload`` and return the anonymous memory it left held, and its result.
+
+    The heap is trimmed before and after, so memory an earlier row freed but
+    had not given back is not counted for or against this one.
+    """
+    trim_memory()
     before = process_memory().rss_anon
     result = workload()
-    gc.collect()
+    trim_memory()
     return process_memory().rss_anon - before, result
 
 
