@@ -161,6 +161,15 @@ def collect(results: list[Any], deadline: float) -> tuple[list[dict[str, int]], 
     return done, failed
 
 
+def alive_children(pid: int) -> set[int]:
+    alive = set()
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.Error):
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.add(child.pid)
+    return alive
+
+
 def leak_run(*, max_memory_kib: int | None, logdir: Path) -> None:
     label = f"{max_memory_kib} KiB" if max_memory_kib else "not set"
     print(f"\nworker_max_memory_per_child = {label}; concurrency 2; {TASKS} tasks x {LEAK_MIB} MiB")
@@ -172,8 +181,12 @@ def leak_run(*, max_memory_kib: int | None, logdir: Path) -> None:
         results = [keep.delay(LEAK_MIB) for _ in range(TASKS)]
         done, failed = collect(results, started + RUN_TIMEOUT)
         elapsed = time.monotonic() - started
-        time.sleep(0.5)  # let the sampler see the last state
-        alive = {c.pid for c in psutil.Process(worker.proc.pid).children()}
+        over = {r["pid"] for r in done if max_memory_kib and r["rss"] > max_memory_kib * 1024}
+        alive = alive_children(worker.proc.pid)
+        wait_until = time.monotonic() + 5.0  # a child over the limit may still be exiting
+        while over & alive and time.monotonic() < wait_until:
+            time.sleep(0.05)
+            alive = alive_children(worker.proc.pid)
     finally:
         sampler.halt.set()
         sampler.join()
