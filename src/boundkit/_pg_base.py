@@ -14,7 +14,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from psycopg import pq
+from psycopg import errors, generators, pq
+from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .errors import ConfigError, ResourceClosedError
@@ -23,13 +24,14 @@ from .errors import ConfigError, ResourceClosedError
 # that psycopg caches per connection (DISCARD ALL would leave its cache naming
 # statements the server forgot). Always sent in the same round trip as the
 # COMMIT or ROLLBACK that ends the block (a separate reset round trip, e.g. in
-# psycopg_pool's background ``reset=``, measured slower: see bench_pg.py).
+# psycopg_pool's background ``reset=``, measured slower: see bench_pg.py), and
+# sent through libpq directly (closing_gen), not through a psycopg cursor.
 RESET_SQL = (
     "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; "
     "SELECT pg_advisory_unlock_all(); DISCARD TEMP"
 )
 COMMIT_SQL = f"{RESET_SQL}; COMMIT"
-# after ROLLBACK the rest runs in a transaction of its own, committed at once
+# after ROLLBACK the rest runs in an implicit transaction of its own
 ROLLBACK_SQL = f"ROLLBACK; {RESET_SQL}"
 
 # connection attributes a block may change that psycopg_pool does not restore
@@ -77,6 +79,7 @@ class PoolSettings:
     idle_in_transaction_timeout: float | None = 30.0
     connect_timeout: float = 5.0
     name: str | None = None
+    reset_session: bool = True
     pool_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -147,6 +150,7 @@ class PoolState:
     def __init__(self, settings: PoolSettings) -> None:
         self.settings = settings
         self.redacted = redact(settings.conninfo)
+        self.reset = settings.reset_session
         self.pid = os.getpid()
         self.checkouts = 0
         self.recoveries = 0
@@ -323,27 +327,58 @@ class LeaseBase:
         return f"<{type(self).__name__} {state}>"
 
 
-def closing_sql(status: int, *, commit: bool, used: bool) -> str | None:
+def closing_sql(status: int, *, commit: bool, used: bool, reset: bool = True) -> str | None:
     """The one query that ends a block's transaction and resets the session.
 
-    ``RESET_SQL`` (the block ended its transaction itself, or ran in autocommit)
-    must run in autocommit mode; ``None``: nothing to send (the connection was
-    not used, or is broken or busy and will be discarded).
+    With ``reset=False`` (``create_pool(reset_session=False)``) only the
+    ``COMMIT`` or ``ROLLBACK``. ``None``: nothing to send (the connection was
+    not used, or is broken or busy and will be discarded). Send it with
+    :func:`closing_gen`: through libpq's simple query protocol the statements
+    run whatever psycopg's ``autocommit`` says.
 
     >>> closing_sql(pq.TransactionStatus.INTRANS, commit=True, used=True) == COMMIT_SQL
     True
     >>> closing_sql(pq.TransactionStatus.INERROR, commit=True, used=True) == ROLLBACK_SQL
     True
+    >>> closing_sql(pq.TransactionStatus.IDLE, commit=True, used=True) == RESET_SQL
+    True
     >>> closing_sql(pq.TransactionStatus.IDLE, commit=True, used=False) is None
+    True
+    >>> closing_sql(pq.TransactionStatus.INTRANS, commit=True, used=True, reset=False)
+    'COMMIT'
+    >>> closing_sql(pq.TransactionStatus.IDLE, commit=True, used=True, reset=False) is None
     True
     """
     if status == pq.TransactionStatus.INTRANS:
-        return COMMIT_SQL if commit else ROLLBACK_SQL
+        if reset:
+            return COMMIT_SQL if commit else ROLLBACK_SQL
+        return "COMMIT" if commit else "ROLLBACK"
     if status == pq.TransactionStatus.INERROR:
-        return ROLLBACK_SQL
-    if status == pq.TransactionStatus.IDLE and used:
+        return ROLLBACK_SQL if reset else "ROLLBACK"
+    if status == pq.TransactionStatus.IDLE and used and reset:
         return RESET_SQL
     return None
+
+
+_ENCODED: dict[str, bytes] = {}
+
+
+def closing_gen(pgconn: pq.abc.PGconn, sql: str, encoding: str) -> PQGen[None]:
+    """Send ``sql`` (from :func:`closing_sql`) and wait for all its results.
+
+    For ``conn.wait()`` under ``conn.lock``. Straight through libpq, as
+    ``conn.commit()`` does: a psycopg cursor's ``execute()`` costs ~20 us more
+    client CPU per block (benchmarks/bench_pg.py). Raises the psycopg error of
+    the first statement that failed, as ``execute()`` would.
+    """
+    query = _ENCODED.get(sql)
+    if query is None:  # only the five strings closing_sql() returns
+        query = _ENCODED[sql] = sql.encode()
+    pgconn.send_query(query)
+    results = yield from generators.execute(pgconn)
+    for result in results:
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            raise errors.error_from_result(result, encoding=encoding)
 
 
 def needs_reset(conn: Any, saved: dict[str, Any]) -> dict[str, Any]:

@@ -26,12 +26,12 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ._pg_base import (
     ALIVE,
     DIAGNOSE_AFTER,
-    RESET_SQL,
     UNSURE,
     LeaseBase,
     PoolSettings,
     PoolState,
     Registry,
+    closing_gen,
     closing_sql,
     connect_failed_message,
     exhausted_message,
@@ -68,14 +68,20 @@ def create_pool(
     idle_in_transaction_timeout: float | None = 30.0,
     connect_timeout: float = 5.0,
     name: str | None = None,
+    reset_session: bool = True,
     **pool_kwargs: Any,
 ) -> ConnectionPool[psycopg.Connection[Any]]:
     """Open a ``psycopg_pool.ConnectionPool`` with memory-friendly defaults.
 
     ``conninfo`` defaults to ``DATABASE_URL``. Times are in seconds;
     ``statement_timeout`` and ``idle_in_transaction_timeout`` (``None``: no
-    limit) are set per connection through libpq ``options``. Other keywords go
-    to ``ConnectionPool``. Use it with :func:`pooled_connection`.
+    limit) are set per connection through libpq ``options``.
+    ``reset_session=False`` skips the session reset at the end of each block
+    (the ``COMMIT`` / ``ROLLBACK`` and the connection attributes still are
+    handled): only for code that never changes session state (``SET``, roles,
+    temp tables, ``LISTEN``, advisory locks, ``WITH HOLD`` cursors), to save
+    the reset's server and client time. Other keywords go to
+    ``ConnectionPool``. Use it with :func:`pooled_connection`.
     """
     settings = PoolSettings(
         conninfo=resolve_conninfo(conninfo),
@@ -88,6 +94,7 @@ def create_pool(
         idle_in_transaction_timeout=idle_in_transaction_timeout,
         connect_timeout=connect_timeout,
         name=name,
+        reset_session=reset_session,
         pool_kwargs=pool_kwargs,
     )
     return _open(settings)
@@ -234,14 +241,14 @@ def _give_back(
                 cursor.close()
         if commit:
             try:
-                _close_transaction(conn, commit=True, used=ended.used)
+                _close_transaction(conn, commit=True, used=ended.used, reset=state.reset)
             except Exception:
                 with contextlib.suppress(Exception):
-                    _close_transaction(conn, commit=False, used=True)
+                    _close_transaction(conn, commit=False, used=True, reset=state.reset)
                 raise
         else:
             with contextlib.suppress(Exception):
-                _close_transaction(conn, commit=False, used=True)
+                _close_transaction(conn, commit=False, used=True, reset=state.reset)
         for name, value in needs_reset(conn, ended.saved).items():
             setattr(conn, name, value)
     except BaseException:
@@ -255,20 +262,14 @@ def _give_back(
         state.returned()
 
 
-def _close_transaction(conn: psycopg.Connection[Any], *, commit: bool, used: bool) -> None:
+def _close_transaction(
+    conn: psycopg.Connection[Any], *, commit: bool, used: bool, reset: bool
+) -> None:
     # one round trip: COMMIT or ROLLBACK with the session reset
-    sql = closing_sql(conn.pgconn.transaction_status, commit=commit, used=used)
-    if sql is None:
-        return
-    if sql is not RESET_SQL:
-        conn.execute(sql, prepare=False)
-        return
-    autocommit = conn.autocommit
-    conn.autocommit = True
-    try:
-        conn.execute(sql, prepare=False)
-    finally:
-        conn.autocommit = autocommit
+    sql = closing_sql(conn.pgconn.transaction_status, commit=commit, used=used, reset=reset)
+    if sql is not None:
+        with conn.lock:
+            conn.wait(closing_gen(conn.pgconn, sql, conn.info.encoding))
 
 
 def pool_stats() -> dict[str, dict[str, Any]]:

@@ -18,13 +18,13 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from ._pg_base import (
     ALIVE,
     DIAGNOSE_AFTER,
-    RESET_SQL,
     SESSION_ATTRS,
     UNSURE,
     LeaseBase,
     PoolSettings,
     PoolState,
     Registry,
+    closing_gen,
     closing_sql,
     connect_failed_message,
     exhausted_message,
@@ -58,6 +58,7 @@ async def acreate_pool(
     idle_in_transaction_timeout: float | None = 30.0,
     connect_timeout: float = 5.0,
     name: str | None = None,
+    reset_session: bool = True,
     **pool_kwargs: Any,
 ) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
     """Open a ``psycopg_pool.AsyncConnectionPool``; arguments as :func:`boundkit.pg.create_pool`."""
@@ -72,6 +73,7 @@ async def acreate_pool(
         idle_in_transaction_timeout=idle_in_transaction_timeout,
         connect_timeout=connect_timeout,
         name=name,
+        reset_session=reset_session,
         pool_kwargs=pool_kwargs,
     )
     return await _open(settings)
@@ -201,14 +203,14 @@ async def _give_back(
                 await cursor.close()
         if commit:
             try:
-                await _close_transaction(conn, commit=True, used=ended.used)
+                await _close_transaction(conn, commit=True, used=ended.used, reset=state.reset)
             except Exception:
                 with contextlib.suppress(Exception):
-                    await _close_transaction(conn, commit=False, used=True)
+                    await _close_transaction(conn, commit=False, used=True, reset=state.reset)
                 raise
         else:
             with contextlib.suppress(Exception):
-                await _close_transaction(conn, commit=False, used=True)
+                await _close_transaction(conn, commit=False, used=True, reset=state.reset)
         for name, value in needs_reset(conn, ended.saved).items():
             if name in SESSION_ATTRS:
                 await getattr(conn, f"set_{name}")(value)
@@ -226,20 +228,13 @@ async def _give_back(
 
 
 async def _close_transaction(
-    conn: psycopg.AsyncConnection[Any], *, commit: bool, used: bool
+    conn: psycopg.AsyncConnection[Any], *, commit: bool, used: bool, reset: bool
 ) -> None:
-    sql = closing_sql(conn.pgconn.transaction_status, commit=commit, used=used)
-    if sql is None:
-        return
-    if sql is not RESET_SQL:
-        await conn.execute(sql, prepare=False)
-        return
-    autocommit = conn.autocommit
-    await conn.set_autocommit(True)
-    try:
-        await conn.execute(sql, prepare=False)
-    finally:
-        await conn.set_autocommit(autocommit)
+    # one round trip: COMMIT or ROLLBACK with the session reset
+    sql = closing_sql(conn.pgconn.transaction_status, commit=commit, used=used, reset=reset)
+    if sql is not None:
+        async with conn.lock:
+            await conn.wait(closing_gen(conn.pgconn, sql, conn.info.encoding))
 
 
 def apool_stats() -> dict[str, dict[str, Any]]:
