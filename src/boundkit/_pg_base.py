@@ -6,6 +6,7 @@ add the I/O.
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 import select
@@ -37,6 +38,8 @@ ROLLBACK_SQL = f"ROLLBACK; {RESET_SQL}"
 # connection attributes a block may change that psycopg_pool does not restore
 SESSION_ATTRS = ("autocommit", "isolation_level", "read_only", "deferrable")
 PLAIN_ATTRS = ("prepare_threshold", "row_factory", "cursor_factory")
+_ATTRS = SESSION_ATTRS + PLAIN_ATTRS
+_read_attrs = operator.attrgetter(*_ATTRS)  # one C call: the tuple of their values
 
 # how long a checkout waits before asking why no connection came
 DIAGNOSE_AFTER = 0.5
@@ -262,7 +265,7 @@ class Ended(NamedTuple):
 
     discard: bool
     used: bool
-    saved: dict[str, Any]
+    saved: tuple[Any, ...]
     cursors: list[Any]
 
 
@@ -281,8 +284,7 @@ class LeaseBase:
         object.__setattr__(self, "_cursors", [])
         object.__setattr__(self, "_discard", False)
         object.__setattr__(self, "_used", False)
-        saved = {name: getattr(conn, name) for name in SESSION_ATTRS + PLAIN_ATTRS}
-        object.__setattr__(self, "_saved", saved)
+        object.__setattr__(self, "_saved", _read_attrs(conn))
 
     def _live(self) -> Any:
         conn = self._conn
@@ -381,6 +383,9 @@ def closing_gen(pgconn: pq.abc.PGconn, sql: str, encoding: str) -> PQGen[None]:
             raise errors.error_from_result(result, encoding=encoding)
 
 
-def needs_reset(conn: Any, saved: dict[str, Any]) -> dict[str, Any]:
+def needs_reset(conn: Any, saved: tuple[Any, ...]) -> dict[str, Any]:
     """The session attributes a block changed, with the values to restore."""
-    return {name: value for name, value in saved.items() if getattr(conn, name) != value}
+    now = _read_attrs(conn)
+    if now == saved:
+        return {}
+    return {name: was for name, was, value in zip(_ATTRS, saved, now, strict=True) if value != was}
