@@ -31,8 +31,11 @@ RESET_SQL = (
     "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; "
     "SELECT pg_advisory_unlock_all(); DISCARD TEMP"
 )
-COMMIT_SQL = f"{RESET_SQL}; COMMIT"
-# after ROLLBACK the rest runs in an implicit transaction of its own
+# COMMIT first: when the COMMIT itself fails (a deferred constraint) that is the
+# error the block raises, the server skips the rest, and the rollback path sends
+# RESET_SQL alone (before the COMMIT, DISCARD TEMP would fail first with
+# "pending trigger events"). The reset then runs in an implicit transaction.
+COMMIT_SQL = f"COMMIT; {RESET_SQL}"
 ROLLBACK_SQL = f"ROLLBACK; {RESET_SQL}"
 
 # connection attributes a block may change that psycopg_pool does not restore

@@ -250,6 +250,7 @@ def _give_back(
 ) -> None:
     ended = lease._end()
     discard = ended.discard
+    failed: Exception | None = None  # the COMMIT's error, raised once the connection is back
     try:
         for cursor in ended.cursors:
             with contextlib.suppress(Exception):
@@ -257,13 +258,13 @@ def _give_back(
         if commit:
             try:
                 _close_transaction(conn, commit=True, used=ended.used, reset=state.reset)
-            except Exception:
-                with contextlib.suppress(Exception):
-                    _close_transaction(conn, commit=False, used=True, reset=state.reset)
-                raise
-        else:
-            with contextlib.suppress(Exception):
+            except Exception as exc:
+                failed = exc
+        if failed is not None or not commit:
+            try:
                 _close_transaction(conn, commit=False, used=True, reset=state.reset)
+            except Exception:
+                discard = True  # its session may not be reset
         for name, value in needs_reset(conn, ended.saved).items():
             setattr(conn, name, value)
     except BaseException:
@@ -275,6 +276,8 @@ def _give_back(
             conn.close()
         pool.putconn(conn)
         state.returned()
+    if failed is not None:
+        raise failed
 
 
 def _close_transaction(

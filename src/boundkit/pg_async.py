@@ -214,6 +214,7 @@ async def _give_back(
 ) -> None:
     ended = lease._end()
     discard = ended.discard
+    failed: Exception | None = None  # the COMMIT's error, raised once the connection is back
     try:
         for cursor in ended.cursors:
             with contextlib.suppress(Exception):
@@ -221,13 +222,13 @@ async def _give_back(
         if commit:
             try:
                 await _close_transaction(conn, commit=True, used=ended.used, reset=state.reset)
-            except Exception:
-                with contextlib.suppress(Exception):
-                    await _close_transaction(conn, commit=False, used=True, reset=state.reset)
-                raise
-        else:
-            with contextlib.suppress(Exception):
+            except Exception as exc:
+                failed = exc
+        if failed is not None or not commit:
+            try:
                 await _close_transaction(conn, commit=False, used=True, reset=state.reset)
+            except Exception:
+                discard = True  # its session may not be reset
         for name, value in needs_reset(conn, ended.saved).items():
             if name in SESSION_ATTRS:
                 await getattr(conn, f"set_{name}")(value)
@@ -242,6 +243,8 @@ async def _give_back(
             await conn.close()
         await pool.putconn(conn)
         state.returned()
+    if failed is not None:
+        raise failed
 
 
 async def _close_transaction(
