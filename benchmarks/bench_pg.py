@@ -8,8 +8,10 @@ of CALLS requests each, the order flipped every round so drift and load spikes
 hit both alike. Printed: the median over rounds of each round's median request
 time, the median over rounds of the per-round ratio, and the client CPU time per
 request (process_time, all threads: less sensitive to other processes' load).
-A third contender, the raw pool ending each request with boundkit's COMMIT +
-session reset query, shows how much of the gap is that reset. Recovery:
+Two more contenders: boundkit with ``create_pool(reset_session=False)`` (no
+session reset, the opt-out), and the raw pool ending each request with
+boundkit's COMMIT + session reset query sent as boundkit sends it, to show how
+much of the gap is that reset. Recovery:
 8 idle connections terminated with pg_terminate_backend, then 20 requests: time
 to the first success and failed requests, for boundkit and psycopg_pool with
 and without ``check=ConnectionPool.check_connection``.

@@ -372,7 +372,7 @@ def closing_gen(pgconn: pq.abc.PGconn, sql: str, encoding: str) -> PQGen[None]:
     """Send ``sql`` (from :func:`closing_sql`) and wait for all its results.
 
     For ``conn.wait()`` under ``conn.lock``. Straight through libpq, as
-    ``conn.commit()`` does: a psycopg cursor's ``execute()`` costs ~20 us more
+    ``conn.commit()`` does: a psycopg cursor's ``execute()`` cost ~30 us more
     client CPU per block (benchmarks/bench_pg.py). Raises the psycopg error of
     the first statement that failed, as ``execute()`` would.
     """
