@@ -8,8 +8,10 @@ of CALLS requests each, the order flipped every round so drift and load spikes
 hit both alike. Printed: the median over rounds of each round's median request
 time, the median over rounds of the per-round ratio, and the client CPU time per
 request (process_time, all threads: less sensitive to other processes' load).
-A third contender, the raw pool ending each request with boundkit's COMMIT +
-session reset query, shows how much of the gap is that reset. Recovery:
+Two more contenders: boundkit with ``create_pool(reset_session=False)`` (no
+session reset, the opt-out), and the raw pool ending each request with
+boundkit's COMMIT + session reset query sent as boundkit sends it, to show how
+much of the gap is that reset. Recovery:
 8 idle connections terminated with pg_terminate_backend, then 20 requests: time
 to the first success and failed requests, for boundkit and psycopg_pool with
 and without ``check=ConnectionPool.check_connection``.
@@ -27,7 +29,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from boundkit._pg_base import COMMIT_SQL
+from boundkit._pg_base import COMMIT_SQL, closing_gen
 from boundkit.pg import create_pool, pooled_connection
 
 DSN = os.environ.get("DATABASE_URL", "host=127.0.0.1 port=5432 user=postgres dbname=test")
@@ -65,6 +67,7 @@ def latency() -> None:
     raw = ConnectionPool(DSN, min_size=1, max_size=3, open=True)
     reset = ConnectionPool(DSN, min_size=1, max_size=3, open=True)
     ours = create_pool(DSN, min_size=1, max_size=3)
+    bare = create_pool(DSN, min_size=1, max_size=3, reset_session=False)
 
     def raw_request() -> None:
         with raw.connection() as conn:
@@ -74,20 +77,30 @@ def latency() -> None:
         with pooled_connection(pool=ours) as conn:
             conn.execute("SELECT 1").fetchone()
 
+    def bare_request() -> None:
+        with pooled_connection(pool=bare) as conn:
+            conn.execute("SELECT 1").fetchone()
+
     def reset_request() -> None:  # raw pool, ending with boundkit's COMMIT + session reset
         conn = reset.getconn()
         conn.execute("SELECT 1").fetchone()
-        conn.execute(COMMIT_SQL, prepare=False)
+        with conn.lock:
+            conn.wait(closing_gen(conn.pgconn, COMMIT_SQL, "utf-8"))
         reset.putconn(conn)
 
     def connect_request() -> None:
         with psycopg.connect(DSN) as conn:
             conn.execute("SELECT 1").fetchone()
 
-    contenders = {"raw": raw_request, "reset": reset_request, "ours": our_request}
+    contenders = {
+        "raw": raw_request,
+        "reset": reset_request,
+        "ours": our_request,
+        "bare": bare_request,
+    }
     runs = interleaved(contenders, ROUNDS, CALLS)
     connects = interleaved({"connect": connect_request}, 5, 20)["connect"]
-    for pool in (raw, reset, ours):
+    for pool in (raw, reset, ours, bare):
         pool.close()
 
     def median(name: str, index: int = 0) -> float:
@@ -95,15 +108,25 @@ def latency() -> None:
 
     t_raw, t_ours = median("raw"), median("ours")
     c_raw, c_ours = median("raw", 1), median("ours", 1)
-    paired = statistics.median(o[0] / r[0] for o, r in zip(runs["ours"], runs["raw"], strict=True))
+
+    def paired(name: str) -> float:
+        pairs = zip(runs[name], runs["raw"], strict=True)
+        return statistics.median(o[0] / r[0] for o, r in pairs)
+
     t_reset, c_reset = median("reset"), median("reset", 1)
+    t_bare, c_bare = median("bare"), median("bare", 1)
     t_connect = statistics.median(run[0] for run in connects)
     print(f"latency per request, SELECT 1: median of {ROUNDS} interleaved round medians")
     print(f"  psycopg_pool pool.connection()   {t_raw * 1e6:9.1f} us   cpu {c_raw * 1e6:6.1f} us")
     print(
         f"  boundkit pooled_connection()     {t_ours * 1e6:9.1f} us   cpu {c_ours * 1e6:6.1f} us"
-        f"   {t_ours / t_raw:.2f}x raw pool (median of paired ratios {paired:.2f}x,"
+        f"   {t_ours / t_raw:.2f}x raw pool (median of paired ratios {paired('ours'):.2f}x,"
         f" cpu {c_ours / c_raw:.2f}x)"
+    )
+    print(
+        f"  ... with reset_session=False     {t_bare * 1e6:9.1f} us   cpu {c_bare * 1e6:6.1f} us"
+        f"   {t_bare / t_raw:.2f}x raw pool (median of paired ratios {paired('bare'):.2f}x,"
+        f" cpu {c_bare / c_raw:.2f}x)"
     )
     print(
         f"  of which the session reset       {t_reset * 1e6:9.1f} us   cpu {c_reset * 1e6:6.1f} us"

@@ -180,6 +180,46 @@ def test_session_state_is_reset_whatever_the_block_ends_with(make_pool, ending):
     assert 0 == pool_stats()[pool.name]["discards"]
 
 
+def test_failed_commit_raises_the_psycopg_error_and_rolls_back(make_pool):
+    """An error raised by the COMMIT ending the block propagates as psycopg's error class."""
+    pool = make_pool(max_size=1)
+
+    def violate_at_commit() -> None:
+        with pooled_connection(pool=pool) as conn:
+            conn.execute("CREATE TEMP TABLE dup (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+            conn.execute("INSERT INTO dup VALUES (1), (1)")
+
+    with pytest.raises(psycopg.errors.UniqueViolation, match="duplicate key"):
+        violate_at_commit()
+    with pooled_connection(pool=pool) as conn:
+        seen = conn.execute("SELECT to_regclass('pg_temp.dup')").fetchone()[0]
+    stats = pool_stats()[pool.name]
+    assert (None, 0, 0) == (seen, stats["leased"], stats["discards"])
+
+
+def test_reset_session_false_keeps_session_state_but_ends_the_transaction(make_pool, table):
+    """With reset_session=False a SET reaches the next borrower; commit and attributes do not."""
+    pool = make_pool(max_size=1, reset_session=False)
+    with pooled_connection(pool=pool) as conn:
+        conn.execute("SET search_path TO nowhere, public")
+        conn.execute(f"INSERT INTO {table} VALUES (1)")
+        conn.row_factory = psycopg.rows.dict_row
+    with pooled_connection(pool=pool) as conn:
+        seen = conn.execute(
+            f"SELECT current_setting('search_path'), (SELECT count(*) FROM {table})"
+        ).fetchone()
+    assert ("nowhere, public", 1) == seen
+
+
+def test_a_pooled_connection_call_is_entered_once(make_pool):
+    """Entering the same pooled_connection() object while it is lent raises RuntimeError."""
+    lending = pooled_connection(pool=make_pool(max_size=2))
+    with lending, pytest.raises(RuntimeError, match="already in use"), lending:
+        pass
+    with lending as conn:
+        assert 1 == conn.execute("SELECT 1").fetchone()[0]
+
+
 def test_pg_base_doctests():
     """The examples in boundkit._pg_base's docstrings hold."""
     import doctest

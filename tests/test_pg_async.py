@@ -101,6 +101,28 @@ def test_session_state_does_not_reach_next_borrower(pg_dsn):
     assert ('"$user", public', False) == run(scenario)
 
 
+def test_failed_commit_raises_and_reset_session_false_keeps_state(pg_dsn):
+    """A failing COMMIT raises psycopg's error; reset_session=False hands SETs on."""
+
+    async def scenario() -> tuple[bool, str]:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+        raised = False
+        try:
+            async with apooled_connection(pool=pool) as conn:
+                await conn.execute(
+                    "CREATE TEMP TABLE dup (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)"
+                )
+                await conn.execute("INSERT INTO dup VALUES (1), (1)")
+        except psycopg.errors.UniqueViolation:
+            raised = True
+        bare = await acreate_pool(pg_dsn, max_size=1, reset_session=False)
+        async with apooled_connection(pool=bare) as conn:
+            await conn.execute("SET search_path TO nowhere")
+        return raised, await _fetch(bare, "SELECT current_setting('search_path')")
+
+    assert (True, "nowhere") == run(scenario)
+
+
 def test_killed_backends_cost_no_failed_request(pg_dsn):
     """After every pooled backend is terminated the next requests all succeed."""
     app = f"bk-{uuid.uuid4().hex[:8]}"

@@ -6,6 +6,7 @@ add the I/O.
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 import select
@@ -14,7 +15,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from psycopg import pq
+from psycopg import errors, generators, pq
+from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .errors import ConfigError, ResourceClosedError
@@ -23,18 +25,24 @@ from .errors import ConfigError, ResourceClosedError
 # that psycopg caches per connection (DISCARD ALL would leave its cache naming
 # statements the server forgot). Always sent in the same round trip as the
 # COMMIT or ROLLBACK that ends the block (a separate reset round trip, e.g. in
-# psycopg_pool's background ``reset=``, measured slower: see bench_pg.py).
+# psycopg_pool's background ``reset=``, measured slower: see bench_pg.py), and
+# sent through libpq directly (closing_gen), not through a psycopg cursor.
 RESET_SQL = (
     "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; "
     "SELECT pg_advisory_unlock_all(); DISCARD TEMP"
 )
-COMMIT_SQL = f"{RESET_SQL}; COMMIT"
-# after ROLLBACK the rest runs in a transaction of its own, committed at once
+# COMMIT first: when the COMMIT itself fails (a deferred constraint) that is the
+# error the block raises, the server skips the rest, and the rollback path sends
+# RESET_SQL alone (before the COMMIT, DISCARD TEMP would fail first with
+# "pending trigger events"). The reset then runs in an implicit transaction.
+COMMIT_SQL = f"COMMIT; {RESET_SQL}"
 ROLLBACK_SQL = f"ROLLBACK; {RESET_SQL}"
 
 # connection attributes a block may change that psycopg_pool does not restore
 SESSION_ATTRS = ("autocommit", "isolation_level", "read_only", "deferrable")
 PLAIN_ATTRS = ("prepare_threshold", "row_factory", "cursor_factory")
+_ATTRS = SESSION_ATTRS + PLAIN_ATTRS
+_read_attrs = operator.attrgetter(*_ATTRS)  # one C call: the tuple of their values
 
 # how long a checkout waits before asking why no connection came
 DIAGNOSE_AFTER = 0.5
@@ -77,6 +85,7 @@ class PoolSettings:
     idle_in_transaction_timeout: float | None = 30.0
     connect_timeout: float = 5.0
     name: str | None = None
+    reset_session: bool = True
     pool_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -147,6 +156,7 @@ class PoolState:
     def __init__(self, settings: PoolSettings) -> None:
         self.settings = settings
         self.redacted = redact(settings.conninfo)
+        self.reset = settings.reset_session
         self.pid = os.getpid()
         self.checkouts = 0
         self.recoveries = 0
@@ -258,7 +268,7 @@ class Ended(NamedTuple):
 
     discard: bool
     used: bool
-    saved: dict[str, Any]
+    saved: tuple[Any, ...]
     cursors: list[Any]
 
 
@@ -277,8 +287,7 @@ class LeaseBase:
         object.__setattr__(self, "_cursors", [])
         object.__setattr__(self, "_discard", False)
         object.__setattr__(self, "_used", False)
-        saved = {name: getattr(conn, name) for name in SESSION_ATTRS + PLAIN_ATTRS}
-        object.__setattr__(self, "_saved", saved)
+        object.__setattr__(self, "_saved", _read_attrs(conn))
 
     def _live(self) -> Any:
         conn = self._conn
@@ -323,29 +332,63 @@ class LeaseBase:
         return f"<{type(self).__name__} {state}>"
 
 
-def closing_sql(status: int, *, commit: bool, used: bool) -> str | None:
+def closing_sql(status: int, *, commit: bool, used: bool, reset: bool = True) -> str | None:
     """The one query that ends a block's transaction and resets the session.
 
-    ``RESET_SQL`` (the block ended its transaction itself, or ran in autocommit)
-    must run in autocommit mode; ``None``: nothing to send (the connection was
-    not used, or is broken or busy and will be discarded).
+    With ``reset=False`` (``create_pool(reset_session=False)``) only the
+    ``COMMIT`` or ``ROLLBACK``. ``None``: nothing to send (the connection was
+    not used, or is broken or busy and will be discarded). Send it with
+    :func:`closing_gen`: through libpq's simple query protocol the statements
+    run whatever psycopg's ``autocommit`` says.
 
     >>> closing_sql(pq.TransactionStatus.INTRANS, commit=True, used=True) == COMMIT_SQL
     True
     >>> closing_sql(pq.TransactionStatus.INERROR, commit=True, used=True) == ROLLBACK_SQL
     True
+    >>> closing_sql(pq.TransactionStatus.IDLE, commit=True, used=True) == RESET_SQL
+    True
     >>> closing_sql(pq.TransactionStatus.IDLE, commit=True, used=False) is None
+    True
+    >>> closing_sql(pq.TransactionStatus.INTRANS, commit=True, used=True, reset=False)
+    'COMMIT'
+    >>> closing_sql(pq.TransactionStatus.IDLE, commit=True, used=True, reset=False) is None
     True
     """
     if status == pq.TransactionStatus.INTRANS:
-        return COMMIT_SQL if commit else ROLLBACK_SQL
+        if reset:
+            return COMMIT_SQL if commit else ROLLBACK_SQL
+        return "COMMIT" if commit else "ROLLBACK"
     if status == pq.TransactionStatus.INERROR:
-        return ROLLBACK_SQL
-    if status == pq.TransactionStatus.IDLE and used:
+        return ROLLBACK_SQL if reset else "ROLLBACK"
+    if status == pq.TransactionStatus.IDLE and used and reset:
         return RESET_SQL
     return None
 
 
-def needs_reset(conn: Any, saved: dict[str, Any]) -> dict[str, Any]:
+_ENCODED: dict[str, bytes] = {}
+
+
+def closing_gen(pgconn: pq.abc.PGconn, sql: str, encoding: str) -> PQGen[None]:
+    """Send ``sql`` (from :func:`closing_sql`) and wait for all its results.
+
+    For ``conn.wait()`` under ``conn.lock``. Straight through libpq, as
+    ``conn.commit()`` does: a psycopg cursor's ``execute()`` cost ~30 us more
+    client CPU per block (benchmarks/bench_pg.py). Raises the psycopg error of
+    the first statement that failed, as ``execute()`` would.
+    """
+    query = _ENCODED.get(sql)
+    if query is None:  # only the five strings closing_sql() returns
+        query = _ENCODED[sql] = sql.encode()
+    pgconn.send_query(query)
+    results = yield from generators.execute(pgconn)
+    for result in results:
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            raise errors.error_from_result(result, encoding=encoding)
+
+
+def needs_reset(conn: Any, saved: tuple[Any, ...]) -> dict[str, Any]:
     """The session attributes a block changed, with the values to restore."""
-    return {name: value for name, value in saved.items() if getattr(conn, name) != value}
+    now = _read_attrs(conn)
+    if now == saved:
+        return {}
+    return {name: was for name, was, value in zip(_ATTRS, saved, now, strict=True) if value != was}
