@@ -12,29 +12,24 @@ reach the LRU end, and by :meth:`BoundedCache.expire`.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import sys
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, ItemsView, Iterator, MutableMapping, ValuesView
-from typing import Any, Generic, TypeVar, overload
+from collections.abc import ItemsView, Iterator, MutableMapping, ValuesView
+from typing import Any, TypeVar, overload
 
-from ._cache_base import (
+from ._cache_core import (
     MISSING,
     UNCHANGED,
+    CacheCore,
     CacheStats,
-    Entry,
-    EvictReason,
     Evicted,
+    EvictReason,
     check_bound,
     check_fraction,
     snapshot,
 )
 from ._cached import CachedFunction, CacheInfo, cached
-from ._sizes import estimate_size
 from .errors import ConfigError
 
 __all__ = ["BoundedCache", "CacheInfo", "CacheStats", "CachedFunction", "EvictReason", "cached"]
@@ -49,7 +44,7 @@ _log = logging.getLogger(__name__)
 GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
-class BoundedCache(MutableMapping[K, V], Generic[K, V]):
+class BoundedCache(CacheCore[K, V], MutableMapping[K, V]):
     """A thread-safe LRU cache bounded by entries, estimated bytes and time to live.
 
     Give at least one of ``maxsize`` (entries), ``max_bytes`` (the sum of
@@ -68,41 +63,6 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
     ['a', 'c']
     """
 
-    def __init__(
-        self,
-        maxsize: int | None = None,
-        *,
-        max_bytes: int | None = None,
-        ttl: float | None = None,
-        sizeof: Callable[[Any], int] = estimate_size,
-        timer: Callable[[], float] = time.monotonic,
-        on_evict: Callable[[K, V, EvictReason], object] | None = None,
-    ) -> None:
-        self._max_entries = check_bound("maxsize", maxsize, integer=True)
-        self._max_bytes = check_bound("max_bytes", max_bytes, integer=True)
-        self._ttl = check_bound("ttl", ttl, integer=False)
-        if math.inf == self._max_entries == self._max_bytes == self._ttl:
-            raise ConfigError("give at least one finite bound: maxsize, max_bytes or ttl")
-        self._sizeof = sizeof
-        self._timer = timer
-        self._on_evict = on_evict
-        self._data: OrderedDict[K, Entry] = OrderedDict()
-        self._refresh = self._data.move_to_end
-        self._lock = threading.Lock()
-        self._sized = self._max_bytes != math.inf
-        self._timed = self._ttl != math.inf
-        # Sizes are held in units of _unit bytes: estimate_size counts whole 8-byte words,
-        # so most entries' sizes stay small enough to be CPython's shared small ints.
-        self._unit = 8 if sizeof is estimate_size else 1
-        self._max_weight = self._max_bytes / self._unit
-        self._weight = 0
-        # Hits are counted without the lock: next() on an itertools.count is one C call.
-        # stats() reads it with next() too, and subtracts the reads it made.
-        self._hits = itertools.count()
-        self._hit_reads = 0
-        self._misses = 0
-        self._evictions = self._expirations = self._rejections = 0
-
     # -- reading -----------------------------------------------------------
 
     def __getitem__(self, key: K) -> V:
@@ -113,7 +73,7 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
             return self._locked_getitem(key)
         if self._timed and self._timer() >= entry:
             return self._locked_getitem(key)
-        try:
+        try:  # noqa: SIM105 - contextlib.suppress costs a hit 20% more
             self._refresh(key)
         except KeyError:
             pass  # removed by another thread since the lookup: this hit came first
@@ -132,7 +92,7 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
         entry = self._data.get(key)
         if entry is None or (self._timed and self._timer() >= entry):
             return self._lookup(key, default)
-        try:
+        try:  # noqa: SIM105 - contextlib.suppress costs a hit 20% more
             self._refresh(key)
         except KeyError:
             pass  # removed by another thread since the lookup: this hit came first
@@ -144,35 +104,11 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
         value = self._lookup(key, MISSING)
         if value is MISSING:
             return self.__missing__(key)
-        return value  # type: ignore[no-any-return]
+        return value  # type: ignore[return-value]
 
     def _locked_get(self, key: K, default: object = None) -> object:
         """``get()`` under the lock (the free-threaded build's hit path)."""
         return self._lookup(key, default)
-
-    def _lookup(self, key: K, default: object) -> object:
-        """Look ``key`` up again under the lock, so a miss is decided by the lock holder.
-
-        A lock-free lookup can miss a key that a writer holding the lock has
-        popped and is about to store again; here that writer has finished.
-        """
-        dropped = None
-        lock = self._lock
-        lock.acquire()
-        try:
-            entry = self._data.get(key)
-            if entry is not None:
-                if not self._timed or self._timer() < entry:
-                    self._refresh(key)
-                    next(self._hits)
-                    return entry.value
-                dropped = self._drop_expired(key, entry)
-            self._misses += 1
-        finally:
-            lock.release()
-        if dropped:
-            self._notify(dropped)
-        return default
 
     def peek(self, key: K, default: T | None = None) -> V | T | None:
         """Return the value under ``key``, or ``default``, without refreshing its recency."""
@@ -232,53 +168,6 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
         if value is not MISSING:
             return value  # type: ignore[no-any-return]
         return self._store(key, default, self._ttl, replace=False)
-
-    def _store(self, key: K, value: V, ttl: float, *, replace: bool) -> V:
-        """Store an entry and evict down to the bounds; return the value now under ``key``."""
-        size = 0
-        if self._sized:
-            size = self._sizeof(value)
-            if not (isinstance(size, int) and size >= 0):
-                raise ConfigError(f"sizeof must return a non-negative int, got {size!r}")
-            size = -(-size // self._unit)
-        if ttl != math.inf:
-            self._timed = True
-        now = self._timer() if self._timed else -math.inf
-        entry = Entry(math.inf if ttl == math.inf else now + ttl)
-        entry.value = value
-        entry.size = size
-        dropped: Evicted = []
-        lock = self._lock
-        lock.acquire()
-        try:
-            data = self._data
-            old = data.pop(key, None)
-            if old is not None:
-                self._weight -= old.size
-                if now < old:
-                    if not replace:
-                        data[key] = old
-                        self._weight += old.size
-                        return old.value  # type: ignore[no-any-return]
-                    dropped.append((key, old.value, "replaced"))
-                else:
-                    self._expirations += 1
-                    dropped.append((key, old.value, "expired"))
-            if size > self._max_weight:
-                self._rejections += 1
-                dropped.append((key, value, "rejected"))
-            else:
-                # Make room first, so len(data) never exceeds maxsize, not even for
-                # lock-free readers of len() mid-insert; the new entry is not at risk.
-                if len(data) >= self._max_entries or self._weight + size > self._max_weight:
-                    self._evict_to(self._max_entries - 1, self._max_weight - size, now, dropped)
-                data[key] = entry
-                self._weight += size
-        finally:
-            lock.release()
-        if dropped and self._on_evict is not None:
-            self._notify(dropped)
-        return value
 
     # -- removing ----------------------------------------------------------
 
@@ -344,18 +233,14 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
         self._notify(dropped)
         return len(dropped)
 
-    def resize(
-        self, maxsize: int | None = UNCHANGED, *, max_bytes: int | None = UNCHANGED
-    ) -> None:
+    def resize(self, maxsize: int | None = UNCHANGED, *, max_bytes: int | None = UNCHANGED) -> None:
         """Change the bounds (None removes one) and evict down to them at once.
 
         Turning ``max_bytes`` on estimates every entry held, under the lock.
         """
         entries = self._max_entries if maxsize is UNCHANGED else maxsize
         budget = self._max_bytes if max_bytes is UNCHANGED else max_bytes
-        new_entries = check_bound(
-            "maxsize", None if entries == math.inf else entries, integer=True
-        )
+        new_entries = check_bound("maxsize", None if entries == math.inf else entries, integer=True)
         new_bytes = check_bound("max_bytes", None if budget == math.inf else budget, integer=True)
         if math.inf == new_entries == new_bytes == self._ttl:
             raise ConfigError("give at least one finite bound: maxsize, max_bytes or ttl")
@@ -393,52 +278,6 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
             self._evict_to(entries_target, weight_target, now, dropped)
         self._notify(dropped)
         return len(dropped)
-
-    def _evict_to(
-        self, max_entries: float, max_weight: float, now: float, dropped: Evicted
-    ) -> None:
-        """Pop least recently used entries until both limits hold; call with the lock held."""
-        data = self._data
-        while data and (len(data) > max_entries or self._weight > max_weight):
-            key, entry = data.popitem(last=False)
-            self._weight -= entry.size
-            if entry <= now:
-                self._expirations += 1
-                dropped.append((key, entry.value, "expired"))
-            else:
-                self._evictions += 1
-                dropped.append((key, entry.value, "capacity"))
-
-    def _drop_expired(self, key: K, entry: Entry) -> Evicted:
-        """Remove one expired entry; call with the lock held."""
-        del self._data[key]
-        self._weight -= entry.size
-        self._expirations += 1
-        return [(key, entry.value, "expired")]
-
-    def _reweigh(self, sizeof: Callable[[Any], int] | None) -> None:
-        """Re-size every entry with ``sizeof`` (None: stop sizing); call with the lock held.
-
-        Entries are replaced, not changed, because copies of the cache share them.
-        """
-        self._weight = 0
-        for key, entry in snapshot(self._data):
-            fresh = Entry(entry)
-            fresh.value = entry.value
-            fresh.size = 0 if sizeof is None else -(-sizeof(entry.value) // self._unit)
-            self._data[key] = fresh
-            self._weight += fresh.size
-        self._sized = sizeof is not None
-
-    def _notify(self, dropped: Evicted) -> None:
-        callback = self._on_evict
-        if callback is None:
-            return
-        for key, value, reason in dropped:
-            try:
-                callback(key, value, reason)
-            except Exception:
-                _log.exception("on_evict raised for a %s entry; the cache is unaffected", reason)
 
     # -- introspection -----------------------------------------------------
 
@@ -485,27 +324,6 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
             f"{type(self).__name__}(maxsize={self.maxsize!r}, max_bytes={self.max_bytes!r}, "
             f"ttl={self.ttl!r}, entries={len(self._data)})"
         )
-
-    def _count_hits(self) -> int:
-        """The hits so far; call with the lock held (each read advances the counter once)."""
-        hits = next(self._hits) - self._hit_reads
-        self._hit_reads += 1
-        return hits
-
-    def __getstate__(self) -> dict[str, Any]:
-        with self._lock:
-            state = self.__dict__.copy()
-            state["_data"] = OrderedDict(snapshot(self._data))
-            state["_hits"] = self._count_hits()
-        del state["_lock"], state["_refresh"], state["_hit_reads"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._hits = itertools.count(state["_hits"])
-        self._hit_reads = 0
-        self._refresh = self._data.move_to_end
-        self._lock = threading.Lock()
 
 
 if not GIL_ENABLED:  # pragma: no cover - free-threaded CPython only
