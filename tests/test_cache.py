@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import pickle
@@ -682,6 +683,149 @@ def test_hammer_from_eight_threads_keeps_every_invariant() -> None:
     held = list(cache._data.values())
     assert sum(len(entry.value) for entry in held) == cache.stats().bytes
     assert all(entry.size == len(entry.value) for entry in held)
+
+
+# -- the lock-free hit path ------------------------------------------------------
+
+
+def test_hit_racing_a_delete_returns_the_value_and_corrupts_nothing() -> None:
+    """A key deleted between a hit's lookup and its move_to_end: the hit still returns
+    its value (it came first), the delete wins, and the counters stay exact."""
+    cache: BoundedCache[str, str] = BoundedCache(10, ttl=60, timer=lambda: race())
+    deleted: list[str] = []
+
+    def race() -> float:  # the clock read sits between the lookup and move_to_end
+        if not deleted and "a" in cache._data:
+            deleted.append("a")
+            cache._data.pop("a")  # what another thread's `del` does inside the lock
+        return 0.0
+
+    cache.set("a", "A")
+    deleted.clear()
+    assert "A" == cache["a"]
+    assert ["a"] == deleted
+    assert "a" not in cache
+    cache.set("b", "B")
+    deleted.append("done")
+    assert ["b"] == list(cache)
+    assert (1, 0) == (cache.stats().hits, cache.stats().misses)
+
+
+def test_a_miss_is_decided_under_the_lock() -> None:
+    """A lookup that finds nothing lock-free while a writer holds the lock (the key popped
+    and about to be stored again) waits for the writer and returns the stored value."""
+    cache: BoundedCache[str, str] = BoundedCache(10)
+    cache["k"] = "v"
+    results: list[object] = []
+    with cache._lock:  # a writer mid-operation: the key is out of the dict for a moment
+        entry = cache._data.pop("k")
+        reader = threading.Thread(target=lambda: results.append(cache.get("k")))
+        reader.start()
+        reader.join(0.2)
+        assert reader.is_alive(), "the reader reported a miss without waiting for the lock"
+        cache._data["k"] = entry
+    reader.join()
+    assert ["v"] == results
+    assert (1, 0) == (cache.stats().hits, cache.stats().misses)
+
+
+def test_snapshot_is_taken_again_when_a_hit_reorders_mid_copy() -> None:
+    """The lock holder's copy of the entries retries if a lock-free hit's move_to_end
+    lands mid-copy, instead of failing with 'OrderedDict mutated during iteration'."""
+    from boundkit._cache_core import snapshot
+
+    class Reordered(OrderedDict[str, Any]):
+        copies = 0
+
+        def items(self) -> Any:
+            self.copies += 1
+            items = iter(super().items())
+            if self.copies > 1:
+                return items
+            first = next(items)
+            self.move_to_end(first[0])  # a hit from another thread, mid-copy
+            return itertools.chain([first], items)
+
+    data = Reordered(a=1.0, b=2.0, c=3.0)
+    assert [("b", 2.0), ("c", 3.0), ("a", 1.0)] == snapshot(data)  # type: ignore[arg-type]
+    assert 2 == data.copies
+
+
+def test_len_seen_mid_insert_never_exceeds_maxsize() -> None:
+    """An insert makes room before it stores, so a lock-free len() from another thread
+    that runs while the eviction is under way already sees at most maxsize entries."""
+    cache: BoundedCache[int, int] = BoundedCache(3)
+    seen: list[int] = []
+    evict_to = cache._evict_to
+
+    def observed(*args: Any) -> None:
+        seen.append(len(cache))  # what a thread switched in here would see
+        evict_to(*args)
+        seen.append(len(cache))
+
+    cache._evict_to = observed  # type: ignore[method-assign]
+    for key in range(6):
+        cache[key] = key
+    assert [3, 2, 3, 2, 3, 2] == seen  # evicting after the insert would show 4, 3, ...
+    assert [3, 4, 5] == list(cache)
+
+
+@pytest.mark.parametrize("ttl", [None, 60.0])
+def test_lock_free_hits_from_threads_count_exactly_beside_writers(ttl: float | None) -> None:
+    """Four threads looking up lock-free while two others insert (evicting), iterate and
+    count: every hit and miss is counted once, every value is the right one, no iteration
+    fails, and len() never exceeds maxsize, not even in the middle of an insert."""
+    cache: BoundedCache[int, int] = BoundedCache(100, ttl=ttl)
+    lookups_each, errors, counted = 4000, [], []
+    start = threading.Barrier(6)
+
+    def reader(seed: int) -> None:
+        rng, hits = random.Random(seed), 0
+        try:
+            start.wait()
+            for _ in range(lookups_each):
+                key = rng.randrange(150)
+                if seed % 2:
+                    value = cache.get(key)
+                else:
+                    try:
+                        value = cache[key]
+                    except KeyError:
+                        value = None
+                assert value in (None, key)
+                assert len(cache) <= 100
+                hits += value is not None
+            counted.append(hits)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def writer(first: int) -> None:
+        try:
+            start.wait()
+            for key in range(first, first + 1500):
+                cache[key % 150] = key % 150
+                assert len(cache) <= 100
+                if key % 50 == 0:
+                    assert len(list(cache)) <= 100
+                    assert all(key == value for key, value in cache.items())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(seed,)) for seed in range(4)]
+    threads += [threading.Thread(target=writer, args=(first,)) for first in (0, 75)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert [] == errors
+    stats = cache.stats()
+    assert (sum(counted), 4 * lookups_each) == (stats.hits, stats.hits + stats.misses)
+    assert stats.hits == cache.stats().hits  # reading the counter does not move it
 
 
 def _churning_cache(**options: Any) -> Any:

@@ -12,7 +12,6 @@ reach the LRU end, and by :meth:`BoundedCache.expire`.
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 from collections.abc import ItemsView, Iterator, MutableMapping, ValuesView
@@ -37,8 +36,6 @@ __all__ = ["BoundedCache", "CacheInfo", "CacheStats", "CachedFunction", "EvictRe
 K = TypeVar("K")
 V = TypeVar("V")
 T = TypeVar("T")
-
-_log = logging.getLogger(__name__)
 
 #: False on a free-threaded CPython running without the GIL: hits then take the lock.
 GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
