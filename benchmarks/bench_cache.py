@@ -80,7 +80,7 @@ def make_caches(value_size: int, capacity: int = CAPACITY) -> dict[str, Callable
     budget = capacity * value_size
     return {
         "boundkit.BoundedCache": lambda: BoundedCache(capacity, max_bytes=budget, ttl=TTL),
-        "  (maxsize only: lock, no clock)": lambda: BoundedCache(capacity),
+        "  (maxsize only: no clock)": lambda: BoundedCache(capacity),
         "cachetools.LRUCache": lambda: cachetools.LRUCache(capacity),
         "cachetools.TTLCache": lambda: cachetools.TTLCache(capacity, TTL),
         "cachetools.TTLCache+getsizeof": lambda: cachetools.TTLCache(
