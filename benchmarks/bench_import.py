@@ -24,6 +24,8 @@ CASES = {
     "bare interpreter": "pass",
     "import boundkit": "import boundkit",
     "import boundkit + BoundedCache": "import boundkit; boundkit.BoundedCache",
+    "import boundkit + pooled_connection": "import boundkit; boundkit.pooled_connection",
+    "import boundkit + open_pdf (pymupdf)": "import boundkit; import pymupdf; boundkit.open_pdf",
 }
 
 
@@ -53,10 +55,10 @@ def main() -> None:
         except subprocess.CalledProcessError as exc:
             print(f"{name}: failed ({exc.stderr.strip().splitlines()[-1]})")
     base_time, base_rss = results["bare interpreter"]
-    print(f"{'case':<32} {'median ms':>10} {'ratio':>6} {'RSS MiB':>8} {'+MiB':>6}")
+    print(f"{'case':<38} {'median ms':>10} {'ratio':>6} {'RSS MiB':>8} {'+MiB':>6}")
     for name, (seconds, rss) in results.items():
         print(
-            f"{name:<32} {seconds * 1000:>10.1f} {seconds / base_time:>6.2f} "
+            f"{name:<38} {seconds * 1000:>10.1f} {seconds / base_time:>6.2f} "
             f"{rss / 2**20:>8.1f} {(rss - base_rss) / 2**20:>6.1f}"
         )
     print(f"({args.runs} fresh processes per case, medians)")

@@ -20,32 +20,10 @@ from boundkit.cache import BoundedCache
 from boundkit.guard import MemoryGuard
 from boundkit.scope import memory_scope, monitor_memory
 from boundkit.testing import assert_no_growth
+from fakes import FakeMemory, FakeTimer
 
 MB = 1024**2
 LIMIT = 100 * MB
-
-
-class FakeMemory:
-    """A memory reader tests set by hand."""
-
-    def __init__(self, used: int = 10 * MB) -> None:
-        self.used = used
-
-    def __call__(self) -> int:
-        return self.used
-
-
-class FakeTimer:
-    """A clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def tick(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -18,19 +18,10 @@ import pytest
 
 from boundkit import ConfigError
 from boundkit.gunicorn import WorkerRecycler
+from fakes import FakeMemory
 
 MB = 1024**2
 SRC = str(Path(__file__).resolve().parent.parent / "src")
-
-
-class FakeMemory:
-    """A memory reader tests set by hand."""
-
-    def __init__(self, used: int) -> None:
-        self.used = used
-
-    def __call__(self) -> int:
-        return self.used
 
 
 def test_post_request_retires_worker_over_threshold() -> None:

@@ -24,22 +24,10 @@ from hypothesis import strategies as st
 from boundkit import ConfigError, demo, metrics
 from boundkit.metrics import BoundedCounter, QuantileSketch, RequestStats, RollingWindow
 from boundkit.testing import assert_no_growth
+from fakes import FakeTimer
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 BAD_NUMBERS = [math.nan, math.inf, -math.inf, "1.5", None, 10**400]
-
-
-class FakeTimer:
-    """A clock that moves only when a test ticks it."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def tick(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def reference_percentile(ordered: list[float], q: float) -> float:

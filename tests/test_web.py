@@ -14,20 +14,11 @@ from boundkit import ASGIMiddleware, ConfigError, MemoryGuard, WebMonitor, WSGIM
 from boundkit.cache import BoundedCache
 from boundkit.metrics import RequestStats
 from boundkit.testing import assert_no_growth
+from fakes import FakeTimer
 
 MB = 1024**2
 SECRET = "hunter2-not-for-health"
 HEALTH_KEYS = {"status", "memory", "guard", "requests", "caches", "pools"}
-
-
-class FakeTimer:
-    """A clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class StatsCache:
@@ -186,7 +177,7 @@ def test_file_wrapper_body_is_returned_unwrapped(monitor: WebMonitor) -> None:
 
 def test_memory_is_checked_at_most_once_per_interval(guard: MemoryGuard) -> None:
     """The guard is checked on the first request and then once per check_interval."""
-    timer = FakeTimer()
+    timer = FakeTimer(100.0)
     monitor = WebMonitor(guard=guard, stats=RequestStats(), check_interval=1.0, timer=timer)
     for _ in range(50):
         monitor.finish("/", monitor.start(), 200)

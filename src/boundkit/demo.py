@@ -6,14 +6,13 @@ process and reports how much anonymous memory each left behind.
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import TextIO
 
 from ._sizes import format_bytes
-from .memory import process_memory
+from .memory import process_memory, trim_memory
 
 __all__ = ["DemoRow", "run_demo"]
 
@@ -30,15 +29,16 @@ class DemoRow:
 
 
 def measure(workload: Callable[[], object]) -> tuple[int, object]:
-    """Run ``workload`` and return the anonymous memory it left held, and its result."""
-    gc.collect()
+    """Run ``workload`` and return the anonymous memory it left held, and its result.
+
+    The heap is trimmed before and after, so memory an earlier row freed but
+    had not given back is not counted for or against this one.
+    """
+    trim_memory()
     before = process_memory().rss_anon
     result = workload()
-    gc.collect()
+    trim_memory()
     return process_memory().rss_anon - before, result
-
-
-ROWS: list[Callable[[], DemoRow]] = []
 
 
 def run_demo(out: TextIO) -> int:
@@ -92,9 +92,6 @@ def _guard_row() -> DemoRow:
     return DemoRow("guard", "48 MiB into a dict cache, 24 MiB budget", naive, held)
 
 
-ROWS.append(_guard_row)
-
-
 def _pg_row() -> DemoRow:
     """Connections opened per request and never closed, beside pooled_connection()."""
     import os
@@ -132,9 +129,6 @@ def _pg_row() -> DemoRow:
             conn.close()
         close_pools()
     return DemoRow(part, workload, naive_growth, boundkit_growth)
-
-
-ROWS.append(_pg_row)
 
 
 def _metrics_row() -> DemoRow:
@@ -177,9 +171,6 @@ def _metrics_row() -> DemoRow:
     )
 
 
-ROWS.append(_metrics_row)
-
-
 def _cache_row() -> DemoRow:
     """100,000 distinct keys cached in a plain dict, then in a BoundedCache."""
     from .cache import BoundedCache
@@ -199,9 +190,6 @@ def _cache_row() -> DemoRow:
         naive_growth=naive_growth,
         boundkit_growth=boundkit_growth,
     )
-
-
-ROWS.append(_cache_row)
 
 
 def _pdf_row() -> DemoRow:
@@ -237,4 +225,4 @@ def _pdf_row() -> DemoRow:
     return DemoRow("pdf", workload, naive_growth=naive, boundkit_growth=boundkit)
 
 
-ROWS.append(_pdf_row)
+ROWS: list[Callable[[], DemoRow]] = [_cache_row, _pg_row, _metrics_row, _pdf_row, _guard_row]
