@@ -117,11 +117,12 @@ def snapshot(data: OrderedDict[K, Entry]) -> list[tuple[K, Entry]]:
     simply taken again. Only the order can change meanwhile, never the
     entries, because every other change takes the lock.
     """
-    while True:
+    for _ in range(99):
         try:
             return list(data.items())
         except RuntimeError:  # reordered by a lock-free hit mid-copy: copy again
             continue
+    return list(data.items())  # a RuntimeError a hundred times over is not a reorder
 
 
 class CacheCore(Generic[K, V]):
@@ -159,19 +160,16 @@ class CacheCore(Generic[K, V]):
         self._unit = 8 if sizeof is estimate_size else 1
         self._max_weight = self._max_bytes / self._unit
         self._weight = 0
-        # Hits are counted without the lock: next() on an itertools.count is one C call.
-        # stats() reads it with next() too, and subtracts the reads it made.
+        # Lookups are counted without the lock: next() on an itertools.count is one C
+        # call. stats() reads the counts with next() too, and subtracts its own reads.
         self._hits = itertools.count()
-        self._hit_reads = 0
-        self._misses = 0
+        self._misses = itertools.count()
+        self._counter_reads = 0
         self._evictions = self._expirations = self._rejections = 0
 
     def _lookup(self, key: K, default: object) -> object:
-        """Look ``key`` up again under the lock, so a miss is decided by the lock holder.
-
-        A lock-free lookup can miss a key that a writer holding the lock has
-        popped and is about to store again; here that writer has finished.
-        """
+        """Look ``key`` up under the lock: to drop an entry found expired, and for
+        every lookup on a free-threaded build (see ``GIL_ENABLED`` in cache.py)."""
         dropped = None
         lock = self._lock
         lock.acquire()
@@ -183,7 +181,7 @@ class CacheCore(Generic[K, V]):
                     next(self._hits)
                     return entry.value
                 dropped = self._drop_expired(key, entry)
-            self._misses += 1
+            next(self._misses)
         finally:
             lock.release()
         if dropped:
@@ -208,13 +206,15 @@ class CacheCore(Generic[K, V]):
         lock = self._lock
         lock.acquire()
         try:
+            # A key being replaced stays in the dict throughout (replaced in place, after
+            # a move to the recent end), so a lock-free lookup never misses it meanwhile.
             data = self._data
-            old = data.pop(key, None)
+            old = data.get(key)
             if old is not None:
+                data.move_to_end(key)
                 self._weight -= old.size
                 if now < old:
                     if not replace:
-                        data[key] = old
                         self._weight += old.size
                         return old.value  # type: ignore[no-any-return]
                     dropped.append((key, old.value, "replaced"))
@@ -222,8 +222,15 @@ class CacheCore(Generic[K, V]):
                     self._expirations += 1
                     dropped.append((key, old.value, "expired"))
             if size > self._max_weight:
+                if old is not None:
+                    del data[key]
                 self._rejections += 1
                 dropped.append((key, value, "rejected"))
+            elif old is not None:
+                data[key] = entry  # at the recent end already: eviction stops before it
+                self._weight += size
+                if self._weight > self._max_weight:
+                    self._evict_to(self._max_entries, self._max_weight, now, dropped)
             else:
                 # Make room first, so len(data) never exceeds maxsize, not even for
                 # lock-free readers of len() mid-insert; the new entry is not at risk.
@@ -283,23 +290,24 @@ class CacheCore(Generic[K, V]):
             except Exception:
                 _log.exception("on_evict raised for a %s entry; the cache is unaffected", reason)
 
-    def _count_hits(self) -> int:
-        """The hits so far; call with the lock held (each read advances the counter once)."""
-        hits = next(self._hits) - self._hit_reads
-        self._hit_reads += 1
-        return hits
+    def _count_lookups(self) -> tuple[int, int]:
+        """The hits and misses so far; call with the lock held (each read counts once)."""
+        counts = next(self._hits) - self._counter_reads, next(self._misses) - self._counter_reads
+        self._counter_reads += 1
+        return counts
 
     def __getstate__(self) -> dict[str, Any]:
         with self._lock:
             state = self.__dict__.copy()
             state["_data"] = OrderedDict(snapshot(self._data))
-            state["_hits"] = self._count_hits()
-        del state["_lock"], state["_refresh"], state["_hit_reads"]
+            state["_hits"], state["_misses"] = self._count_lookups()
+        del state["_lock"], state["_refresh"], state["_counter_reads"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._hits = itertools.count(state["_hits"])
-        self._hit_reads = 0
+        self._misses = itertools.count(state["_misses"])
+        self._counter_reads = 0
         self._refresh = self._data.move_to_end
         self._lock = threading.Lock()

@@ -67,7 +67,8 @@ class BoundedCache(CacheCore[K, V], MutableMapping[K, V]):
         try:
             entry = self._data[key]
         except KeyError:
-            return self._locked_getitem(key)
+            next(self._misses)
+            return self.__missing__(key)
         if self._timed and self._timer() >= entry:
             return self._locked_getitem(key)
         try:  # noqa: SIM105 - contextlib.suppress costs a hit 20% more
@@ -87,7 +88,10 @@ class BoundedCache(CacheCore[K, V], MutableMapping[K, V]):
     def get(self, key: K, default: object = None) -> object:
         """Return the value under ``key`` (refreshing its recency), or ``default``."""
         entry = self._data.get(key)
-        if entry is None or (self._timed and self._timer() >= entry):
+        if entry is None:
+            next(self._misses)
+            return default
+        if self._timed and self._timer() >= entry:
             return self._lookup(key, default)
         try:  # noqa: SIM105 - contextlib.suppress costs a hit 20% more
             self._refresh(key)
@@ -301,11 +305,11 @@ class BoundedCache(CacheCore[K, V], MutableMapping[K, V]):
     def stats(self) -> CacheStats:
         """Return the counters and bounds as a frozen :class:`CacheStats`."""
         with self._lock:
-            hits = self._count_hits()
-            lookups = hits + self._misses
+            hits, misses = self._count_lookups()
+            lookups = hits + misses
             return CacheStats(
                 hits=hits,
-                misses=self._misses,
+                misses=misses,
                 evictions=self._evictions,
                 expirations=self._expirations,
                 rejections=self._rejections,
