@@ -1,11 +1,11 @@
 """BoundedCache: an LRU mapping bounded at once by entries, estimated bytes and age.
 
 An ``OrderedDict`` holds the entries in recency order (least recently used
-first). A hit takes no lock: it is one dict lookup, a clock read and one
-``move_to_end``, each an atomic C call under the GIL (see "Threads" in
-docs/cache.md for the reasoning). Everything that adds, removes or counts
-entries takes one lock, for a handful of dict operations: sizes are estimated
-before it is taken and ``on_evict`` callbacks run after it is released.
+first). A lookup takes no lock: a hit is one dict lookup, a clock read and one
+``move_to_end``, a miss one dict lookup, each an atomic C call under the GIL
+(see "Threads" in docs/cache.md for the reasoning). Everything that adds or
+removes entries takes one lock, for a handful of dict operations: sizes are
+estimated before it is taken and ``on_evict`` callbacks run after it is released.
 Expired entries are never returned; they are dropped when touched, when they
 reach the LRU end, and by :meth:`BoundedCache.expire`.
 """
