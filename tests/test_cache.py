@@ -48,6 +48,13 @@ class Recorder:
         self.calls.append((key, value, reason))
 
 
+class AlwaysLocked(BoundedCache[Any, Any]):
+    """The lookups a free-threaded CPython (no GIL) runs: every one under the lock."""
+
+    __getitem__ = BoundedCache._locked_getitem  # type: ignore[assignment]
+    get = BoundedCache._locked_get  # type: ignore[assignment]
+
+
 def by_bytes(max_bytes: int) -> BoundedCache[Any, Any]:
     """A cache bounded only by bytes, where an int value weighs itself."""
     return BoundedCache(max_bytes=max_bytes, sizeof=lambda value: value)
@@ -187,6 +194,12 @@ class TestCachetoolsContract(unittest.TestCase, CacheTestMixin):
         assert (2, 3) == (clone.stats().bytes, source.stats().bytes)
         del source[2]
         assert (2, 1) == (clone.stats().bytes, source.stats().bytes)
+
+
+class TestCachetoolsContractAlwaysLocked(TestCachetoolsContract):
+    """The same contract for the lookups a free-threaded build runs (under the lock)."""
+
+    Cache = AlwaysLocked
 
 
 # -- bounds and configuration -------------------------------------------------
@@ -784,12 +797,16 @@ def test_len_seen_mid_insert_never_exceeds_maxsize() -> None:
     assert [3, 4, 5] == list(cache)
 
 
+@pytest.mark.parametrize("cls", [BoundedCache, AlwaysLocked])
 @pytest.mark.parametrize("ttl", [None, 60.0])
-def test_lock_free_hits_from_threads_count_exactly_beside_writers(ttl: float | None) -> None:
+def test_lock_free_hits_from_threads_count_exactly_beside_writers(
+    ttl: float | None, cls: type[BoundedCache[int, int]]
+) -> None:
     """Four threads looking up lock-free while two others insert (evicting), iterate and
     count: every hit and miss is counted once, every value is the right one, no iteration
-    fails, and len() never exceeds maxsize, not even in the middle of an insert."""
-    cache: BoundedCache[int, int] = BoundedCache(100, ttl=ttl)
+    fails, and len() never exceeds maxsize, not even in the middle of an insert. The same
+    holds for the locked lookups of a free-threaded build."""
+    cache: BoundedCache[int, int] = cls(100, ttl=ttl)
     lookups_each, errors, counted = 4000, [], []
     start = threading.Barrier(6)
 
