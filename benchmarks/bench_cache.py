@@ -7,7 +7,8 @@ short run, ``--soak`` to add the million-operation zero-growth run). Needs the
 the named peer measured in the same run.
 
 BoundedCache runs with all three bounds active (maxsize, max_bytes, ttl) and
-its lock on; cachetools.TTLCache with getsizeof uses the same ``estimate_size``
+its lock on (writes take it; lookups are lock-free by design, see the Threads
+section of docs/cache.md); cachetools.TTLCache with getsizeof uses the same ``estimate_size``
 as the byte budget. Bytes per entry come from tracemalloc (cachebox allocates
 in Rust, out of tracemalloc's sight, so its row uses the anonymous RSS growth
 of a large cache instead).
@@ -80,7 +81,7 @@ def make_caches(value_size: int, capacity: int = CAPACITY) -> dict[str, Callable
     budget = capacity * value_size
     return {
         "boundkit.BoundedCache": lambda: BoundedCache(capacity, max_bytes=budget, ttl=TTL),
-        "  (maxsize only: lock, no clock)": lambda: BoundedCache(capacity),
+        "  (maxsize only: no clock)": lambda: BoundedCache(capacity),
         "cachetools.LRUCache": lambda: cachetools.LRUCache(capacity),
         "cachetools.TTLCache": lambda: cachetools.TTLCache(capacity, TTL),
         "cachetools.TTLCache+getsizeof": lambda: cachetools.TTLCache(

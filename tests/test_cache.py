@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import pickle
@@ -45,6 +46,13 @@ class Recorder:
 
     def __call__(self, key: Any, value: Any, reason: str) -> None:
         self.calls.append((key, value, reason))
+
+
+class AlwaysLocked(BoundedCache[Any, Any]):
+    """The lookups a free-threaded CPython (no GIL) runs: every one under the lock."""
+
+    __getitem__ = BoundedCache._locked_getitem  # type: ignore[assignment]
+    get = BoundedCache._locked_get  # type: ignore[assignment]
 
 
 def by_bytes(max_bytes: int) -> BoundedCache[Any, Any]:
@@ -186,6 +194,12 @@ class TestCachetoolsContract(unittest.TestCase, CacheTestMixin):
         assert (2, 3) == (clone.stats().bytes, source.stats().bytes)
         del source[2]
         assert (2, 1) == (clone.stats().bytes, source.stats().bytes)
+
+
+class TestCachetoolsContractAlwaysLocked(TestCachetoolsContract):
+    """The same contract for the lookups a free-threaded build runs (under the lock)."""
+
+    Cache = AlwaysLocked
 
 
 # -- bounds and configuration -------------------------------------------------
@@ -682,6 +696,167 @@ def test_hammer_from_eight_threads_keeps_every_invariant() -> None:
     held = list(cache._data.values())
     assert sum(len(entry.value) for entry in held) == cache.stats().bytes
     assert all(entry.size == len(entry.value) for entry in held)
+
+
+# -- the lock-free hit path ------------------------------------------------------
+
+
+def test_hit_racing_a_delete_returns_the_value_and_corrupts_nothing() -> None:
+    """A key deleted between a hit's lookup and its move_to_end: the hit still returns
+    its value (it came first), the delete wins, and the counters stay exact."""
+    cache: BoundedCache[str, str] = BoundedCache(10, ttl=60, timer=lambda: race())
+    deleted: list[str] = []
+
+    def race() -> float:  # the clock read sits between the lookup and move_to_end
+        if not deleted and "a" in cache._data:
+            deleted.append("a")
+            cache._data.pop("a")  # what another thread's `del` does inside the lock
+        return 0.0
+
+    cache.set("a", "A")
+    deleted.clear()
+    assert "A" == cache["a"]
+    assert ["a"] == deleted
+    assert "a" not in cache
+    cache.set("b", "B")
+    deleted.append("done")
+    assert ["b"] == list(cache)
+    assert (1, 0) == (cache.stats().hits, cache.stats().misses)
+
+
+def test_a_replaced_key_never_leaves_the_dict() -> None:
+    """Replacing a value (live or expired, evicting others or not) keeps the key in the
+    dict at every step, so a lock-free lookup from another thread never misses it."""
+
+    class Probe:
+        """A key that checks, each time the dict hashes it, that it is still stored."""
+
+        def __init__(self) -> None:
+            self.absent = 0
+            self.hashes = 0
+
+        def __hash__(self) -> int:
+            self.hashes += 1
+            self.absent += all(stored is not self for stored in list(dict.keys(cache._data)))
+            return 42
+
+    clock = Clock()
+    cache: BoundedCache[Any, str] = BoundedCache(3, max_bytes=30, ttl=1, sizeof=len, timer=clock)
+    probe = Probe()
+    cache[probe] = "old"
+    probe.absent = probe.hashes = 0
+    cache["a"], cache["b"] = "a", "b"
+    cache[probe] = "new, longer"  # replaced in place
+    clock.tick(1)
+    cache[probe] = "fresh"  # the expired value is replaced in place too
+    cache[probe] = "x" * 30  # replaced, evicting every other entry
+    assert probe.hashes > 3
+    assert 0 == probe.absent
+    assert [probe] == list(cache)
+    assert (1, 30) == (cache.stats().entries, cache.stats().bytes)
+
+
+def test_snapshot_is_taken_again_when_a_hit_reorders_mid_copy() -> None:
+    """The lock holder's copy of the entries retries if a lock-free hit's move_to_end
+    lands mid-copy, instead of failing with 'OrderedDict mutated during iteration'."""
+    from boundkit._cache_core import snapshot
+
+    class Reordered(OrderedDict[str, Any]):
+        copies = 0
+
+        def items(self) -> Any:
+            self.copies += 1
+            items = iter(super().items())
+            if self.copies > 1:
+                return items
+            first = next(items)
+            self.move_to_end(first[0])  # a hit from another thread, mid-copy
+            return itertools.chain([first], items)
+
+    data = Reordered(a=1.0, b=2.0, c=3.0)
+    assert [("b", 2.0), ("c", 3.0), ("a", 1.0)] == snapshot(data)  # type: ignore[arg-type]
+    assert 2 == data.copies
+
+
+def test_len_seen_mid_insert_never_exceeds_maxsize() -> None:
+    """An insert makes room before it stores, so a lock-free len() from another thread
+    that runs while the eviction is under way already sees at most maxsize entries."""
+    cache: BoundedCache[int, int] = BoundedCache(3)
+    seen: list[int] = []
+    evict_to = cache._evict_to
+
+    def observed(*args: Any) -> None:
+        seen.append(len(cache))  # what a thread switched in here would see
+        evict_to(*args)
+        seen.append(len(cache))
+
+    cache._evict_to = observed  # type: ignore[method-assign]
+    for key in range(6):
+        cache[key] = key
+    assert [3, 2, 3, 2, 3, 2] == seen  # evicting after the insert would show 4, 3, ...
+    assert [3, 4, 5] == list(cache)
+
+
+@pytest.mark.parametrize("cls", [BoundedCache, AlwaysLocked])
+@pytest.mark.parametrize("ttl", [None, 60.0])
+def test_lock_free_hits_from_threads_count_exactly_beside_writers(
+    ttl: float | None, cls: type[BoundedCache[int, int]]
+) -> None:
+    """Four threads looking up lock-free while two others insert (evicting), iterate and
+    count: every hit and miss is counted once, every value is the right one, no iteration
+    fails, and len() never exceeds maxsize, not even in the middle of an insert. The same
+    holds for the locked lookups of a free-threaded build."""
+    cache: BoundedCache[int, int] = cls(100, ttl=ttl)
+    lookups_each, errors, counted = 4000, [], []
+    start = threading.Barrier(6)
+
+    def reader(seed: int) -> None:
+        rng, hits = random.Random(seed), 0
+        try:
+            start.wait()
+            for _ in range(lookups_each):
+                key = rng.randrange(150)
+                if seed % 2:
+                    value = cache.get(key)
+                else:
+                    try:
+                        value = cache[key]
+                    except KeyError:
+                        value = None
+                assert value in (None, key)
+                assert len(cache) <= 100
+                hits += value is not None
+            counted.append(hits)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def writer(first: int) -> None:
+        try:
+            start.wait()
+            for key in range(first, first + 1500):
+                cache[key % 150] = key % 150
+                assert len(cache) <= 100
+                if key % 50 == 0:
+                    assert len(list(cache)) <= 100
+                    assert all(key == value for key, value in cache.items())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(seed,)) for seed in range(4)]
+    threads += [threading.Thread(target=writer, args=(first,)) for first in (0, 75)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert [] == errors
+    stats = cache.stats()
+    assert (sum(counted), 4 * lookups_each) == (stats.hits, stats.hits + stats.misses)
+    assert stats.hits == cache.stats().hits  # reading the counter does not move it
 
 
 def _churning_cache(**options: Any) -> Any:

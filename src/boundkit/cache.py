@@ -1,25 +1,34 @@
 """BoundedCache: an LRU mapping bounded at once by entries, estimated bytes and age.
 
-One lock guards an ``OrderedDict`` kept in recency order (least recently used
-first). Sizes are estimated and clocks read before the lock is taken, and
-``on_evict`` callbacks run after it is released, so the work done inside the
-lock is a handful of dict operations. Expired entries are never returned; they
-are dropped when touched, when they reach the LRU end, and by :meth:`expire`.
+An ``OrderedDict`` holds the entries in recency order (least recently used
+first). A lookup takes no lock: a hit is one dict lookup, a clock read and one
+``move_to_end``, a miss one dict lookup, each an atomic C call under the GIL
+(see "Threads" in docs/cache.md for the reasoning). Everything that adds or
+removes entries takes one lock, for a handful of dict operations: sizes are
+estimated before it is taken and ``on_evict`` callbacks run after it is released.
+Expired entries are never returned; they are dropped when touched, when they
+reach the LRU end, and by :meth:`BoundedCache.expire`.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, ItemsView, Iterator, MutableMapping, ValuesView
-from dataclasses import asdict, dataclass
-from typing import Any, Generic, Literal, TypeVar, overload
+import sys
+from collections.abc import ItemsView, Iterator, MutableMapping, ValuesView
+from typing import Any, TypeVar, overload
 
+from ._cache_core import (
+    MISSING,
+    UNCHANGED,
+    CacheCore,
+    CacheStats,
+    Evicted,
+    EvictReason,
+    check_bound,
+    check_fraction,
+    snapshot,
+)
 from ._cached import CachedFunction, CacheInfo, cached
-from ._sizes import estimate_size
 from .errors import ConfigError
 
 __all__ = ["BoundedCache", "CacheInfo", "CacheStats", "CachedFunction", "EvictReason", "cached"]
@@ -28,85 +37,11 @@ K = TypeVar("K")
 V = TypeVar("V")
 T = TypeVar("T")
 
-EvictReason = Literal["capacity", "expired", "rejected", "replaced"]
-_log = logging.getLogger(__name__)
+#: False on a free-threaded CPython running without the GIL: hits then take the lock.
+GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
-class _Sentinel:
-    """A named default, so signatures read ``maxsize=<unchanged>``."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"<{self.name}>"
-
-
-_MISSING: Any = _Sentinel("no default")
-_UNCHANGED: Any = _Sentinel("unchanged")
-_Evicted = list[tuple[Any, Any, EvictReason]]
-
-
-class _Entry(float):
-    """One stored value; the float itself is the time it expires (``inf``: never).
-
-    A float subclass with two slots is the smallest object that carries a
-    value, its expiry and its size: smaller than a tuple plus a float.
-    """
-
-    __slots__ = ("size", "value")
-    value: Any
-    size: int
-
-
-@dataclass(frozen=True)
-class CacheStats:
-    """Counters and bounds of one :class:`BoundedCache`.
-
-    ``entries`` and ``bytes`` count what the cache holds now, expired entries
-    not yet dropped included; ``bytes`` is None when there is no ``max_bytes``
-    (nothing is estimated then). ``hit_rate`` is ``hits / (hits + misses)``,
-    0.0 before the first lookup.
-    """
-
-    hits: int
-    misses: int
-    evictions: int
-    expirations: int
-    rejections: int
-    entries: int
-    bytes: int | None
-    max_bytes: int | None
-    maxsize: int | None
-    hit_rate: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the stats as a JSON-ready dict."""
-        return asdict(self)
-
-
-def _check_bound(name: str, value: float | None, *, integer: bool) -> float:
-    """Validate one bound and return it as a number, ``inf`` for no bound."""
-    if value is None:
-        return math.inf
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
-    if math.isnan(value) or value <= 0:
-        raise ConfigError(f"{name} must be positive, got {value!r}")
-    if integer and value != math.inf and value != int(value):
-        raise ConfigError(f"{name} must be a whole number, got {value!r}")
-    return value
-
-
-def _check_fraction(fraction: float) -> float:
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-        raise ConfigError(f"fraction must be a number from 0 to 1, got {fraction!r}")
-    if not 0 <= fraction <= 1:
-        raise ConfigError(f"fraction must be from 0 to 1, got {fraction!r}")
-    return float(fraction)
-
-
-class BoundedCache(MutableMapping[K, V], Generic[K, V]):
+class BoundedCache(CacheCore[K, V], MutableMapping[K, V]):
     """A thread-safe LRU cache bounded by entries, estimated bytes and time to live.
 
     Give at least one of ``maxsize`` (entries), ``max_bytes`` (the sum of
@@ -125,59 +60,23 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
     ['a', 'c']
     """
 
-    def __init__(
-        self,
-        maxsize: int | None = None,
-        *,
-        max_bytes: int | None = None,
-        ttl: float | None = None,
-        sizeof: Callable[[Any], int] = estimate_size,
-        timer: Callable[[], float] = time.monotonic,
-        on_evict: Callable[[K, V, EvictReason], object] | None = None,
-    ) -> None:
-        self._max_entries = _check_bound("maxsize", maxsize, integer=True)
-        self._max_bytes = _check_bound("max_bytes", max_bytes, integer=True)
-        self._ttl = _check_bound("ttl", ttl, integer=False)
-        if math.inf == self._max_entries == self._max_bytes == self._ttl:
-            raise ConfigError("give at least one finite bound: maxsize, max_bytes or ttl")
-        self._sizeof = sizeof
-        self._timer = timer
-        self._on_evict = on_evict
-        self._data: OrderedDict[K, _Entry] = OrderedDict()
-        self._lock = threading.Lock()
-        self._sized = self._max_bytes != math.inf
-        self._timed = self._ttl != math.inf
-        # Sizes are held in units of _unit bytes: estimate_size counts whole 8-byte words,
-        # so most entries' sizes stay small enough to be CPython's shared small ints.
-        self._unit = 8 if sizeof is estimate_size else 1
-        self._max_weight = self._max_bytes / self._unit
-        self._weight = 0
-        self._hits = self._misses = 0
-        self._evictions = self._expirations = self._rejections = 0
-
     # -- reading -----------------------------------------------------------
 
     def __getitem__(self, key: K) -> V:
-        lock = self._lock
-        lock.acquire()
+        # The lock-free hit path; keep it to one lookup, one clock read, one move_to_end.
         try:
-            data = self._data
-            try:
-                entry = data[key]
-            except KeyError:
-                dropped = None
-            else:
-                if not self._timed or self._timer() < entry:
-                    data.move_to_end(key)
-                    self._hits += 1
-                    return entry.value  # type: ignore[no-any-return]
-                dropped = self._drop_expired(key, entry)
-            self._misses += 1
-        finally:
-            lock.release()
-        if dropped:
-            self._notify(dropped)
-        return self.__missing__(key)
+            entry = self._data[key]
+        except KeyError:
+            next(self._misses)
+            return self.__missing__(key)
+        if self._timed and self._timer() >= entry:
+            return self._locked_getitem(key)
+        try:  # noqa: SIM105 - contextlib.suppress costs a hit 20% more
+            self._refresh(key)
+        except KeyError:
+            pass  # removed by another thread since the lookup: this hit came first
+        next(self._hits)
+        return entry.value  # type: ignore[no-any-return]
 
     def __missing__(self, key: K) -> V:
         raise KeyError(key)
@@ -188,24 +87,29 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
     def get(self, key: K, default: T) -> V | T: ...
     def get(self, key: K, default: object = None) -> object:
         """Return the value under ``key`` (refreshing its recency), or ``default``."""
-        lock = self._lock
-        lock.acquire()
-        try:
-            entry = self._data.get(key)
-            if entry is None:
-                dropped = None
-            elif not self._timed or self._timer() < entry:
-                self._data.move_to_end(key)
-                self._hits += 1
-                return entry.value
-            else:
-                dropped = self._drop_expired(key, entry)
-            self._misses += 1
-        finally:
-            lock.release()
-        if dropped:
-            self._notify(dropped)
-        return default
+        entry = self._data.get(key)
+        if entry is None:
+            next(self._misses)
+            return default
+        if self._timed and self._timer() >= entry:
+            return self._lookup(key, default)
+        try:  # noqa: SIM105 - contextlib.suppress costs a hit 20% more
+            self._refresh(key)
+        except KeyError:
+            pass  # removed by another thread since the lookup: this hit came first
+        next(self._hits)
+        return entry.value
+
+    def _locked_getitem(self, key: K) -> V:
+        """``cache[key]`` under the lock: a miss, an expired entry, or no GIL."""
+        value = self._lookup(key, MISSING)
+        if value is MISSING:
+            return self.__missing__(key)
+        return value  # type: ignore[return-value]
+
+    def _locked_get(self, key: K, default: object = None) -> object:
+        """``get()`` under the lock (the free-threaded build's hit path)."""
+        return self._lookup(key, default)
 
     def peek(self, key: K, default: T | None = None) -> V | T | None:
         """Return the value under ``key``, or ``default``, without refreshing its recency."""
@@ -225,7 +129,8 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
             return len(self._data)
         now = self._timer()
         with self._lock:
-            return sum(1 for entry in self._data.values() if now < entry)
+            held = snapshot(self._data)
+        return sum(1 for _, entry in held if now < entry)
 
     def __iter__(self) -> Iterator[K]:
         """Iterate over a snapshot of the live keys, least recently used first."""
@@ -242,7 +147,8 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
     def _live_items(self) -> list[tuple[K, V]]:
         now = self._timer() if self._timed else -math.inf
         with self._lock:
-            return [(key, entry.value) for key, entry in self._data.items() if now < entry]
+            held = snapshot(self._data)
+        return [(key, entry.value) for key, entry in held if now < entry]
 
     # -- writing -----------------------------------------------------------
 
@@ -254,67 +160,22 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
 
         ``ttl=math.inf`` stores an entry that never expires.
         """
-        entry_ttl = self._ttl if ttl is None else _check_bound("ttl", ttl, integer=False)
+        entry_ttl = self._ttl if ttl is None else check_bound("ttl", ttl, integer=False)
         self._store(key, value, entry_ttl, replace=True)
 
     def setdefault(self, key: K, default: V = None) -> V:  # type: ignore[assignment]
         """Return the live value under ``key``; store and return ``default`` if there is none."""
-        value = self.get(key, _MISSING)
-        if value is not _MISSING:
+        value = self.get(key, MISSING)
+        if value is not MISSING:
             return value  # type: ignore[no-any-return]
         return self._store(key, default, self._ttl, replace=False)
-
-    def _store(self, key: K, value: V, ttl: float, *, replace: bool) -> V:
-        """Store an entry and evict down to the bounds; return the value now under ``key``."""
-        size = 0
-        if self._sized:
-            size = self._sizeof(value)
-            if not (isinstance(size, int) and size >= 0):
-                raise ConfigError(f"sizeof must return a non-negative int, got {size!r}")
-            size = -(-size // self._unit)
-        if ttl != math.inf:
-            self._timed = True
-        now = self._timer() if self._timed else -math.inf
-        entry = _Entry(math.inf if ttl == math.inf else now + ttl)
-        entry.value = value
-        entry.size = size
-        dropped: _Evicted = []
-        lock = self._lock
-        lock.acquire()
-        try:
-            data = self._data
-            old = data.pop(key, None)
-            if old is not None:
-                self._weight -= old.size
-                if now < old:
-                    if not replace:
-                        data[key] = old
-                        self._weight += old.size
-                        return old.value  # type: ignore[no-any-return]
-                    dropped.append((key, old.value, "replaced"))
-                else:
-                    self._expirations += 1
-                    dropped.append((key, old.value, "expired"))
-            if size > self._max_weight:
-                self._rejections += 1
-                dropped.append((key, value, "rejected"))
-            else:
-                data[key] = entry
-                self._weight += size
-                if len(data) > self._max_entries or self._weight > self._max_weight:
-                    self._evict_to(self._max_entries, self._max_weight, now, dropped)
-        finally:
-            lock.release()
-        if dropped and self._on_evict is not None:
-            self._notify(dropped)
-        return value
 
     # -- removing ----------------------------------------------------------
 
     def __delitem__(self, key: K) -> None:
         self.pop(key)
 
-    def pop(self, key: K, default: Any = _MISSING) -> Any:
+    def pop(self, key: K, default: Any = MISSING) -> Any:
         """Remove ``key`` and return its live value, else ``default`` (KeyError without one)."""
         now = self._timer() if self._timed else -math.inf
         with self._lock:
@@ -326,14 +187,14 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
         if entry is not None and entry <= now:
             self._notify([(key, entry.value, "expired")])
         if entry is None or entry <= now:
-            if default is _MISSING:
+            if default is MISSING:
                 raise KeyError(key)
             return default
         return entry.value
 
     def popitem(self) -> tuple[K, V]:
         """Remove and return the least recently used live ``(key, value)`` pair."""
-        dropped: _Evicted = []
+        dropped: Evicted = []
         try:
             with self._lock:
                 now = self._timer() if self._timed else -math.inf
@@ -359,34 +220,32 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
         """Drop every expired entry now and return how many were dropped."""
         if not self._timed:
             return 0
-        dropped: _Evicted = []
+        dropped: Evicted = []
         now = self._timer()
         with self._lock:
             data = self._data
-            for key in [key for key, entry in data.items() if entry <= now]:
-                entry = data.pop(key)
+            for key, entry in snapshot(data):
+                if now < entry:
+                    continue
+                del data[key]
                 self._weight -= entry.size
                 dropped.append((key, entry.value, "expired"))
             self._expirations += len(dropped)
         self._notify(dropped)
         return len(dropped)
 
-    def resize(
-        self, maxsize: int | None = _UNCHANGED, *, max_bytes: int | None = _UNCHANGED
-    ) -> None:
+    def resize(self, maxsize: int | None = UNCHANGED, *, max_bytes: int | None = UNCHANGED) -> None:
         """Change the bounds (None removes one) and evict down to them at once.
 
         Turning ``max_bytes`` on estimates every entry held, under the lock.
         """
-        entries = self._max_entries if maxsize is _UNCHANGED else maxsize
-        budget = self._max_bytes if max_bytes is _UNCHANGED else max_bytes
-        new_entries = _check_bound(
-            "maxsize", None if entries == math.inf else entries, integer=True
-        )
-        new_bytes = _check_bound("max_bytes", None if budget == math.inf else budget, integer=True)
+        entries = self._max_entries if maxsize is UNCHANGED else maxsize
+        budget = self._max_bytes if max_bytes is UNCHANGED else max_bytes
+        new_entries = check_bound("maxsize", None if entries == math.inf else entries, integer=True)
+        new_bytes = check_bound("max_bytes", None if budget == math.inf else budget, integer=True)
         if math.inf == new_entries == new_bytes == self._ttl:
             raise ConfigError("give at least one finite bound: maxsize, max_bytes or ttl")
-        dropped: _Evicted = []
+        dropped: Evicted = []
         now = self._timer() if self._timed else -math.inf
         with self._lock:
             if (new_bytes != math.inf) != self._sized:
@@ -402,68 +261,24 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
 
         The bounds do not change: the cache may fill again.
         """
-        fraction = _check_fraction(fraction)
-        dropped: _Evicted = []
+        fraction = check_fraction(fraction)
+        dropped: Evicted = []
         now = self._timer() if self._timed else -math.inf
         with self._lock:
             data = self._data
             entries_target = math.floor(len(data) * (1 - fraction))
             weight_target = self._weight * (1 - fraction)
             if self._timed:
-                for key in [key for key, entry in data.items() if entry <= now]:
-                    entry = data.pop(key)
+                for key, entry in snapshot(data):
+                    if now < entry:
+                        continue
+                    del data[key]
                     self._weight -= entry.size
                     dropped.append((key, entry.value, "expired"))
                 self._expirations += len(dropped)
             self._evict_to(entries_target, weight_target, now, dropped)
         self._notify(dropped)
         return len(dropped)
-
-    def _evict_to(
-        self, max_entries: float, max_weight: float, now: float, dropped: _Evicted
-    ) -> None:
-        """Pop least recently used entries until both limits hold; call with the lock held."""
-        data = self._data
-        while data and (len(data) > max_entries or self._weight > max_weight):
-            key, entry = data.popitem(last=False)
-            self._weight -= entry.size
-            if entry <= now:
-                self._expirations += 1
-                dropped.append((key, entry.value, "expired"))
-            else:
-                self._evictions += 1
-                dropped.append((key, entry.value, "capacity"))
-
-    def _drop_expired(self, key: K, entry: _Entry) -> _Evicted:
-        """Remove one expired entry; call with the lock held."""
-        del self._data[key]
-        self._weight -= entry.size
-        self._expirations += 1
-        return [(key, entry.value, "expired")]
-
-    def _reweigh(self, sizeof: Callable[[Any], int] | None) -> None:
-        """Re-size every entry with ``sizeof`` (None: stop sizing); call with the lock held.
-
-        Entries are replaced, not changed, because copies of the cache share them.
-        """
-        self._weight = 0
-        for key, entry in list(self._data.items()):
-            fresh = _Entry(entry)
-            fresh.value = entry.value
-            fresh.size = 0 if sizeof is None else -(-sizeof(entry.value) // self._unit)
-            self._data[key] = fresh
-            self._weight += fresh.size
-        self._sized = sizeof is not None
-
-    def _notify(self, dropped: _Evicted) -> None:
-        callback = self._on_evict
-        if callback is None:
-            return
-        for key, value, reason in dropped:
-            try:
-                callback(key, value, reason)
-            except Exception:
-                _log.exception("on_evict raised for a %s entry; the cache is unaffected", reason)
 
     # -- introspection -----------------------------------------------------
 
@@ -490,10 +305,11 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
     def stats(self) -> CacheStats:
         """Return the counters and bounds as a frozen :class:`CacheStats`."""
         with self._lock:
-            lookups = self._hits + self._misses
+            hits, misses = self._count_lookups()
+            lookups = hits + misses
             return CacheStats(
-                hits=self._hits,
-                misses=self._misses,
+                hits=hits,
+                misses=misses,
                 evictions=self._evictions,
                 expirations=self._expirations,
                 rejections=self._rejections,
@@ -501,7 +317,7 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
                 bytes=self._weight * self._unit if self._sized else None,
                 max_bytes=self.max_bytes,
                 maxsize=self.maxsize,
-                hit_rate=self._hits / lookups if lookups else 0.0,
+                hit_rate=hits / lookups if lookups else 0.0,
             )
 
     def __repr__(self) -> str:
@@ -510,13 +326,8 @@ class BoundedCache(MutableMapping[K, V], Generic[K, V]):
             f"ttl={self.ttl!r}, entries={len(self._data)})"
         )
 
-    def __getstate__(self) -> dict[str, Any]:
-        with self._lock:
-            state = self.__dict__.copy()
-            state["_data"] = self._data.copy()
-        del state["_lock"]
-        return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+if not GIL_ENABLED:  # pragma: no cover - free-threaded CPython only
+    # Without the GIL, OrderedDict calls from two threads are not atomic: hits take the lock.
+    setattr(BoundedCache, "__getitem__", BoundedCache._locked_getitem)  # noqa: B010
+    setattr(BoundedCache, "get", BoundedCache._locked_get)  # noqa: B010
