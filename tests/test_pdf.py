@@ -338,22 +338,33 @@ def test_guard_fires_only_past_budget(pdf_dir: Path, monkeypatch: pytest.MonkeyP
         pdf.open_pdf(path, budget=-1)
 
 
+def test_guard_is_quiet_while_the_next_page_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is emptied while RSS plus the last page's growth stays under start + budget."""
+    readings = iter([100, 125, 140])
+    monkeypatch.setattr(_pdf_memory, "_empty_store", pytest.fail)
+    guard = _pdf_memory._Guard(64, rss=lambda: next(readings))
+    guard.check()  # 125 + a 25 step < 164
+    guard.check()  # 140 + a 15 step < 164
+    assert 164 == guard.limit
+
+
 @pytest.mark.parametrize(
     ("after_empty", "after_trim", "trims", "limit"),
-    [(140, 0, 0, 164), (170, 110, 1, 164), (200, 150, 1, 182)],
+    [(120, 0, 0, 164), (130, 110, 1, 164), (150, 140, 1, 172)],
 )
-def test_guard_trims_only_when_emptying_the_store_is_not_enough(
+def test_guard_empties_before_the_limit_and_trims_only_if_needed(
     monkeypatch: pytest.MonkeyPatch, after_empty: int, after_trim: int, trims: int, limit: int
 ) -> None:
-    """Past the limit the store is emptied; the heap is trimmed, and the limit moved, only if
-    RSS is still over it; the limit never drops below start + budget."""
-    readings = iter([100, 170, after_empty, after_trim])
+    """The store is emptied when RSS plus the last page's growth would pass the limit; the heap
+    is trimmed, and the limit moved, only if that is still so; the limit never drops below
+    start + budget."""
+    readings = iter([100, 140, after_empty, after_trim])
     done: list[str] = []
     monkeypatch.setattr(_pdf_memory, "_empty_store", lambda: done.append("empty"))
     monkeypatch.setattr(_pdf_memory, "_trim_heap", lambda: done.append("trim"))
     guard = _pdf_memory._Guard(64, rss=lambda: next(readings))
     assert 164 == guard.limit
-    guard.check()
+    guard.check()  # 140 + a 40 step would pass 164
     assert ["empty"] + ["trim"] * trims == done
     assert limit == guard.limit
 

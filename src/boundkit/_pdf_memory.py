@@ -29,31 +29,39 @@ def _rss() -> int:
 
 
 class _Guard:
-    """Empties the store when RSS passes ``start + budget`` (one statm read, ~4 µs).
+    """Empties the store before RSS passes ``start + budget`` (one statm read, ~4 µs).
 
-    Emptying the store frees its decoded images. glibc unmaps the big ones
-    at once and keeps the rest to serve the next pages' allocations, which
-    is cheaper than handing it back to be faulted in again, so the heap is
-    trimmed only when RSS is still over the limit after the store is empty.
-    What even the trim cannot give back (the open document's parsed objects,
-    the caller's data) is not the store's: when it leaves less than half the
-    budget free, the limit moves to half a budget above it, so the store is
-    not emptied on every page. ``rss`` is injectable for tests.
+    The growth since the last check (one page) is taken as the next page's,
+    so the store is emptied when RSS plus that step would pass the limit, not
+    after. Emptying frees the decoded images: glibc unmaps the big ones at
+    once and keeps the rest to serve the next pages, cheaper than handing it
+    back to be faulted in again, so the heap is trimmed only when RSS plus a
+    step is still over the limit. What even the trim cannot give back (the
+    open document's parsed objects, the caller's data) is not the store's:
+    when it leaves less than half the budget free, the limit moves to half a
+    budget above it, so the store is not emptied on every page. ``rss`` is
+    injectable for tests.
     """
 
     def __init__(self, budget: int, *, rss: Callable[[], int] = _rss) -> None:
         self.budget = budget
         self._rss = rss
-        self.base_limit = rss() + budget
+        self.last = rss()
+        self.base_limit = self.last + budget
         self.limit = self.base_limit
 
     def check(self) -> None:
-        if self._rss() <= self.limit:
+        now = self._rss()
+        step = max(now - self.last, 0)
+        self.last = now
+        if now + step <= self.limit:
             return
         _empty_store()
-        if self._rss() > self.limit:
+        self.last = self._rss()
+        if self.last + step > self.limit:
             _trim_heap()
-            self.limit = max(self.base_limit, self._rss() + self.budget // 2)
+            self.last = self._rss()
+            self.limit = max(self.base_limit, self.last + self.budget // 2)
 
 
 class _CollectionWatch:
