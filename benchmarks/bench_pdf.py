@@ -1,13 +1,17 @@
 """Rendering throughput and peak memory: raw PyMuPDF, keep-all, render_pages, pypdfium2.
 
-Run: ``python3 benchmarks/bench_pdf.py [--pages 40] [--repeats 3]``
+Run: ``python3 benchmarks/bench_pdf.py [--pages 40] [--repeats 3] [--baseline SRC]``
 
 Every measurement runs in a fresh process (``--child``), which resets its peak
 (VmHWM) after imports, renders every page to raw RGB bytes at 150 dpi and
-reports pages/s (wall clock, and per CPU second, steadier on a shared machine)
-and peak RSS above its start. ``render_32M`` is render_pages with
-``budget=32 MiB`` instead of the default 64 MiB. Runs are interleaved; the table
-shows medians and ratios against raw PyMuPDF streaming measured in the same run.
+reports pages/s (wall clock, and per CPU second, steadier on a shared machine),
+peak RSS above its start and minor page faults (deterministic: memory given
+back and faulted in again shows there). ``render_32M`` is render_pages with
+``budget=32 MiB`` instead of the default 64 MiB; ``--baseline SRC`` adds
+``render_base``, render_pages imported from another checkout's ``src``. Runs
+are interleaved; the table shows medians (``best``: the fastest run, least
+disturbed by other load) and ratios against raw PyMuPDF streaming measured in
+the same run.
 Also times ``import pymupdf`` and ``import boundkit`` (fresh processes).
 """
 
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -51,6 +57,7 @@ def child(workload: str, path: str) -> None:
 
     _reset_peak()
     start = process_memory().rss
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     began = time.perf_counter()
     cpu_began = time.process_time()
     pages = 0
@@ -85,13 +92,17 @@ def child(workload: str, path: str) -> None:
         pdf.close()
     seconds = time.perf_counter() - began
     cpu = time.process_time() - cpu_began
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     del data
-    print(json.dumps({"pages": pages, "seconds": seconds, "cpu": cpu, "peak": _peak_rss() - start}))
+    peak = _peak_rss() - start
+    result = {"pages": pages, "seconds": seconds, "cpu": cpu, "peak": peak, "faults": faults}
+    print(json.dumps(result))
 
 
-def _run_child(workload: str, path: Path) -> dict[str, float]:
+def _run_child(workload: str, path: Path, env: dict[str, str] | None = None) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", workload, str(path)],
+        env=env,
         capture_output=True,
         text=True,
         check=True,
@@ -117,6 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", metavar="SRC", help="also run render_pages from SRC")
     parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -139,30 +151,38 @@ def main() -> None:
         docs["text"].write_bytes(text_pdf(args.pages))
         docs["image"].write_bytes(image_pdf(args.pages, side=1600))
         for kind, path in docs.items():
-            results: dict[str, list[dict[str, float]]] = {w: [] for w in WORKLOADS}
-            for _ in range(args.repeats):
-                for workload in WORKLOADS:
-                    results[workload].append(_run_child(workload, path))
-            rate = {
-                w: statistics.median(r["pages"] / r["seconds"] for r in runs)
-                for w, runs in results.items()
-            }
-            cpu_rate = {
-                w: statistics.median(r["pages"] / r["cpu"] for r in runs)
-                for w, runs in results.items()
-            }
-            peak = {w: statistics.median(r["peak"] for r in runs) for w, runs in results.items()}
-            print(f"\n{kind} PDF, {args.pages} pages, median of {args.repeats} fresh processes")
-            print(
-                f"{'workload':<14}{'pages/s':>9}{'x raw':>7}{'pages/cpu-s':>13}{'x raw':>7}"
-                f"{'peak MiB':>10}{'x raw':>7}"
-            )
-            for w in WORKLOADS:
-                print(
-                    f"{w:<14}{rate[w]:9.1f}{rate[w] / rate['raw']:7.2f}"
-                    f"{cpu_rate[w]:13.1f}{cpu_rate[w] / cpu_rate['raw']:7.2f}"
-                    f"{peak[w] / 2**20:10.1f}{peak[w] / peak['raw']:7.2f}"
-                )
+            _table(kind, path, args)
+
+
+def _table(kind: str, path: Path, args: argparse.Namespace) -> None:
+    """Run every workload ``args.repeats`` times, interleaved, and print one table."""
+    runs: dict[str, tuple[str, dict[str, str] | None]] = {w: (w, None) for w in WORKLOADS}
+    if args.baseline:
+        base = {**os.environ, "PYTHONPATH": str(Path(args.baseline).resolve())}
+        runs["render_base"] = ("render_pages", base)
+    results: dict[str, list[dict[str, float]]] = {w: [] for w in runs}
+    for _ in range(args.repeats):
+        for name, (workload, env) in runs.items():
+            results[name].append(_run_child(workload, path, env))
+    columns = {
+        "pages/s": lambda r: r["pages"] / r["seconds"],
+        "best": lambda r: r["pages"] / r["seconds"],
+        "pages/cpu-s": lambda r: r["pages"] / r["cpu"],
+        "peak MiB": lambda r: r["peak"] / 2**20,
+    }
+    table = {
+        (w, col): (max if col == "best" else statistics.median)(map(get, rs))
+        for w, rs in results.items()
+        for col, get in columns.items()
+    }
+    print(f"\n{kind} PDF, {args.pages} pages, {args.repeats} fresh processes each")
+    print(f"{'workload':<13}" + "".join(f"{col:>12}{'x raw':>6}" for col in columns) + "  faults")
+    for w, rs in results.items():
+        cells = "".join(
+            f"{table[w, col]:12.1f}{table[w, col] / table['raw', col]:6.2f}" for col in columns
+        )
+        faults = statistics.median(r["faults"] for r in rs)
+        print(f"{w:<13}{cells}{faults / 1000:7.0f}k")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("pymupdf", reason="the pdf extra (PyMuPDF) is not installed")
 
 import boundkit
-from boundkit import pdf
+from boundkit import _pdf_memory, pdf
 from boundkit.errors import (
     ConfigError,
     PdfError,
@@ -326,16 +326,47 @@ def test_iter_text_modes(pdf_dir: Path) -> None:
 def test_guard_fires_only_past_budget(pdf_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A zero budget empties the store after pages; a huge one only at exit; negative is refused."""
     calls: list[int] = []
-    release = pdf.release_pdf_memory
-    monkeypatch.setattr(pdf, "release_pdf_memory", lambda: calls.append(1) or release())
+    shrink = pymupdf.TOOLS.store_shrink
+    monkeypatch.setattr(pymupdf.TOOLS, "store_shrink", lambda p: calls.append(p) or shrink(p))
     path = pdf_dir / "images.pdf"
     list(pdf.render_pages(path, dpi=20, budget=2**40))
-    assert 1 == len(calls)  # the exit cleanup
+    assert [100] == calls  # the exit cleanup
     calls.clear()
     list(pdf.render_pages(path, dpi=20, budget=0))
     assert len(calls) >= 2
     with pytest.raises(ConfigError, match="budget"):
         pdf.open_pdf(path, budget=-1)
+
+
+def test_guard_is_quiet_while_the_next_page_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is emptied while RSS plus the last page's growth stays under start + budget."""
+    readings = iter([100, 125, 140])
+    monkeypatch.setattr(_pdf_memory, "_empty_store", pytest.fail)
+    guard = _pdf_memory._Guard(64, rss=lambda: next(readings))
+    guard.check()  # 125 + a 25 step < 164
+    guard.check()  # 140 + a 15 step < 164
+    assert 164 == guard.limit
+
+
+@pytest.mark.parametrize(
+    ("after_empty", "after_trim", "trims", "limit"),
+    [(120, 0, 0, 164), (130, 110, 1, 164), (150, 140, 1, 172)],
+)
+def test_guard_empties_before_the_limit_and_trims_only_if_needed(
+    monkeypatch: pytest.MonkeyPatch, after_empty: int, after_trim: int, trims: int, limit: int
+) -> None:
+    """The store is emptied when RSS plus the last page's growth would pass the limit; the heap
+    is trimmed, and the limit moved, only if that is still so; the limit never drops below
+    start + budget."""
+    readings = iter([100, 140, after_empty, after_trim])
+    done: list[str] = []
+    monkeypatch.setattr(_pdf_memory, "_empty_store", lambda: done.append("empty"))
+    monkeypatch.setattr(_pdf_memory, "_trim_heap", lambda: done.append("trim"))
+    guard = _pdf_memory._Guard(64, rss=lambda: next(readings))
+    assert 164 == guard.limit
+    guard.check()  # 140 + a 40 step would pass 164
+    assert ["empty"] + ["trim"] * trims == done
+    assert limit == guard.limit
 
 
 def test_pixmap_outside_open_pdf(pdf_dir: Path) -> None:

@@ -5,8 +5,9 @@ the PyMuPDF objects made inside the block (reference cycles too), empties
 MuPDF's store and trims the heap. :func:`pixmap` renders a page and frees the
 pixmap at exit. :func:`render_pages` and :func:`iter_text` stream a document
 page by page with one pixmap alive. Each page pass ends with a budget guard:
-when resident memory has grown more than ``budget`` bytes since the document
-was opened, the store is emptied and the heap trimmed.
+when resident memory has grown, or would grow after one more page like the
+last, more than ``budget`` bytes since the document was opened, the store is
+emptied (and the heap trimmed if that is not enough).
 
 MuPDF's store (decoded images, fonts, colour links) is process-wide and
 PyMuPDF is not thread-safe: use these from one thread; for parallel work use
@@ -17,15 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import gc
 import itertools
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, Union, cast
 
+from ._pdf_memory import _empty_store, _Guard, _trim_heap, _watch
 from .errors import (
     ConfigError,
     PdfError,
@@ -33,7 +33,6 @@ from .errors import (
     PdfWrongPasswordError,
     ResourceClosedError,
 )
-from .memory import _malloc_trim, process_memory
 
 if TYPE_CHECKING:
     import pymupdf
@@ -76,61 +75,10 @@ def release_pdf_memory() -> None:
     Costs microseconds when the store is already empty; the next document
     that needs an evicted image or font decodes it again.
     """
-    if "pymupdf" in sys.modules:
-        sys.modules["pymupdf"].TOOLS.store_shrink(100)
-    if _malloc_trim is not None:
-        _malloc_trim(0)
+    _empty_store()
+    _trim_heap()
 
 
-class _Guard:
-    """Empties the store when RSS passes ``start + budget`` (one statm read, ~25 µs).
-
-    Memory the cleanup cannot give back (the open document's parsed objects,
-    the caller's data) is not the store's: when it leaves less than half the
-    budget free, the limit moves to half a budget above it, so the store is
-    not emptied on every page.
-    """
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.base_limit = process_memory().rss + budget
-        self.limit = self.base_limit
-
-    def check(self) -> None:
-        if process_memory().rss > self.limit:
-            release_pdf_memory()
-            floor = process_memory().rss
-            self.limit = max(self.base_limit, floor + self.budget // 2)
-
-
-class _CollectionWatch:
-    """Counts collections of generation 1 or 2, which move survivors to the oldest one.
-
-    While none has run since a block began, every object made in the block is
-    still young, so collecting generations 0 and 1 finds all of its cycles at a
-    cost that does not grow with the rest of the heap.
-    """
-
-    def __init__(self) -> None:
-        self.older = 0
-        # CPython 3.14's incremental collector no longer has this guarantee.
-        self.exact = sys.implementation.name == "cpython" and sys.version_info < (3, 14)
-        if self.exact:
-            gc.callbacks.append(self._seen)
-
-    def _seen(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start" and info["generation"] >= 1:
-            self.older += 1
-
-    def collect_since(self, mark: int) -> None:
-        """Collect every unreachable object made since ``mark`` (a value of ``older``)."""
-        if self.exact and self.older == mark:
-            gc.collect(1)
-        else:
-            gc.collect()
-
-
-_watch = _CollectionWatch()
 # id(document) -> the guard of the open_pdf block that holds it open
 _guards: dict[int, _Guard] = {}
 

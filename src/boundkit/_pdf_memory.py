@@ -1,0 +1,94 @@
+"""Memory housekeeping behind :mod:`boundkit.pdf`: the page budget guard and exit collection.
+
+Stdlib and :mod:`boundkit.memory` only; PyMuPDF is reached through ``sys.modules``
+so importing this never imports it.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+from collections.abc import Callable
+
+from .memory import _malloc_trim, process_memory
+
+
+def _empty_store() -> None:
+    """Empty MuPDF's process-wide store, if PyMuPDF is loaded (microseconds when empty)."""
+    if "pymupdf" in sys.modules:
+        sys.modules["pymupdf"].TOOLS.store_shrink(100)
+
+
+def _trim_heap() -> None:
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _rss() -> int:
+    return process_memory().rss
+
+
+class _Guard:
+    """Empties the store before RSS passes ``start + budget`` (one statm read, ~4 µs).
+
+    The growth since the last check (one page) is taken as the next page's,
+    so the store is emptied when RSS plus that step would pass the limit, not
+    after. Emptying frees the decoded images: glibc unmaps the big ones at
+    once and keeps the rest to serve the next pages, cheaper than handing it
+    back to be faulted in again, so the heap is trimmed only when RSS plus a
+    step is still over the limit. What even the trim cannot give back (the
+    open document's parsed objects, the caller's data) is not the store's:
+    when it leaves less than half the budget free, the limit moves to half a
+    budget above it, so the store is not emptied on every page. ``rss`` is
+    injectable for tests.
+    """
+
+    def __init__(self, budget: int, *, rss: Callable[[], int] = _rss) -> None:
+        self.budget = budget
+        self._rss = rss
+        self.last = rss()
+        self.base_limit = self.last + budget
+        self.limit = self.base_limit
+
+    def check(self) -> None:
+        now = self._rss()
+        step = max(now - self.last, 0)
+        self.last = now
+        if now + step <= self.limit:
+            return
+        _empty_store()
+        self.last = self._rss()
+        if self.last + step > self.limit:
+            _trim_heap()
+            self.last = self._rss()
+            self.limit = max(self.base_limit, self.last + self.budget // 2)
+
+
+class _CollectionWatch:
+    """Counts collections of generation 1 or 2, which move survivors to the oldest one.
+
+    While none has run since a block began, every object made in the block is
+    still young, so collecting generations 0 and 1 finds all of its cycles at a
+    cost that does not grow with the rest of the heap.
+    """
+
+    def __init__(self) -> None:
+        self.older = 0
+        # CPython 3.14's incremental collector no longer has this guarantee.
+        self.exact = sys.implementation.name == "cpython" and sys.version_info < (3, 14)
+        if self.exact:
+            gc.callbacks.append(self._seen)
+
+    def _seen(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] >= 1:
+            self.older += 1
+
+    def collect_since(self, mark: int) -> None:
+        """Collect every unreachable object made since ``mark`` (a value of ``older``)."""
+        if self.exact and self.older == mark:
+            gc.collect(1)
+        else:
+            gc.collect()
+
+
+_watch = _CollectionWatch()
