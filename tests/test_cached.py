@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import doctest
 import subprocess
 import sys
 import threading
@@ -12,15 +11,8 @@ from typing import Any
 import cachetools
 import pytest
 
-from boundkit import BoundedCache, ConfigError, _cached, cached
+from boundkit import BoundedCache, ConfigError, cached
 from boundkit.testing import assert_no_growth
-
-
-def test_doctests() -> None:
-    """The example in cached()'s docstring holds."""
-    result = doctest.testmod(_cached)
-    assert result.attempted > 0
-    assert result.failed == 0
 
 
 def test_memoises_and_reports_like_functools() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import gc
 import io
 import json
@@ -389,12 +388,6 @@ def test_batched_and_its_cleanup() -> None:
     assert [1, 1, 1, 2] == calls
     with pytest.raises(ConfigError, match="size"):
         next(pdf.batched([1], 0))
-
-
-def test_module_doctests() -> None:
-    """The docstring examples in boundkit.pdf hold."""
-    failures, tried = doctest.testmod(pdf)
-    assert (0, True) == (failures, tried > 0)
 
 
 # zero growth ------------------------------------------------------------------------

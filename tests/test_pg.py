@@ -220,16 +220,6 @@ def test_a_pooled_connection_call_is_entered_once(make_pool):
         assert 1 == conn.execute("SELECT 1").fetchone()[0]
 
 
-def test_pg_base_doctests():
-    """The examples in boundkit._pg_base's docstrings hold."""
-    import doctest
-
-    from boundkit import _pg_base
-
-    result = doctest.testmod(_pg_base)
-    assert (0, True) == (result.failed, result.attempted > 0)
-
-
 def test_prepared_statements_survive_the_reset(make_pool):
     """psycopg's prepared statements still work across blocks after the reset."""
     pool = make_pool(max_size=1)
