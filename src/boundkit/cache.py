@@ -223,16 +223,19 @@ class BoundedCache(CacheCore[K, V], MutableMapping[K, V]):
         dropped: Evicted = []
         now = self._timer()
         with self._lock:
-            data = self._data
-            for key, entry in snapshot(data):
-                if now < entry:
-                    continue
-                del data[key]
-                self._weight -= entry.size
-                dropped.append((key, entry.value, "expired"))
-            self._expirations += len(dropped)
+            self._drop_expired(now, dropped)
         self._notify(dropped)
         return len(dropped)
+
+    def _drop_expired(self, now: float, dropped: Evicted) -> None:
+        """Drop every entry expired at ``now`` into ``dropped``; call with the lock held."""
+        data = self._data
+        expired = [(key, entry) for key, entry in snapshot(data) if not now < entry]
+        for key, entry in expired:
+            del data[key]
+            self._weight -= entry.size
+            dropped.append((key, entry.value, "expired"))
+        self._expirations += len(expired)
 
     def resize(self, maxsize: int | None = UNCHANGED, *, max_bytes: int | None = UNCHANGED) -> None:
         """Change the bounds (None removes one) and evict down to them at once.
@@ -269,13 +272,7 @@ class BoundedCache(CacheCore[K, V], MutableMapping[K, V]):
             entries_target = math.floor(len(data) * (1 - fraction))
             weight_target = self._weight * (1 - fraction)
             if self._timed:
-                for key, entry in snapshot(data):
-                    if now < entry:
-                        continue
-                    del data[key]
-                    self._weight -= entry.size
-                    dropped.append((key, entry.value, "expired"))
-                self._expirations += len(dropped)
+                self._drop_expired(now, dropped)
             self._evict_to(entries_target, weight_target, now, dropped)
         self._notify(dropped)
         return len(dropped)
