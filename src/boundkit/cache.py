@@ -223,11 +223,11 @@ class BoundedCache(CacheCore[K, V], MutableMapping[K, V]):
         dropped: Evicted = []
         now = self._timer()
         with self._lock:
-            self._drop_expired(now, dropped)
+            self._sweep_expired(now, dropped)
         self._notify(dropped)
         return len(dropped)
 
-    def _drop_expired(self, now: float, dropped: Evicted) -> None:
+    def _sweep_expired(self, now: float, dropped: Evicted) -> None:
         """Drop every entry expired at ``now`` into ``dropped``; call with the lock held."""
         data = self._data
         expired = [(key, entry) for key, entry in snapshot(data) if not now < entry]
@@ -272,7 +272,7 @@ class BoundedCache(CacheCore[K, V], MutableMapping[K, V]):
             entries_target = math.floor(len(data) * (1 - fraction))
             weight_target = self._weight * (1 - fraction)
             if self._timed:
-                self._drop_expired(now, dropped)
+                self._sweep_expired(now, dropped)
             self._evict_to(entries_target, weight_target, now, dropped)
         self._notify(dropped)
         return len(dropped)
