@@ -437,7 +437,7 @@ _PEAK_SCRIPT = textwrap.dedent(
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")  # reset the peak (VmHWM) once the imports are done
     start = process_memory().rss
-    for _ in render_pages(sys.argv[1], dpi=72, fmt="raw", budget=16 * 2**20):
+    for _ in render_pages(sys.argv[1], dpi=150, fmt="raw", budget=32 * 2**20):
         pass
     with open("/proc/self/status") as status:
         peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
