@@ -29,7 +29,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from boundkit._pg_base import COMMIT_SQL, closing_gen
+from boundkit._pg_base import COMMIT, DISCARD, closing_gen, forget_prepared
 from boundkit.pg import create_pool, pooled_connection
 
 DSN = os.environ.get("DATABASE_URL", "host=127.0.0.1 port=5432 user=postgres dbname=test")
@@ -81,11 +81,12 @@ def latency() -> None:
         with pooled_connection(pool=bare) as conn:
             conn.execute("SELECT 1").fetchone()
 
-    def reset_request() -> None:  # raw pool, ending with boundkit's COMMIT + session reset
+    def reset_request() -> None:  # raw pool, ending with boundkit's COMMIT + DISCARD ALL
         conn = reset.getconn()
         conn.execute("SELECT 1").fetchone()
         with conn.lock:
-            conn.wait(closing_gen(conn.pgconn, COMMIT_SQL, "utf-8"))
+            conn.wait(closing_gen(conn.pgconn, (COMMIT, DISCARD)))
+            forget_prepared(conn)
         reset.putconn(conn)
 
     def connect_request() -> None:

@@ -155,6 +155,46 @@ def test_session_state_does_not_reach_next_borrower(make_pool):
     assert ('"$user", public', "7s", "postgres", None, 0, 0, "4MB", False) == seen
 
 
+@pytest.mark.parametrize("ending", ["commit", "rollback", "autocommit"])
+def test_prepare_cursors_sequences_and_session_user_do_not_reach_next_borrower(make_pool, ending):
+    """SQL PREPARE, WITH HOLD cursors, currval() and SET SESSION AUTHORIZATION are reset too."""
+    pool = make_pool(max_size=1)
+    with contextlib.suppress(KeyError), pooled_connection(pool=pool) as conn:
+        conn.autocommit = ending == "autocommit"
+        conn.execute("PREPARE mine AS SELECT 41 + 1")
+        conn.execute("DECLARE held CURSOR WITH HOLD FOR SELECT 1")
+        conn.execute("CREATE TEMP SEQUENCE seq")
+        conn.execute("CREATE SEQUENCE IF NOT EXISTS boundkit_seq")
+        conn.execute("SELECT nextval('boundkit_seq')")
+        conn.execute("SET SESSION AUTHORIZATION pg_monitor")
+        conn.commit()
+        if ending == "rollback":
+            raise KeyError(ending)
+    with pooled_connection(pool=pool) as conn:
+        seen = conn.execute(
+            "SELECT (SELECT count(*) FROM pg_prepared_statements),"
+            " (SELECT count(*) FROM pg_cursors), session_user, current_user"
+        ).fetchone()
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="currval"):
+            conn.execute("SELECT currval('boundkit_seq')")
+    assert (0, 0, "postgres", "postgres") == seen
+    assert 0 == pool_stats()[pool.name]["discards"]
+
+
+def test_psycopg_prepared_statements_stay_consistent_across_blocks(make_pool):
+    """psycopg prepares again what DISCARD ALL dropped: it never uses a stale statement name."""
+    pool = make_pool(max_size=1)
+    seen = []
+    for i in range(4):
+        with pooled_connection(pool=pool) as conn:
+            conn.prepare_threshold = 0  # prepare at first use
+            for j in range(3):
+                seen.append(conn.execute("SELECT %s::int * 10 + %s", (i, j)).fetchone()[0])
+            seen.append(conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0])
+    assert [0, 1, 2, 2, 10, 11, 12, 2, 20, 21, 22, 2, 30, 31, 32, 2] == seen
+    assert 0 == pool_stats()[pool.name]["discards"]
+
+
 @pytest.mark.parametrize("ending", ["python-error", "sql-error", "autocommit"])
 def test_session_state_is_reset_whatever_the_block_ends_with(make_pool, ending):
     """Blocks ending in an exception, an SQL error or autocommit hand on a clean session."""

@@ -101,6 +101,27 @@ def test_session_state_does_not_reach_next_borrower(pg_dsn):
     assert ('"$user", public', False) == run(scenario)
 
 
+def test_prepare_and_session_user_do_not_reach_next_borrower(pg_dsn):
+    """SQL PREPARE and SET SESSION AUTHORIZATION are gone; psycopg's statements still work."""
+
+    async def scenario() -> list[Any]:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+        seen = []
+        for i in range(3):
+            async with apooled_connection(pool=pool) as conn:
+                conn.prepare_threshold = 0
+                cur = await conn.execute(
+                    "SELECT (SELECT count(*) FROM pg_prepared_statements), session_user, %s::int",
+                    (i,),
+                )
+                seen.append(await cur.fetchone())
+                await conn.execute("PREPARE mine AS SELECT 1")
+                await conn.execute("SET SESSION AUTHORIZATION pg_monitor")
+        return seen
+
+    assert [(1, "postgres", 0), (1, "postgres", 1), (1, "postgres", 2)] == run(scenario)
+
+
 def test_failed_commit_raises_and_reset_session_false_keeps_state(pg_dsn):
     """A failing COMMIT raises psycopg's error; reset_session=False hands SETs on."""
 

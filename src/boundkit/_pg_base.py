@@ -15,28 +15,26 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from psycopg import errors, generators, pq
+from psycopg import generators, pq
 from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .errors import ConfigError, ResourceClosedError
 
-# Undo everything DISCARD ALL undoes except the prepared statements and plans
-# that psycopg caches per connection (DISCARD ALL would leave its cache naming
-# statements the server forgot). Always sent in the same round trip as the
-# COMMIT or ROLLBACK that ends the block (a separate reset round trip, e.g. in
-# psycopg_pool's background ``reset=``, measured slower: see bench_pg.py), and
-# sent through libpq directly (closing_gen), not through a psycopg cursor.
-RESET_SQL = (
-    "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; "
-    "SELECT pg_advisory_unlock_all(); DISCARD TEMP"
+# A block ends with one round trip: its COMMIT or ROLLBACK, then DISCARD ALL
+# (session settings, roles, temp tables, LISTEN, advisory locks, cursors,
+# prepared statements, sequence caches), pipelined without a Sync between them
+# (DISCARD ALL cannot run in the transaction block a multi-statement query
+# makes). COMMIT first: when it fails (a deferred constraint) that is the error
+# the block raises, and the server skips the DISCARD ALL, so the rollback path
+# sends DISCARD ALL again. Measured cheaper than the six-statement reset string
+# it replaced (benchmarks/bench_pg.py, docs/pg.md).
+COMMIT, ROLLBACK, DISCARD = b"COMMIT", b"ROLLBACK", b"DISCARD ALL"
+_INTRANS, _INERROR, _IDLE = (
+    pq.TransactionStatus.INTRANS,
+    pq.TransactionStatus.INERROR,
+    pq.TransactionStatus.IDLE,
 )
-# COMMIT first: when the COMMIT itself fails (a deferred constraint) that is the
-# error the block raises, the server skips the rest, and the rollback path sends
-# RESET_SQL alone (before the COMMIT, DISCARD TEMP would fail first with
-# "pending trigger events"). The reset then runs in an implicit transaction.
-COMMIT_SQL = f"COMMIT; {RESET_SQL}"
-ROLLBACK_SQL = f"ROLLBACK; {RESET_SQL}"
 
 # connection attributes a block may change that psycopg_pool does not restore
 SESSION_ATTRS = ("autocommit", "isolation_level", "read_only", "deferrable")
@@ -196,8 +194,10 @@ class Registry:
         self.defaults: dict[str, Any] = {}
         self.twins: dict[int, Any] = {}  # id(parent's pool) -> this child's own pool
         self.lock = threading.Lock()
+        self.pid = os.getpid()  # kept current by the at-fork hook: no syscall per checkout
 
     def forget_after_fork(self) -> None:
+        self.pid = os.getpid()
         self.lock = threading.Lock()
         self.defaults = {}
         self.twins = {}
@@ -332,58 +332,87 @@ class LeaseBase:
         return f"<{type(self).__name__} {state}>"
 
 
-def closing_sql(status: int, *, commit: bool, used: bool, reset: bool = True) -> str | None:
-    """The one query that ends a block's transaction and resets the session.
+def closing_statements(
+    status: int, *, commit: bool, used: bool, reset: bool = True
+) -> tuple[bytes, ...]:
+    """The statements that end a block's transaction and reset the session.
 
     With ``reset=False`` (``create_pool(reset_session=False)``) only the
-    ``COMMIT`` or ``ROLLBACK``. ``None``: nothing to send (the connection was
-    not used, or is broken or busy and will be discarded). Send it with
-    :func:`closing_gen`: through libpq's simple query protocol the statements
-    run whatever psycopg's ``autocommit`` says.
+    ``COMMIT`` or ``ROLLBACK``. Empty: nothing to send (the connection was not
+    used, or is broken or busy and will be discarded). Send them with
+    :func:`closing_gen`: they run whatever psycopg's ``autocommit`` says.
 
-    >>> closing_sql(pq.TransactionStatus.INTRANS, commit=True, used=True) == COMMIT_SQL
-    True
-    >>> closing_sql(pq.TransactionStatus.INERROR, commit=True, used=True) == ROLLBACK_SQL
-    True
-    >>> closing_sql(pq.TransactionStatus.IDLE, commit=True, used=True) == RESET_SQL
-    True
-    >>> closing_sql(pq.TransactionStatus.IDLE, commit=True, used=False) is None
-    True
-    >>> closing_sql(pq.TransactionStatus.INTRANS, commit=True, used=True, reset=False)
-    'COMMIT'
-    >>> closing_sql(pq.TransactionStatus.IDLE, commit=True, used=True, reset=False) is None
-    True
+    >>> INTRANS, INERROR, IDLE = 2, 3, 0  # pq.TransactionStatus
+    >>> closing_statements(INTRANS, commit=True, used=True)
+    (b'COMMIT', b'DISCARD ALL')
+    >>> closing_statements(INERROR, commit=True, used=True)
+    (b'ROLLBACK', b'DISCARD ALL')
+    >>> closing_statements(IDLE, commit=True, used=True)
+    (b'DISCARD ALL',)
+    >>> closing_statements(IDLE, commit=True, used=False)
+    ()
+    >>> closing_statements(INTRANS, commit=True, used=True, reset=False)
+    (b'COMMIT',)
+    >>> closing_statements(IDLE, commit=True, used=True, reset=False)
+    ()
     """
-    if status == pq.TransactionStatus.INTRANS:
-        if reset:
-            return COMMIT_SQL if commit else ROLLBACK_SQL
-        return "COMMIT" if commit else "ROLLBACK"
-    if status == pq.TransactionStatus.INERROR:
-        return ROLLBACK_SQL if reset else "ROLLBACK"
-    if status == pq.TransactionStatus.IDLE and used and reset:
-        return RESET_SQL
-    return None
+    if status == _INTRANS:
+        end = COMMIT if commit else ROLLBACK
+    elif status == _INERROR:
+        end = ROLLBACK
+    elif status == _IDLE and used:
+        return (DISCARD,) if reset else ()
+    else:
+        return ()
+    return (end, DISCARD) if reset else (end,)
 
 
-_ENCODED: dict[str, bytes] = {}
-
-
-def closing_gen(pgconn: pq.abc.PGconn, sql: str, encoding: str) -> PQGen[None]:
-    """Send ``sql`` (from :func:`closing_sql`) and wait for all its results.
+def closing_gen(pgconn: pq.abc.PGconn, statements: tuple[bytes, ...]) -> PQGen[Any]:
+    """Send ``statements`` (from :func:`closing_statements`); return the first failure.
 
     For ``conn.wait()`` under ``conn.lock``. Straight through libpq, as
     ``conn.commit()`` does: a psycopg cursor's ``execute()`` cost ~30 us more
-    client CPU per block (benchmarks/bench_pg.py). Raises the psycopg error of
-    the first statement that failed, as ``execute()`` would.
+    client CPU per block. Two statements go in one libpq pipeline with a single
+    Sync: one round trip. Returns ``None``, or the ``PGresult`` of the first
+    statement that failed, for the caller to raise as psycopg's error class.
     """
-    query = _ENCODED.get(sql)
-    if query is None:  # only the five strings closing_sql() returns
-        query = _ENCODED[sql] = sql.encode()
-    pgconn.send_query(query)
-    results = yield from generators.execute(pgconn)
+    if len(statements) == 1:
+        pgconn.send_query(statements[0])
+        results = yield from generators.execute(pgconn)
+    else:
+        pgconn.enter_pipeline_mode()
+        for statement in statements:
+            pgconn.send_query_params(statement, None)
+        pgconn.pipeline_sync()
+        yield from generators.send(pgconn)
+        results = []
+        while not results or results[-1].status != pq.ExecStatus.PIPELINE_SYNC:
+            results += yield from generators.fetch_many(pgconn)
+        pgconn.exit_pipeline_mode()
     for result in results:
         if result.status == pq.ExecStatus.FATAL_ERROR:
-            raise errors.error_from_result(result, encoding=encoding)
+            return result
+    return None
+
+
+def forget_prepared(conn: Any) -> None:
+    """Make psycopg forget the statements it prepared, after a DISCARD ALL dropped them.
+
+    Its next execution of a query prepares it again under a new name. Uses
+    psycopg's own cache reset (what it does when a cursor runs DISCARD ALL),
+    minus the DEALLOCATE ALL that reset queues: the server already forgot them.
+    """
+    prepared = conn._prepared
+    prepared.clear()
+    prepared._to_flush.clear()
+
+
+def is_clean(pgconn: pq.abc.PGconn) -> bool:
+    """Whether a returned connection can go back to the pool: idle, no pipeline left open."""
+    return (
+        pgconn.transaction_status == pq.TransactionStatus.IDLE
+        and pgconn.pipeline_status == pq.PipelineStatus.OFF
+    )
 
 
 def needs_reset(conn: Any, saved: tuple[Any, ...]) -> dict[str, Any]:

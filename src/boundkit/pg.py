@@ -19,7 +19,6 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
-from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ._pg_base import (
@@ -31,10 +30,12 @@ from ._pg_base import (
     PoolState,
     Registry,
     closing_gen,
-    closing_sql,
+    closing_statements,
     connect_failed_message,
     exhausted_message,
+    forget_prepared,
     idle_state,
+    is_clean,
     needs_reset,
     resolve_conninfo,
     stats_of,
@@ -189,7 +190,7 @@ def _pool_for(
                 if pool is None or pool.closed:
                     pool = _REGISTRY.defaults[key] = create_pool(key)
     state = _REGISTRY.state_of(pool)
-    if state.pid != os.getpid():  # inherited through fork(): never touch it
+    if state.pid != _REGISTRY.pid:  # inherited through fork(): never touch it
         with _REGISTRY.lock:
             twin = _REGISTRY.twins.get(id(pool))
             if twin is None:
@@ -271,7 +272,7 @@ def _give_back(
         discard = True
         raise
     finally:
-        if discard or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        if discard or not is_clean(conn.pgconn):
             state.discards += 1
             conn.close()
         pool.putconn(conn)
@@ -283,11 +284,17 @@ def _give_back(
 def _close_transaction(
     conn: psycopg.Connection[Any], *, commit: bool, used: bool, reset: bool
 ) -> None:
-    # one round trip: COMMIT or ROLLBACK with the session reset
-    sql = closing_sql(conn.pgconn.transaction_status, commit=commit, used=used, reset=reset)
-    if sql is not None:
+    # one round trip: COMMIT or ROLLBACK, then DISCARD ALL
+    statements = closing_statements(
+        conn.pgconn.transaction_status, commit=commit, used=used, reset=reset
+    )
+    if statements:
         with conn.lock:
-            conn.wait(closing_gen(conn.pgconn, sql, conn.info.encoding))
+            failed = conn.wait(closing_gen(conn.pgconn, statements))
+            if reset:
+                forget_prepared(conn)
+        if failed is not None:
+            raise psycopg.errors.error_from_result(failed, encoding=conn.info.encoding)
 
 
 def pool_stats() -> dict[str, dict[str, Any]]:

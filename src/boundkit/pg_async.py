@@ -11,7 +11,6 @@ from time import monotonic
 from typing import Any
 
 import psycopg
-from psycopg import pq
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ._pg_base import (
@@ -24,10 +23,12 @@ from ._pg_base import (
     PoolState,
     Registry,
     closing_gen,
-    closing_sql,
+    closing_statements,
     connect_failed_message,
     exhausted_message,
+    forget_prepared,
     idle_state,
+    is_clean,
     needs_reset,
     resolve_conninfo,
     stats_of,
@@ -152,7 +153,7 @@ async def _pool_for(
         if pool is None or pool.closed:
             pool = _REGISTRY.defaults[key] = await acreate_pool(key)
     state = _REGISTRY.state_of(pool)
-    if state.pid != os.getpid():  # inherited through fork(): never touch it
+    if state.pid != _REGISTRY.pid:  # inherited through fork(): never touch it
         twin = _REGISTRY.twins.get(id(pool))
         if twin is None:
             twin = _REGISTRY.twins[id(pool)] = await _open(state.settings)
@@ -238,7 +239,7 @@ async def _give_back(
         discard = True
         raise
     finally:
-        if discard or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        if discard or not is_clean(conn.pgconn):
             state.discards += 1
             await conn.close()
         await pool.putconn(conn)
@@ -250,11 +251,17 @@ async def _give_back(
 async def _close_transaction(
     conn: psycopg.AsyncConnection[Any], *, commit: bool, used: bool, reset: bool
 ) -> None:
-    # one round trip: COMMIT or ROLLBACK with the session reset
-    sql = closing_sql(conn.pgconn.transaction_status, commit=commit, used=used, reset=reset)
-    if sql is not None:
+    # one round trip: COMMIT or ROLLBACK, then DISCARD ALL
+    statements = closing_statements(
+        conn.pgconn.transaction_status, commit=commit, used=used, reset=reset
+    )
+    if statements:
         async with conn.lock:
-            await conn.wait(closing_gen(conn.pgconn, sql, conn.info.encoding))
+            failed = await conn.wait(closing_gen(conn.pgconn, statements))
+            if reset:
+                forget_prepared(conn)
+        if failed is not None:
+            raise psycopg.errors.error_from_result(failed, encoding=conn.info.encoding)
 
 
 def apool_stats() -> dict[str, dict[str, Any]]:
