@@ -90,21 +90,27 @@ fast_lookup(Lookups *self, PyObject *key, PyObject **value)
         self->misses++;
         return LOOKUP_MISS;
     }
-    if (Py_TYPE(entry) != entry_type) {
-        return LOOKUP_SLOW;
-    }
-    Py_INCREF(entry);
     if (self->timed != Py_False) {
 #if defined(__linux__)
         if (self->timer == monotonic_func) {
-            if (read_monotonic() >= PyFloat_AS_DOUBLE(entry)) {
-                Py_DECREF(entry);
+            /* The clock read waits for every load before it: fetch the entry meanwhile. */
+            __builtin_prefetch(entry);
+            double now = read_monotonic();
+            if (Py_TYPE(entry) != entry_type) {
                 return LOOKUP_SLOW;
             }
+            if (now >= PyFloat_AS_DOUBLE(entry)) {
+                return LOOKUP_SLOW;
+            }
+            Py_INCREF(entry);
         }
         else
 #endif
         {
+            if (Py_TYPE(entry) != entry_type) {
+                return LOOKUP_SLOW;
+            }
+            Py_INCREF(entry);
             if (self->timer == NULL) {
                 Py_DECREF(entry);
                 return LOOKUP_SLOW;
@@ -130,6 +136,12 @@ fast_lookup(Lookups *self, PyObject *key, PyObject **value)
                 return expired < 0 ? LOOKUP_ERROR : LOOKUP_SLOW;
             }
         }
+    }
+    else {
+        if (Py_TYPE(entry) != entry_type) {
+            return LOOKUP_SLOW;
+        }
+        Py_INCREF(entry);
     }
     PyObject *refresh = self->refresh;
     if (refresh == NULL) {  /* only a Python timer can have removed it */
