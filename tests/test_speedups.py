@@ -7,7 +7,9 @@ subprocess with ``BOUNDKIT_PURE_PYTHON=1``, so both are tested in every run.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -24,6 +26,7 @@ from boundkit.cache import ACCELERATED
 from boundkit.testing import assert_no_growth
 
 PURE = os.environ.get("BOUNDKIT_PURE_PYTHON", "") not in ("", "0")
+BUILT = importlib.util.find_spec("boundkit._speedups") is not None
 TESTS = Path(__file__).parent
 needs_c = pytest.mark.skipif(speedups is None, reason="boundkit._speedups is not loaded")
 
@@ -180,3 +183,77 @@ def test_lookups_do_not_grow_the_process() -> None:
         _raises_key_error(cache, i - 50)
 
     assert_no_growth(churn, calls=20_000, rounds=3, bytes_per_call=1)
+
+
+def test_a_timer_returning_ints_expires_entries_exactly() -> None:
+    """A non-float clock is compared exactly, as in Python: alive while timer() < expiry."""
+    now = [0]
+    cache: BoundedCache[str, int] = BoundedCache(10, ttl=5, timer=lambda: now[0])
+    cache["a"] = 1
+    now[0] = 4
+    assert 1 == cache["a"]
+    assert 1 == cache.get("a")
+    now[0] = 5
+    assert None is cache.get("a")
+    assert 0 == len(cache._data)  # dropped by the slow path
+    assert (2, 1, 1) == (cache.stats().hits, cache.stats().misses, cache.stats().expirations)
+
+
+def test_a_failing_timer_reaches_the_caller() -> None:
+    """An exception from the timer propagates from a lookup and leaves the entry in place."""
+    fail = [False]
+
+    def timer() -> float:
+        if fail[0]:
+            raise OSError("clock broke")
+        return 0.0
+
+    cache: BoundedCache[str, int] = BoundedCache(10, ttl=5, timer=timer)
+    cache["a"] = 1
+    fail[0] = True
+    with pytest.raises(OSError, match="clock broke"):
+        cache["a"]
+    with pytest.raises(OSError, match="clock broke"):
+        cache.get("a")
+    fail[0] = False
+    assert 1 == cache["a"]
+
+
+def test_get_takes_its_arguments_like_mapping_get() -> None:
+    """get(key, default=None): by position or keyword; wrong calls raise TypeError."""
+    cache: BoundedCache[str, int] = BoundedCache(10)
+    cache["a"] = 1
+    assert 1 == cache.get(key="a")
+    assert 2 == cache.get("b", default=2)
+    assert 3 == cache.get(default=3, key="b")
+    with pytest.raises(TypeError):
+        cache.get()  # type: ignore[call-overload]
+    with pytest.raises(TypeError):
+        cache.get("a", 1, 2)  # type: ignore[call-overload]
+    with pytest.raises(TypeError):
+        cache.get("a", key="a")  # type: ignore[call-overload]
+    with pytest.raises(TypeError):
+        cache.get("a", fallback=1)  # type: ignore[call-overload]
+
+
+def test_a_pickle_loads_in_the_other_implementation() -> None:
+    """Both implementations pickle the same state: entries, order, counters and bounds."""
+    cache: BoundedCache[str, int] = BoundedCache(3, max_bytes=10_000, ttl=600)
+    cache.update(a=1, b=2, c=3)
+    cache["a"]
+    cache.get("zz")
+    other = "" if PURE else "1"
+    code = (
+        "import pickle, sys; c = pickle.load(sys.stdin.buffer); c['d'] = 4; "
+        "import boundkit.cache as m; print(m.ACCELERATED, list(c), c.stats().hits, "
+        "c.stats().misses, c.stats().bytes, c.maxsize)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=pickle.dumps(cache),
+        env={**os.environ, "BOUNDKIT_PURE_PYTHON": other},
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    expected_other = PURE and BUILT  # the C build, when this run is the pure-Python one
+    assert f"{expected_other} ['c', 'a', 'd'] 1 1 {cache.stats().bytes} 3" == out.strip()
