@@ -12,6 +12,10 @@ section of docs/cache.md); cachetools.TTLCache with getsizeof uses the same ``es
 as the byte budget. Bytes per entry come from tracemalloc (cachebox allocates
 in Rust, out of tracemalloc's sight, so its row uses the anonymous RSS growth
 of a large cache instead).
+
+The ``boundkit.BoundedCache`` row is the implementation this process loaded (the
+C accelerator when built); the ``(pure Python)`` row is the fallback, imported a
+second time with ``BOUNDKIT_PURE_PYTHON=1`` and measured in the same run.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import functools
 import gc
 import itertools
 import json
+import os
 import random
 import statistics
 import sys
@@ -30,6 +35,7 @@ import tracemalloc
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import cachebox
@@ -38,11 +44,34 @@ import objsize
 from pympler import asizeof
 
 from boundkit import BoundedCache, estimate_size
+from boundkit.cache import ACCELERATED
 from boundkit.memory import process_memory
 
 CAPACITY = 10_000
 CHUNK = 5_000  # operations per timed sample
 TTL = 3600.0
+
+
+def load_pure_python() -> ModuleType:
+    """A second copy of boundkit.cache imported with BOUNDKIT_PURE_PYTHON=1 (no C at all)."""
+    saved = {name: module for name, module in sys.modules.items() if name.startswith("boundkit")}
+    for name in saved:
+        del sys.modules[name]
+    os.environ["BOUNDKIT_PURE_PYTHON"] = "1"
+    try:
+        import boundkit.cache as pure
+
+        assert not pure.ACCELERATED
+    finally:
+        del os.environ["BOUNDKIT_PURE_PYTHON"]
+        for name in [name for name in sys.modules if name.startswith("boundkit")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+    return pure
+
+
+PURE = load_pure_python()
+pure_estimate_size = PURE.BoundedCache(1)._sizeof
 
 
 class OrderedDictLRU:
@@ -82,6 +111,7 @@ def make_caches(value_size: int, capacity: int = CAPACITY) -> dict[str, Callable
     return {
         "boundkit.BoundedCache": lambda: BoundedCache(capacity, max_bytes=budget, ttl=TTL),
         "  (maxsize only: no clock)": lambda: BoundedCache(capacity),
+        "  (pure Python)": lambda: PURE.BoundedCache(capacity, max_bytes=budget, ttl=TTL),
         "cachetools.LRUCache": lambda: cachetools.LRUCache(capacity),
         "cachetools.TTLCache": lambda: cachetools.TTLCache(capacity, TTL),
         "cachetools.TTLCache+getsizeof": lambda: cachetools.TTLCache(
@@ -181,8 +211,10 @@ def cache_table(samples: int, repeat: int, value: object, label: str) -> None:
     size = estimate_size(value)
     caches = make_caches(size)
     estimator = per_call(functools.partial(estimate_size, value), repeat)
+    pure = per_call(functools.partial(pure_estimate_size, value), repeat)
     print(
-        f"\n## cache operations, value = {label} (estimate_size {size} B, {estimator * 1e9:.0f} ns)"
+        f"\n## cache operations, value = {label} (estimate_size {size} B, {estimator * 1e9:.0f} ns;"
+        f" pure Python {pure * 1e9:.0f} ns)"
     )
     hit = interleaved({name: get_hit_run(f, value) for name, f in caches.items()}, samples)
     miss = interleaved({name: miss_insert_run(f, value) for name, f in caches.items()}, samples)
@@ -263,7 +295,7 @@ def estimator_table(repeat: int) -> None:
     print("\n## estimate_size against pympler.asizeof and objsize (sizes in bytes)")
     print(
         f"{'payload':<24} {'traced':>8} {'estimate':>8} {'asizeof':>8} {'objsize':>8}"
-        f" {'est/asz':>7} {'est us':>8} {'asz us':>8} {'objs us':>8} {'x asz':>6}"
+        f" {'est/asz':>7} {'est us':>8} {'py us':>8} {'asz us':>8} {'objs us':>8} {'x asz':>6}"
     )
     for label, build in PAYLOADS.items():
         payload, traced = traced_size(build)
@@ -272,15 +304,19 @@ def estimator_table(repeat: int) -> None:
         ours = estimate_size(payload)
         reference = asizeof.asizeof(theirs)
         objs = objsize.get_deep_size(payload)
+        assert ours == pure_estimate_size(payload), "the C and Python estimates differ"
         t_ours = per_call(functools.partial(estimate_size, payload), repeat)
+        t_pure = per_call(functools.partial(pure_estimate_size, payload), repeat)
         t_asz = per_call(functools.partial(asizeof.asizeof, theirs), repeat)
         t_objs = per_call(functools.partial(objsize.get_deep_size, payload), repeat)
         print(
             f"{label:<24} {traced:>8} {ours:>8} {reference:>8} {objs:>8} {ours / reference:>7.2f}"
-            f" {t_ours * 1e6:>8.1f} {t_asz * 1e6:>8.1f} {t_objs * 1e6:>8.1f} {t_asz / t_ours:>6.1f}"
+            f" {t_ours * 1e6:>8.1f} {t_pure * 1e6:>8.1f} {t_asz * 1e6:>8.1f} {t_objs * 1e6:>8.1f}"
+            f" {t_asz / t_ours:>6.1f}"
         )
     print("traced: what tracemalloc saw the payload allocate (interned strings and small ints")
-    print("are shared with the interpreter, so deep sizes count them and tracemalloc does not)")
+    print("are shared with the interpreter, so deep sizes count them and tracemalloc does not);")
+    print("est us: estimate_size as loaded here, py us: the pure-Python estimate_size")
 
 
 def soak(operations: int) -> None:
@@ -310,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"python {sys.version.split()[0]}, cachetools {cachetools.__version__}, "
         f"cachebox {cachebox.__version__}; medians of {repeat} timeit repeats"
+    )
+    print(
+        "boundkit.BoundedCache: "
+        + ("C accelerator (boundkit._speedups)" if ACCELERATED else "pure Python")
+        + "; '(pure Python)': the fallback, measured alongside"
     )
     samples = 5 * repeat
     cache_table(samples, repeat, PAYLOADS["str 200 chars"](), "str of 200 chars")

@@ -28,12 +28,11 @@ def test_docstring_examples(name: str) -> None:
 
 def test_every_example_in_the_sources_runs() -> None:
     """Doctest runs as many examples as the source files show, so none is silently skipped."""
+    # Python sources only: the C accelerator (boundkit._speedups) has no examples
+    sources = [module for module in MODULES.values() if str(module.__file__).endswith(".py")]
     parser = doctest.DocTestParser()
-    shown = sum(
-        len(parser.get_examples(Path(str(module.__file__)).read_text()))
-        for module in MODULES.values()
-    )
+    shown = sum(len(parser.get_examples(Path(str(m.__file__)).read_text())) for m in sources)
     finder = doctest.DocTestFinder()
-    found = sum(len(test.examples) for module in MODULES.values() for test in finder.find(module))
+    found = sum(len(test.examples) for module in sources for test in finder.find(module))
     assert shown > 0
     assert shown == found

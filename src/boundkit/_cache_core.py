@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, Literal, TypeVar
 
+from ._accel import speedups
 from ._sizes import estimate_size
 from .errors import ConfigError
 
@@ -53,6 +54,10 @@ class Entry(float):
     __slots__ = ("size", "value")
     value: Any
     size: int
+
+
+if speedups is not None:
+    speedups.set_entry_type(Entry)
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,10 @@ class CacheCore(Generic[K, V]):
     lock-free and calls these methods for everything else.
     """
 
+    # Lookups the C hit path (boundkit._speedups.CacheLookups) counted; 0 without it.
+    _c_hits: int = 0
+    _c_misses: int = 0
+
     def __init__(
         self,
         maxsize: int | None = None,
@@ -166,6 +175,20 @@ class CacheCore(Generic[K, V]):
         self._misses = itertools.count()
         self._counter_reads = 0
         self._evictions = self._expirations = self._rejections = 0
+
+    def __missing__(self, key: K) -> V:
+        raise KeyError(key)
+
+    def _locked_getitem(self, key: K) -> V:
+        """``cache[key]`` under the lock: a miss, an expired entry, or no GIL."""
+        value = self._lookup(key, MISSING)
+        if value is MISSING:
+            return self.__missing__(key)
+        return value  # type: ignore[return-value]
+
+    def _locked_get(self, key: K, default: object = None) -> object:
+        """``get()`` under the lock (the free-threaded build's hit path)."""
+        return self._lookup(key, default)
 
     def _lookup(self, key: K, default: object) -> object:
         """Look ``key`` up under the lock: to drop an entry found expired, and for
@@ -292,20 +315,25 @@ class CacheCore(Generic[K, V]):
 
     def _count_lookups(self) -> tuple[int, int]:
         """The hits and misses so far; call with the lock held (each read counts once)."""
-        counts = next(self._hits) - self._counter_reads, next(self._misses) - self._counter_reads
+        reads = self._counter_reads
         self._counter_reads += 1
-        return counts
+        hits = next(self._hits) - reads + self._c_hits
+        return hits, next(self._misses) - reads + self._c_misses
 
     def __getstate__(self) -> dict[str, Any]:
         with self._lock:
             state = self.__dict__.copy()
-            state["_data"] = OrderedDict(snapshot(self._data))
+            # named, since the C hit path keeps them in its own fields, not in __dict__
+            state.update(_data=OrderedDict(snapshot(self._data)), _timer=self._timer)
+            state["_timed"] = self._timed
             state["_hits"], state["_misses"] = self._count_lookups()
-        del state["_lock"], state["_refresh"], state["_counter_reads"]
+        state.pop("_refresh", None)
+        del state["_lock"], state["_counter_reads"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        for name, value in state.items():
+            setattr(self, name, value)
         self._hits = itertools.count(state["_hits"])
         self._misses = itertools.count(state["_misses"])
         self._counter_reads = 0

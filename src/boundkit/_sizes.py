@@ -11,8 +11,9 @@ import re
 import sys
 import types
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
+from ._accel import speedups
 from .errors import ConfigError
 
 __all__ = ["estimate_size", "format_bytes", "parse_bytes"]
@@ -96,6 +97,8 @@ _BYTES_HEADER = sys.getsizeof(b"") + 7
 _FLOAT_SIZE = (sys.getsizeof(0.0) + 7) & ~7
 _SEQUENCES = (list, tuple, set, frozenset, deque)
 _CONTAINERS = (dict, *_SEQUENCES)
+# Containers sized without the walker when their items are all flat.
+_FLAT_CONTAINERS = frozenset({dict, list, tuple, set, frozenset})
 # Containers with more items than this are estimated from an evenly spaced sample.
 _SAMPLE_ABOVE = 16
 _SAMPLE_ITEMS = 16
@@ -137,7 +140,8 @@ def estimate_size(obj: object) -> int:
     Each object counts ``sys.getsizeof`` rounded up to 8 bytes; shared and
     cyclic objects are counted once; classes, modules and functions are
     program structure and are not counted. Flat values (str, bytes,
-    bytearray, numbers, None) take a fast path. A container of
+    bytearray, numbers, None) and dicts, lists, tuples and sets of up to 64
+    flat items take a fast path (in C with ``boundkit._speedups``). A container of
     more than 16 items (128 when its items look flat) is estimated from 16
     evenly spaced items unless the sample shows shared items, and one estimate descends into at most
     10,000 objects: what lies deeper is not counted. An instance's attributes are
@@ -156,6 +160,15 @@ def estimate_size(obj: object) -> int:
     >>> estimate_size(cycle) == sys.getsizeof(cycle)
     True
     """
+    size = _flat_size(obj)
+    return _Estimate().measure(obj) if size is None else size
+
+
+def _py_flat_size(obj: object) -> int | None:
+    """Size a flat value, or a small dict, list, tuple or set of flat items; None otherwise.
+
+    The pure-Python twin of ``boundkit._speedups.flat_size``: both give the walker's result.
+    """
     cls = type(obj)
     if cls is str:
         if obj.isascii():  # type: ignore[attr-defined]
@@ -166,18 +179,16 @@ def estimate_size(obj: object) -> int:
         return _FLOAT_SIZE
     if cls in _FLAT:
         return (obj.__sizeof__() + 7) & ~7
-    if cls is dict or cls is list or cls is tuple:
-        size = _small_flat_container(obj)  # type: ignore[arg-type]
-        if size is not None:
-            return size
-    return _Estimate().measure(obj)
+    if cls in _FLAT_CONTAINERS:
+        return _small_flat_container(obj)  # type: ignore[arg-type]
+    return None
 
 
 def _small_flat_container(
-    obj: dict[object, object] | list[object] | tuple[object, ...],
+    obj: dict[object, object] | list[object] | tuple[object, ...] | set[object],
 ) -> int | None:
-    """Size a small dict, list or tuple of flat items without the walker; None otherwise."""
-    if len(obj) > _SAMPLE_FLAT_ABOVE // 2:
+    """Size a small container of flat items without the walker; None otherwise."""
+    if len(obj) > _MAX_FLAT_ITEMS:
         return None
     parts = (obj.keys(), obj.values()) if type(obj) is dict else (obj,)
     total = (obj.__sizeof__() + _GC_HEADER + 7) & ~7
@@ -196,6 +207,14 @@ def _small_flat_container(
                     seen.add(ident)
             total += (item.__sizeof__() + 7) & ~7
     return total
+
+
+# A container of up to this many flat items (a dict: twice as many) is walked at once.
+_MAX_FLAT_ITEMS = _SAMPLE_FLAT_ABOVE // 2
+_flat_size: Callable[[object], int | None] = _py_flat_size
+if speedups is not None:
+    speedups.set_flat_limits(_GC_HEADER, _MAX_FLAT_ITEMS)
+    _flat_size = speedups.flat_size
 
 
 class _Estimate:

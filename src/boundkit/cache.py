@@ -3,7 +3,8 @@
 An ``OrderedDict`` holds the entries in recency order (least recently used
 first). A lookup takes no lock: a hit is one dict lookup, a clock read and one
 ``move_to_end``, a miss one dict lookup, each an atomic C call under the GIL
-(see "Threads" in docs/cache.md for the reasoning). Everything that adds or
+(see "Threads" in docs/cache.md for the reasoning). With the optional C
+accelerator (:data:`ACCELERATED`) the whole hit is one C call. Everything that adds or
 removes entries takes one lock, for a handful of dict operations: sizes are
 estimated before it is taken and ``on_evict`` callbacks run after it is released.
 Expired entries are never returned; they are dropped when touched, when they
@@ -13,10 +14,10 @@ reach the LRU end, and by :meth:`BoundedCache.expire`.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import ItemsView, Iterator, MutableMapping, ValuesView
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from ._accel import GIL_ENABLED, speedups
 from ._cache_core import (
     MISSING,
     UNCHANGED,
@@ -31,36 +32,26 @@ from ._cache_core import (
 from ._cached import CachedFunction, CacheInfo, cached
 from .errors import ConfigError
 
-__all__ = ["BoundedCache", "CacheInfo", "CacheStats", "CachedFunction", "EvictReason", "cached"]
+__all__ = [
+    "ACCELERATED",
+    "BoundedCache",
+    "CacheInfo",
+    "CacheStats",
+    "CachedFunction",
+    "EvictReason",
+    "cached",
+]
 
 K = TypeVar("K")
 V = TypeVar("V")
 T = TypeVar("T")
 
-#: False on a free-threaded CPython running without the GIL: hits then take the lock.
-GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
+#: Whether the C accelerator (``boundkit._speedups``) serves hits and sizes flat values.
+ACCELERATED: bool = speedups is not None
 
 
-class BoundedCache(CacheCore[K, V], MutableMapping[K, V]):
-    """A thread-safe LRU cache bounded by entries, estimated bytes and time to live.
-
-    Give at least one of ``maxsize`` (entries), ``max_bytes`` (the sum of
-    ``sizeof(value)``) and ``ttl`` (seconds from the write). After every
-    operation both ``maxsize`` and ``max_bytes`` hold: the least recently used
-    entries are evicted first. A value whose size alone exceeds ``max_bytes``
-    is not stored, replacing any older value under its key, and counts as a
-    rejection. ``sizeof`` is only called when ``max_bytes`` is set.
-    ``on_evict(key, value, reason)`` is told of every entry the cache drops by
-    itself, outside the lock; an exception it raises is logged and ignored.
-
-    >>> cache = BoundedCache(maxsize=2)
-    >>> cache["a"] = 1; cache["b"] = 2; cache["a"]; cache["c"] = 3
-    1
-    >>> sorted(cache)
-    ['a', 'c']
-    """
-
-    # -- reading -----------------------------------------------------------
+class _PyLookups(CacheCore[K, V]):
+    """The lock-free hit path in Python (without the C accelerator)."""
 
     def __getitem__(self, key: K) -> V:
         # The lock-free hit path; keep it to one lookup, one clock read, one move_to_end.
@@ -77,9 +68,6 @@ class BoundedCache(CacheCore[K, V], MutableMapping[K, V]):
             pass  # removed by another thread since the lookup: this hit came first
         next(self._hits)
         return entry.value  # type: ignore[no-any-return]
-
-    def __missing__(self, key: K) -> V:
-        raise KeyError(key)
 
     @overload
     def get(self, key: K, default: None = None) -> V | None: ...
@@ -100,16 +88,35 @@ class BoundedCache(CacheCore[K, V], MutableMapping[K, V]):
         next(self._hits)
         return entry.value
 
-    def _locked_getitem(self, key: K) -> V:
-        """``cache[key]`` under the lock: a miss, an expired entry, or no GIL."""
-        value = self._lookup(key, MISSING)
-        if value is MISSING:
-            return self.__missing__(key)
-        return value  # type: ignore[return-value]
 
-    def _locked_get(self, key: K, default: object = None) -> object:
-        """``get()`` under the lock (the free-threaded build's hit path)."""
-        return self._lookup(key, default)
+if TYPE_CHECKING or speedups is None:
+    _Lookups = _PyLookups
+else:
+
+    class _Lookups(speedups.CacheLookups, CacheCore[K, V]):
+        """The same hit path in C: ``__getitem__`` and ``get`` of boundkit._speedups."""
+
+
+class BoundedCache(_Lookups[K, V], MutableMapping[K, V]):
+    """A thread-safe LRU cache bounded by entries, estimated bytes and time to live.
+
+    Give at least one of ``maxsize`` (entries), ``max_bytes`` (the sum of
+    ``sizeof(value)``) and ``ttl`` (seconds from the write). After every
+    operation both ``maxsize`` and ``max_bytes`` hold: the least recently used
+    entries are evicted first. A value whose size alone exceeds ``max_bytes``
+    is not stored, replacing any older value under its key, and counts as a
+    rejection. ``sizeof`` is only called when ``max_bytes`` is set.
+    ``on_evict(key, value, reason)`` is told of every entry the cache drops by
+    itself, outside the lock; an exception it raises is logged and ignored.
+
+    >>> cache = BoundedCache(maxsize=2)
+    >>> cache["a"] = 1; cache["b"] = 2; cache["a"]; cache["c"] = 3
+    1
+    >>> sorted(cache)
+    ['a', 'c']
+    """
+
+    # -- reading -----------------------------------------------------------
 
     def peek(self, key: K, default: T | None = None) -> V | T | None:
         """Return the value under ``key``, or ``default``, without refreshing its recency."""
