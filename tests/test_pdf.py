@@ -323,7 +323,8 @@ def test_iter_text_modes(pdf_dir: Path) -> None:
 
 
 def test_guard_fires_only_past_budget(pdf_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A zero budget empties the store after pages; a huge one only at exit; negative is refused."""
+    """A zero budget shrinks the store after pages; a huge one empties it only at exit;
+    negative is refused."""
     calls: list[int] = []
     shrink = pymupdf.TOOLS.store_shrink
     monkeypatch.setattr(pymupdf.TOOLS, "store_shrink", lambda p: calls.append(p) or shrink(p))
@@ -333,14 +334,16 @@ def test_guard_fires_only_past_budget(pdf_dir: Path, monkeypatch: pytest.MonkeyP
     calls.clear()
     list(pdf.render_pages(path, dpi=20, budget=0))
     assert len(calls) >= 2
+    assert {99} == set(calls[:-1])  # the guard's shrinks
+    assert 100 == calls[-1]
     with pytest.raises(ConfigError, match="budget"):
         pdf.open_pdf(path, budget=-1)
 
 
 def test_guard_is_quiet_while_the_next_page_fits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing is emptied while RSS plus the last page's growth stays under start + budget."""
+    """Nothing is shrunk while RSS plus the last page's growth stays under start + budget."""
     readings = iter([100, 125, 140])
-    monkeypatch.setattr(_pdf_memory, "_empty_store", pytest.fail)
+    monkeypatch.setattr(_pdf_memory, "_shrink_store", pytest.fail)
     guard = _pdf_memory._Guard(64, rss=lambda: next(readings))
     guard.check()  # 125 + a 25 step < 164
     guard.check()  # 140 + a 15 step < 164
@@ -351,21 +354,54 @@ def test_guard_is_quiet_while_the_next_page_fits(monkeypatch: pytest.MonkeyPatch
     ("after_empty", "after_trim", "trims", "limit"),
     [(120, 0, 0, 164), (130, 110, 1, 164), (150, 140, 1, 172)],
 )
-def test_guard_empties_before_the_limit_and_trims_only_if_needed(
+def test_guard_shrinks_before_the_limit_and_trims_only_if_needed(
     monkeypatch: pytest.MonkeyPatch, after_empty: int, after_trim: int, trims: int, limit: int
 ) -> None:
-    """The store is emptied when RSS plus the last page's growth would pass the limit; the heap
+    """The store is shrunk when RSS plus the last page's growth would pass the limit; the heap
     is trimmed, and the limit moved, only if that is still so; the limit never drops below
     start + budget."""
     readings = iter([100, 140, after_empty, after_trim])
     done: list[str] = []
-    monkeypatch.setattr(_pdf_memory, "_empty_store", lambda: done.append("empty"))
+    monkeypatch.setattr(_pdf_memory, "_shrink_store", lambda: done.append("shrink"))
     monkeypatch.setattr(_pdf_memory, "_trim_heap", lambda: done.append("trim"))
     guard = _pdf_memory._Guard(64, rss=lambda: next(readings))
     assert 164 == guard.limit
     guard.check()  # 140 + a 40 step would pass 164
-    assert ["empty"] + ["trim"] * trims == done
+    assert ["shrink"] + ["trim"] * trims == done
     assert limit == guard.limit
+
+
+def _store() -> tuple[list[str], int, int]:
+    """MuPDF's store as ``fz_debug_store`` prints it: the item keys, its size and maximum."""
+    mupdf = pymupdf.mupdf
+    buffer = mupdf.FzBuffer(4096)
+    out = mupdf.FzOutput(buffer)
+    out.fz_debug_store()
+    out.fz_close_output()
+    lines = bytes(buffer.fz_buffer_extract_copy()).decode().splitlines()
+    keys = [line.split(" key=")[1].split(" val=")[0] for line in lines if "store[*]" in line]
+    sizes = next(line for line in lines if "\tmax=" in line)
+    limit, size = (int(part.split("=")[1]) for part in sizes.split("\t")[1].split(", ")[:2])
+    return keys, size, limit
+
+
+def test_guard_shrink_evicts_images_and_keeps_fonts_and_colour_links(pdf_dir: Path) -> None:
+    """The guard's shrink brings the store to 1% of its maximum by evicting decoded images;
+    the colour links and fonts the next page needs stay. The exit cleanup empties it."""
+    with pdf.open_pdf(pdf_dir / "images.pdf", budget=2**40) as doc:
+        for page in doc:
+            with pdf.pixmap(page, dpi=150):
+                pass
+        keys, size, limit = _store()
+        small = [key for key in keys if not key.startswith("(image ")]
+        assert size > limit // 100, keys  # three decoded 800 x 800 images
+        assert any(key.startswith("(link ") for key in small), keys
+        _pdf_memory._shrink_store()
+        kept, size, _ = _store()
+        assert size <= limit // 100
+        assert sorted(small) == sorted(key for key in kept if not key.startswith("(image "))
+        assert len(kept) - len(small) < len(keys) - len(small)  # images were evicted
+    assert ([], 0) == _store()[:2]
 
 
 def test_pixmap_outside_open_pdf(pdf_dir: Path) -> None:

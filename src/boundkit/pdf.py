@@ -6,8 +6,9 @@ MuPDF's store and trims the heap. :func:`pixmap` renders a page and frees the
 pixmap at exit. :func:`render_pages` and :func:`iter_text` stream a document
 page by page with one pixmap alive. Each page pass ends with a budget guard:
 when resident memory has grown, or would grow after one more page like the
-last, more than ``budget`` bytes since the document was opened, the store is
-emptied (and the heap trimmed if that is not enough).
+last, more than ``budget`` bytes since the document was opened, the store's
+decoded images are evicted, its fonts and colour links kept (and the heap
+trimmed if that is not enough).
 
 MuPDF's store (decoded images, fonts, colour links) is process-wide and
 PyMuPDF is not thread-safe: use these from one thread; for parallel work use
