@@ -216,11 +216,14 @@ _flat_size: Callable[[object], int | None] = _py_flat_size
 _instance_size: Callable[[object, set[int], list[object], bool, int], int | None] | None = None
 # The walker's loop over a list, tuple or dict: (children, seen, stack) -> flat items' size or None.
 _add_items: Callable[[object, set[int], list[object]], int | None] | None = None
+# The walker's step on a list, tuple or dict: (obj, seen, stack, header) -> its size or None.
+_container_size: Callable[[object, set[int], list[object], int], int | None] | None = None
 if speedups is not None:
     speedups.set_flat_limits(_GC_HEADER, _MAX_FLAT_ITEMS, _SAMPLE_ABOVE, _SHARED)
     _flat_size = speedups.flat_size
     _instance_size = speedups.instance_size
     _add_items = speedups.add_items
+    _container_size = speedups.container_size
 
 
 # How the walker treats an object, by type: what it iterates (if anything) and what
@@ -279,6 +282,7 @@ class _Estimate:
         shared = _SHARED
         instance_size = _instance_size
         add_items = _add_items
+        container_size = _container_size
         getrefcount = sys.getrefcount
         while stack:
             obj = stack.pop()
@@ -289,6 +293,12 @@ class _Estimate:
             kind = info[0]
             children: Sequence[object]
             if kind <= _SEQUENCE:
+                if container_size is not None and self.budget > 1:
+                    size = container_size(obj, seen, stack, info[1])
+                    if size is not None:  # a small list, tuple or dict, in C
+                        total += size
+                        self.budget -= 1
+                        continue
                 children = obj  # type: ignore[assignment]
             elif kind == _SKIP:
                 continue
@@ -323,7 +333,7 @@ class _Estimate:
                 and self.depth < _MAX_SAMPLING_DEPTH
                 and (count > _SAMPLE_FLAT_ABOVE or not _looks_flat(parts))
             ):
-                items = [item for part in parts for item in part]
+                items = [*parts[0], *parts[1]] if len(parts) == 2 else [*parts[0]]
                 sampled = self._sampled(items)
                 if sampled is not None:
                     total += sampled

@@ -12,7 +12,8 @@
  * small dict, list, tuple, set or frozenset of flat values exactly as the
  * pure-Python fast path in boundkit/_sizes.py does, or returns None.
  * instance_size() does the walker's step (_Estimate.measure) on an instance, and
- * add_items() its loop over the items of a list, tuple or dict.
+ * add_items() its loop over the items of a list, tuple or dict, container_size()
+ * its step on a small list, tuple or dict.
  *
  * Plain CPython C API; built by setup.py as an optional extension.
  */
@@ -652,40 +653,101 @@ add_walked_item(PyObject *item, PyObject *seen, PyObject *stack, Py_ssize_t *tot
     return 0;
 }
 
-static PyObject *
-add_items(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+/* The walker's loop over the items of a list, tuple or dict (its keys, then its
+ * values, as its (keys(), values())): 1 when done, 0 for another type, -1 on error. */
+static int
+walk_items(PyObject *children, PyObject *seen, PyObject *stack, Py_ssize_t *total)
 {
-    if (nargs != 3 || !PySet_Check(args[1]) || !PyList_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "add_items(children, seen, stack)");
-        return NULL;
-    }
-    PyObject *children = args[0], *seen = args[1], *stack = args[2];
-    Py_ssize_t total = 0;
     if (PyList_CheckExact(children) || PyTuple_CheckExact(children)) {
         /* the list is not resized meanwhile: no Python code runs */
         Py_ssize_t n = Py_SIZE(children);
         for (Py_ssize_t i = 0; i < n; i++) {
             PyObject *item = PyList_CheckExact(children) ? PyList_GET_ITEM(children, i)
                                                          : PyTuple_GET_ITEM(children, i);
-            if (add_walked_item(item, seen, stack, &total) < 0) {
-                return NULL;
+            if (add_walked_item(item, seen, stack, total) < 0) {
+                return -1;
             }
         }
+        return 1;
     }
-    else if (PyDict_CheckExact(children)) {
-        /* the keys first, then the values, as the walker's (keys(), values()) */
+    if (PyDict_CheckExact(children)) {
         for (int values = 0; values < 2; values++) {
             Py_ssize_t pos = 0;
             PyObject *key, *value;
             while (PyDict_Next(children, &pos, &key, &value)) {
-                if (add_walked_item(values ? value : key, seen, stack, &total) < 0) {
-                    return NULL;
+                if (add_walked_item(values ? value : key, seen, stack, total) < 0) {
+                    return -1;
                 }
             }
         }
+        return 1;
+    }
+    return 0;
+}
+
+static int
+check_walk_args(Py_ssize_t nargs, Py_ssize_t want, PyObject *const *args, const char *usage)
+{
+    if (nargs != want || !PySet_Check(args[1]) || !PyList_Check(args[2])) {
+        PyErr_Format(PyExc_TypeError, "usage: %s", usage);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+add_items(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_walk_args(nargs, 3, args, "add_items(children, seen, stack)") < 0) {
+        return NULL;
+    }
+    Py_ssize_t total = 0;
+    int done = walk_items(args[0], args[1], args[2], &total);
+    if (done < 0) {
+        return NULL;
+    }
+    if (done == 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromSsize_t(total);
+}
+
+static PyObject *
+container_size(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_walk_args(nargs, 4, args, "container_size(obj, seen, stack, header)") < 0) {
+        return NULL;
+    }
+    PyObject *obj = args[0];
+    Py_ssize_t header = PyLong_AsSsize_t(args[3]);
+    if (header == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *own_sizeof;
+    Py_ssize_t count = Py_SIZE(obj);
+    if (PyList_CheckExact(obj)) {
+        own_sizeof = list_sizeof;
+    }
+    else if (PyTuple_CheckExact(obj)) {
+        own_sizeof = tuple_sizeof;
+    }
+    else if (PyDict_CheckExact(obj)) {
+        own_sizeof = dict_sizeof;
+        count = 2 * PyDict_GET_SIZE(obj);
     }
     else {
         Py_RETURN_NONE;
+    }
+    if (count > sample_above) {
+        Py_RETURN_NONE;  /* the walker decides whether to sample */
+    }
+    Py_ssize_t total = call_sizeof(own_sizeof, obj);
+    if (total == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    total = (total + header) & ~(Py_ssize_t)7;
+    if (walk_items(obj, args[1], args[2], &total) < 0) {
+        return NULL;
     }
     return PyLong_FromSsize_t(total);
 }
@@ -765,6 +827,11 @@ static PyMethodDef module_methods[] = {
      "The walker's loop over the items of a list, tuple or dict (keys, then values):\n"
      "the size of the flat ones, counted once; the others are pushed on stack.\n"
      "None for another type."},
+    {"container_size", (PyCFunction)(void (*)(void))container_size, METH_FASTCALL,
+     "container_size(obj, seen, stack, header, /)\n--\n\n"
+     "One step of the walker on a list, tuple or dict of at most max_attributes\n"
+     "items (a dict's keys and values both count): its size and that of its flat\n"
+     "items; the others are pushed on stack. None otherwise."},
     {"instance_size", (PyCFunction)(void (*)(void))instance_size, METH_FASTCALL,
      "instance_size(obj, seen, stack, managed, header, /)\n--\n\n"
      "One step of the walker in boundkit/_sizes.py on an instance: its size, its\n"
