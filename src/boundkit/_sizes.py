@@ -364,14 +364,14 @@ class _Estimate:
         step = len(children) / _SAMPLE_ITEMS
         sample = [children[int(i * step)] for i in range(_SAMPLE_ITEMS)]
         seen = self.seen
-        if len({id(child) for child in sample}) < _SAMPLE_ITEMS or any(
-            id(child) in seen for child in sample
-        ):
+        ids = set(map(id, sample))
+        if len(ids) < _SAMPLE_ITEMS or not seen.isdisjoint(ids):
             return None
         self.depth += 1
         sampled = 0
+        flat = _FLAT
         for child in sample:
-            if type(child) in _FLAT:
+            if type(child) in flat:
                 seen.add(id(child))
                 sampled += (child.__sizeof__() + 7) & ~7
             else:
