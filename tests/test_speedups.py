@@ -112,6 +112,51 @@ def test_c_flat_size_agrees_with_the_python_fast_path_and_the_walker(value: obje
         assert _sizes._Estimate().measure(value) == c_size
 
 
+class _Plain:
+    def __init__(self, **attributes: object) -> None:
+        for name, value in attributes.items():
+            setattr(self, name, value)
+
+
+class _Slotted:
+    __slots__ = ("first", "second")
+
+    def __init__(self, first: object, second: object) -> None:
+        self.first = first
+        self.second = second
+
+
+def _instance(values: list[object]) -> object:
+    if len(values) == 2:
+        return _Slotted(values[0], values[1])
+    return _Plain(**{f"a{i}": value for i, value in enumerate(values)})
+
+
+_shared_atom = "shared " * 20
+nested_values = st.recursive(
+    st.one_of(flat_atoms, st.just(_shared_atom), st.just(len), st.just(_Plain)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=40),
+        st.lists(inner, max_size=20).map(tuple),
+        st.dictionaries(st.text(max_size=4), inner, max_size=20),
+        st.lists(inner, max_size=24).map(_instance),  # over 16 attributes: the Python step
+        st.lists(inner, min_size=1, max_size=3).map(lambda items: [items, items]),  # shared
+    ),
+    max_leaves=120,
+)
+
+
+@needs_c
+@given(value=nested_values)
+def test_the_walkers_c_steps_agree_with_its_python_steps(value: object) -> None:
+    """The walker's steps in C (instances, small containers, item loops) change no result."""
+    with_c = _sizes.estimate_size(value)
+    with pytest.MonkeyPatch.context() as patch:
+        for step in ("_instance_size", "_add_items", "_container_size"):
+            patch.setattr(_sizes, step, None)
+        assert _sizes.estimate_size(value) == with_c
+
+
 def test_flat_size_counts_a_shared_item_once() -> None:
     """An item a container holds twice (or that is referenced elsewhere) is counted once."""
     shared = "z" * 500

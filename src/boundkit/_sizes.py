@@ -212,9 +212,53 @@ def _small_flat_container(
 # A container of up to this many flat items (a dict: twice as many) is walked at once.
 _MAX_FLAT_ITEMS = _SAMPLE_FLAT_ABOVE // 2
 _flat_size: Callable[[object], int | None] = _py_flat_size
+# The walker's step on an instance: (obj, seen, stack, managed, header) -> its size or None.
+_instance_size: Callable[[object, set[int], list[object], bool, int], int | None] | None = None
+# The walker's loop over a list, tuple or dict: (children, seen, stack) -> flat items' size or None.
+_add_items: Callable[[object, set[int], list[object]], int | None] | None = None
+# The walker's step on a list, tuple or dict: (obj, seen, stack, header) -> its size or None.
+_container_size: Callable[[object, set[int], list[object], int], int | None] | None = None
 if speedups is not None:
-    speedups.set_flat_limits(_GC_HEADER, _MAX_FLAT_ITEMS)
+    speedups.set_flat_limits(_GC_HEADER, _MAX_FLAT_ITEMS, _SAMPLE_ABOVE, _SHARED)
     _flat_size = speedups.flat_size
+    _instance_size = speedups.instance_size
+    _add_items = speedups.add_items
+    _container_size = speedups.container_size
+
+
+# How the walker treats an object, by type: what it iterates (if anything) and what
+# sys.getsizeof adds to __sizeof__ (the collector's header) plus 7, for rounding up.
+_MAPPING, _SEQUENCE, _SKIP, _VIEW, _INSTANCE, _MANAGED_INSTANCE = range(6)
+_Kind = tuple[int, int, bool]  # kind, header + 7, whether isinstance could say otherwise
+_KINDS: dict[type, _Kind] = {}
+_MAX_KINDS = 256  # types remembered; the table starts over beyond this
+_EXACT = frozenset({dict, *_SEQUENCES})
+
+
+def _kind(obj: object, cls: type) -> _Kind:
+    """Classify ``obj`` as isinstance does, remembering the answer for ``cls``.
+
+    isinstance consults ``obj.__class__`` when ``cls`` is not a subclass, so the
+    answer is remembered only where that attribute is ``cls`` itself, and a
+    remembered answer that depends on it is used only while it still is.
+    """
+    if isinstance(obj, dict):
+        kind = _MAPPING
+    elif cls in _SEQUENCES or isinstance(obj, _CONTAINERS):
+        kind = _SEQUENCE
+    elif isinstance(obj, _SHARED):
+        kind = _SKIP
+    elif isinstance(obj, memoryview):
+        kind = _VIEW
+    else:
+        kind = _MANAGED_INSTANCE if cls.__flags__ & _MANAGED_DICT_FLAG else _INSTANCE
+    exact = cls in _EXACT or issubclass(cls, dict)
+    info = (kind, (_GC_HEADER if cls.__flags__ & _HAVE_GC else 0) + 7, not exact)
+    if exact or obj.__class__ is cls:
+        if len(_KINDS) >= _MAX_KINDS:
+            _KINDS.clear()
+        _KINDS[cls] = info
+    return info
 
 
 class _Estimate:
@@ -234,29 +278,54 @@ class _Estimate:
         total = 0
         stack = [root]
         flat = _FLAT
+        kinds = _KINDS
+        shared = _SHARED
+        instance_size = _instance_size
+        add_items = _add_items
+        container_size = _container_size
         getrefcount = sys.getrefcount
         while stack:
             obj = stack.pop()
             cls = type(obj)
+            info = kinds.get(cls)
+            if info is None or (info[2] and obj.__class__ is not cls):
+                info = _kind(obj, cls)
+            kind = info[0]
             children: Sequence[object]
-            if cls is dict or cls in _SEQUENCES or isinstance(obj, _CONTAINERS):
+            if kind <= _SEQUENCE:
+                if container_size is not None and self.budget > 1:
+                    size = container_size(obj, seen, stack, info[1])
+                    if size is not None:  # a small list, tuple or dict, in C
+                        total += size
+                        self.budget -= 1
+                        continue
                 children = obj  # type: ignore[assignment]
-            elif isinstance(obj, _SHARED):
+            elif kind == _SKIP:
                 continue
-            elif isinstance(obj, memoryview):
-                children = [] if obj.obj is None else [obj.obj]
+            elif kind == _VIEW:
+                children = [] if obj.obj is None else [obj.obj]  # type: ignore[attr-defined]
             else:
-                children = [ref for ref in gc.get_referents(obj) if not isinstance(ref, _SHARED)]
-                if cls.__flags__ & _MANAGED_DICT_FLAG and not _holds_dict_only(children):
+                if instance_size is not None and self.budget > 1:
+                    size = instance_size(obj, seen, stack, kind == _MANAGED_INSTANCE, info[1])
+                    if size is not None:  # the instance and its flat attributes, in C
+                        total += size
+                        self.budget -= 1
+                        continue
+                children = [
+                    ref
+                    for ref in gc.get_referents(obj)
+                    if type(ref) in flat or not isinstance(ref, shared)
+                ]
+                if kind == _MANAGED_INSTANCE and not _holds_dict_only(children):
                     total += _attribute_storage(len(children))
             # what sys.getsizeof says, without its slow special-method lookup
-            total += (obj.__sizeof__() + (_GC_HEADER if cls.__flags__ & _HAVE_GC else 0) + 7) & ~7
+            total += (obj.__sizeof__() + info[1]) & ~7
             self.budget -= 1
             if self.budget <= 0:
                 continue
             parts: tuple[Iterable[object], ...]
-            if isinstance(children, dict):
-                parts, count = (children.keys(), children.values()), 2 * len(children)
+            if kind == _MAPPING:
+                parts, count = (children.keys(), children.values()), 2 * len(children)  # type: ignore[attr-defined]
             else:
                 parts, count = (children,), len(children)
             if (
@@ -264,12 +333,17 @@ class _Estimate:
                 and self.depth < _MAX_SAMPLING_DEPTH
                 and (count > _SAMPLE_FLAT_ABOVE or not _looks_flat(parts))
             ):
-                items = [item for part in parts for item in part]
+                items = [*parts[0], *parts[1]] if len(parts) == 2 else [*parts[0]]
                 sampled = self._sampled(items)
                 if sampled is not None:
                     total += sampled
                     continue
                 del items  # its references would hide which items are unshared
+            if add_items is not None:
+                flat_items = add_items(children, seen, stack)
+                if flat_items is not None:  # the loop below, in C
+                    total += flat_items
+                    continue
             for part in parts:
                 for child in part:
                     # an item nothing else references cannot be met again: skip the
@@ -290,14 +364,14 @@ class _Estimate:
         step = len(children) / _SAMPLE_ITEMS
         sample = [children[int(i * step)] for i in range(_SAMPLE_ITEMS)]
         seen = self.seen
-        if len({id(child) for child in sample}) < _SAMPLE_ITEMS or any(
-            id(child) in seen for child in sample
-        ):
+        ids = set(map(id, sample))
+        if len(ids) < _SAMPLE_ITEMS or not seen.isdisjoint(ids):
             return None
         self.depth += 1
         sampled = 0
+        flat = _FLAT
         for child in sample:
-            if type(child) in _FLAT:
+            if type(child) in flat:
                 seen.add(id(child))
                 sampled += (child.__sizeof__() + 7) & ~7
             else:

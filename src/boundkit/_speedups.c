@@ -11,6 +11,9 @@
  * flat_size() sizes a flat value (str, bytes, bytearray, numbers, None) or a
  * small dict, list, tuple, set or frozenset of flat values exactly as the
  * pure-Python fast path in boundkit/_sizes.py does, or returns None.
+ * instance_size() does the walker's step (_Estimate.measure) on an instance, and
+ * add_items() its loop over the items of a list, tuple or dict, container_size()
+ * its step on a small list, tuple or dict.
  *
  * Plain CPython C API; built by setup.py as an optional extension.
  */
@@ -31,6 +34,13 @@ static int configured;                /* set_flat_limits() was called */
 static PyObject *str_missing;         /* "__missing__" */
 static PyObject *str_locked_getitem;  /* "_locked_getitem" */
 static PyObject *str_lookup;          /* "_lookup" */
+static PyObject *str_sizeof;          /* "__sizeof__" */
+
+/* instance_size(): the types an instance's attributes may not be (set_flat_limits()),
+ * how many attributes it sizes itself, and how many referents it reads at most. */
+static PyObject *shared_types;
+static Py_ssize_t sample_above;
+#define INSTANCE_REFERENTS 64
 
 /* The flat types, and their __sizeof__ method descriptors. */
 #define N_FLAT 8
@@ -480,6 +490,268 @@ flat_size(PyObject *module, PyObject *obj)
     return PyLong_FromSsize_t(total);
 }
 
+/* -- instance_size -------------------------------------------------------------- */
+
+/* gc.get_referents(obj) into a fixed buffer; the visit stops when it is full. */
+typedef struct {
+    Py_ssize_t count;
+    PyObject *items[INSTANCE_REFERENTS];
+} Referents;
+
+static int
+collect_referent(PyObject *ref, void *arg)
+{
+    Referents *refs = (Referents *)arg;
+    if (refs->count == INSTANCE_REFERENTS) {
+        return 1;
+    }
+    refs->items[refs->count++] = ref;
+    return 0;
+}
+
+/* Whether the walker leaves ref out of an instance's attributes: isinstance(ref, shared). */
+static int
+is_shared(PyObject *ref)
+{
+    PyTypeObject *tp = Py_TYPE(ref);
+    for (int i = 0; i < N_FLAT; i++) {
+        if (flat_types[i] == tp) {
+            return 0;
+        }
+    }
+    return PyObject_IsInstance(ref, shared_types);
+}
+
+static PyObject *
+instance_size(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!configured || shared_types == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "boundkit._speedups is not configured");
+        return NULL;
+    }
+    if (nargs != 5 || !PySet_Check(args[1]) || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "instance_size(obj, seen, stack, managed, header)");
+        return NULL;
+    }
+    PyObject *obj = args[0], *seen = args[1], *stack = args[2];
+    int managed = PyObject_IsTrue(args[3]);
+    Py_ssize_t header = PyLong_AsSsize_t(args[4]);
+    if (managed < 0 || (header == -1 && PyErr_Occurred())) {
+        return NULL;
+    }
+    Referents refs;
+    refs.count = 0;
+    traverseproc traverse = Py_TYPE(obj)->tp_traverse;
+    if (PyObject_IS_GC(obj) && traverse != NULL && traverse(obj, collect_referent, &refs)) {
+        Py_RETURN_NONE;  /* too many referents: the walker decides whether to sample */
+    }
+    for (Py_ssize_t i = 0; i < refs.count; i++) {
+        Py_INCREF(refs.items[i]);
+    }
+    PyObject *result = NULL;
+    Py_ssize_t n = 0;  /* the attributes, kept at the front of refs.items */
+    for (Py_ssize_t i = 0; i < refs.count; i++) {
+        PyObject *ref = refs.items[i];
+        int shared = is_shared(ref);
+        if (shared < 0) {
+            goto done;
+        }
+        if (shared) {
+            Py_DECREF(ref);
+        }
+        else {
+            refs.items[n++] = ref;
+        }
+    }
+    refs.count = n;
+    if (n > sample_above) {
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+    Py_ssize_t total = 0;
+    if (managed && !(n == 1 && Py_IS_TYPE(refs.items[0], &PyDict_Type))) {
+        total += 16 + 8 * n;  /* _attribute_storage(n) */
+    }
+    PyObject *own = PyObject_CallMethodNoArgs(obj, str_sizeof);
+    if (own == NULL) {
+        goto done;
+    }
+    Py_ssize_t size = PyLong_AsSsize_t(own);
+    Py_DECREF(own);
+    if (size == -1 && PyErr_Occurred()) {
+        goto done;
+    }
+    total += (size + header) & ~(Py_ssize_t)7;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *child = refs.items[i];
+        PyObject *ident = PyLong_FromVoidPtr(child);
+        if (ident == NULL) {
+            goto done;
+        }
+        int met = PySet_Contains(seen, ident);
+        if (met == 0) {
+            met = PySet_Add(seen, ident) < 0 ? -1 : 0;
+        }
+        Py_DECREF(ident);
+        if (met < 0) {
+            goto done;
+        }
+        if (met) {
+            continue;
+        }
+        Py_ssize_t child_size = flat_item_size(child);
+        if (child_size == -1) {
+            goto done;
+        }
+        if (child_size == -2) {
+            if (PyList_Append(stack, child) < 0) {
+                goto done;
+            }
+        }
+        else {
+            total += child_size;
+        }
+    }
+    result = PyLong_FromSsize_t(total);
+done:
+    for (Py_ssize_t i = 0; i < refs.count; i++) {
+        Py_DECREF(refs.items[i]);
+    }
+    return result;
+}
+
+/* -- add_items ------------------------------------------------------------------ */
+
+/* The walker's loop over one item: count it once if something else may reference it,
+ * add its size when it is flat, else push it on stack. 0, or -1 on error. */
+static int
+add_walked_item(PyObject *item, PyObject *seen, PyObject *stack, Py_ssize_t *total)
+{
+    if (Py_REFCNT(item) > 1) {
+        PyObject *ident = PyLong_FromVoidPtr(item);
+        if (ident == NULL) {
+            return -1;
+        }
+        int met = PySet_Contains(seen, ident);
+        if (met == 0) {
+            met = PySet_Add(seen, ident) < 0 ? -1 : 0;
+        }
+        Py_DECREF(ident);
+        if (met != 0) {
+            return met < 0 ? -1 : 0;
+        }
+    }
+    Py_ssize_t size = flat_item_size(item);
+    if (size == -1) {
+        return -1;
+    }
+    if (size == -2) {
+        return PyList_Append(stack, item);
+    }
+    *total += size;
+    return 0;
+}
+
+/* The walker's loop over the items of a list, tuple or dict (its keys, then its
+ * values, as its (keys(), values())): 1 when done, 0 for another type, -1 on error. */
+static int
+walk_items(PyObject *children, PyObject *seen, PyObject *stack, Py_ssize_t *total)
+{
+    if (PyList_CheckExact(children) || PyTuple_CheckExact(children)) {
+        /* the list is not resized meanwhile: no Python code runs */
+        Py_ssize_t n = Py_SIZE(children);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *item = PyList_CheckExact(children) ? PyList_GET_ITEM(children, i)
+                                                         : PyTuple_GET_ITEM(children, i);
+            if (add_walked_item(item, seen, stack, total) < 0) {
+                return -1;
+            }
+        }
+        return 1;
+    }
+    if (PyDict_CheckExact(children)) {
+        for (int values = 0; values < 2; values++) {
+            Py_ssize_t pos = 0;
+            PyObject *key, *value;
+            while (PyDict_Next(children, &pos, &key, &value)) {
+                if (add_walked_item(values ? value : key, seen, stack, total) < 0) {
+                    return -1;
+                }
+            }
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static int
+check_walk_args(Py_ssize_t nargs, Py_ssize_t want, PyObject *const *args, const char *usage)
+{
+    if (nargs != want || !PySet_Check(args[1]) || !PyList_Check(args[2])) {
+        PyErr_Format(PyExc_TypeError, "usage: %s", usage);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+add_items(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_walk_args(nargs, 3, args, "add_items(children, seen, stack)") < 0) {
+        return NULL;
+    }
+    Py_ssize_t total = 0;
+    int done = walk_items(args[0], args[1], args[2], &total);
+    if (done < 0) {
+        return NULL;
+    }
+    if (done == 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromSsize_t(total);
+}
+
+static PyObject *
+container_size(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_walk_args(nargs, 4, args, "container_size(obj, seen, stack, header)") < 0) {
+        return NULL;
+    }
+    PyObject *obj = args[0];
+    Py_ssize_t header = PyLong_AsSsize_t(args[3]);
+    if (header == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *own_sizeof;
+    Py_ssize_t count = Py_SIZE(obj);
+    if (PyList_CheckExact(obj)) {
+        own_sizeof = list_sizeof;
+    }
+    else if (PyTuple_CheckExact(obj)) {
+        own_sizeof = tuple_sizeof;
+    }
+    else if (PyDict_CheckExact(obj)) {
+        own_sizeof = dict_sizeof;
+        count = 2 * PyDict_GET_SIZE(obj);
+    }
+    else {
+        Py_RETURN_NONE;
+    }
+    if (count > sample_above) {
+        Py_RETURN_NONE;  /* the walker decides whether to sample */
+    }
+    Py_ssize_t total = call_sizeof(own_sizeof, obj);
+    if (total == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    total = (total + header) & ~(Py_ssize_t)7;
+    if (walk_items(obj, args[1], args[2], &total) < 0) {
+        return NULL;
+    }
+    return PyLong_FromSsize_t(total);
+}
+
 /* -- configure ---------------------------------------------------------------- */
 
 static PyObject *
@@ -510,16 +782,23 @@ set_entry_type(PyObject *module, PyObject *entry)
 static PyObject *
 set_flat_limits(PyObject *module, PyObject *args)
 {
-    Py_ssize_t header, max_items;
-    if (!PyArg_ParseTuple(args, "nn:set_flat_limits", &header, &max_items)) {
+    Py_ssize_t header, max_items, max_attributes;
+    PyObject *shared;
+    if (!PyArg_ParseTuple(args, "nnnO!:set_flat_limits", &header, &max_items, &max_attributes,
+                          &PyTuple_Type, &shared)) {
         return NULL;
     }
-    if (header < 0 || max_items < 0 || max_items > 128) {
-        PyErr_SetString(PyExc_ValueError, "gc_header >= 0 and 0 <= max_items <= 128");
+    if (header < 0 || max_items < 0 || max_items > 128 || max_attributes < 0 ||
+        max_attributes >= INSTANCE_REFERENTS) {
+        PyErr_SetString(PyExc_ValueError,
+                        "gc_header >= 0, 0 <= max_items <= 128 and 0 <= max_attributes < 64");
         return NULL;
     }
     gc_header = header;
     max_flat_items = max_items;
+    sample_above = max_attributes;
+    Py_INCREF(shared);
+    Py_XSETREF(shared_types, shared);
     configured = 1;
     Py_RETURN_NONE;
 }
@@ -539,9 +818,25 @@ static PyMethodDef module_methods[] = {
      "set_entry_type(entry_type, /)\n--\n\n"
      "Name the float subclass, with a `value` slot, that holds a cache's entries."},
     {"set_flat_limits", (PyCFunction)set_flat_limits, METH_VARARGS,
-     "set_flat_limits(gc_header, max_items, /)\n--\n\n"
-     "What sys.getsizeof adds for a GC-tracked object, and the most items a flat\n"
-     "container may have."},
+     "set_flat_limits(gc_header, max_items, max_attributes, shared_types, /)\n--\n\n"
+     "What sys.getsizeof adds for a GC-tracked object, the most items a flat\n"
+     "container may have, the most attributes instance_size() sizes and the types\n"
+     "it leaves out of them."},
+    {"add_items", (PyCFunction)(void (*)(void))add_items, METH_FASTCALL,
+     "add_items(children, seen, stack, /)\n--\n\n"
+     "The walker's loop over the items of a list, tuple or dict (keys, then values):\n"
+     "the size of the flat ones, counted once; the others are pushed on stack.\n"
+     "None for another type."},
+    {"container_size", (PyCFunction)(void (*)(void))container_size, METH_FASTCALL,
+     "container_size(obj, seen, stack, header, /)\n--\n\n"
+     "One step of the walker on a list, tuple or dict of at most max_attributes\n"
+     "items (a dict's keys and values both count): its size and that of its flat\n"
+     "items; the others are pushed on stack. None otherwise."},
+    {"instance_size", (PyCFunction)(void (*)(void))instance_size, METH_FASTCALL,
+     "instance_size(obj, seen, stack, managed, header, /)\n--\n\n"
+     "One step of the walker in boundkit/_sizes.py on an instance: its size, its\n"
+     "attribute storage and its flat attributes; the others are pushed on stack.\n"
+     "None when it has too many attributes."},
     {"flat_size", (PyCFunction)flat_size, METH_O,
      "flat_size(obj, /)\n--\n\n"
      "The size of a flat value or of a small container of flat values, else None."},
@@ -583,7 +878,8 @@ PyInit__speedups(void)
     }
     if ((str_missing = PyUnicode_InternFromString("__missing__")) == NULL ||
         (str_locked_getitem = PyUnicode_InternFromString("_locked_getitem")) == NULL ||
-        (str_lookup = PyUnicode_InternFromString("_lookup")) == NULL) {
+        (str_lookup = PyUnicode_InternFromString("_lookup")) == NULL ||
+        (str_sizeof = PyUnicode_InternFromString("__sizeof__")) == NULL) {
         return NULL;
     }
     PyObject *time_module = PyImport_ImportModule("time");
