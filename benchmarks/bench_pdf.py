@@ -1,6 +1,7 @@
 """Rendering throughput and peak memory: raw PyMuPDF, keep-all, render_pages, pypdfium2.
 
-Run: ``python3 benchmarks/bench_pdf.py [--pages 40] [--repeats 3] [--baseline SRC]``
+Run: ``python3 benchmarks/bench_pdf.py [--pages 40] [--text-pages 160] [--repeats 3]``
+``[--baseline SRC]``
 
 Every measurement runs in a fresh process (``--child``), which resets its peak
 (VmHWM) after imports, renders every page to raw RGB bytes at 150 dpi and
@@ -8,10 +9,14 @@ reports pages/s (wall clock, and per CPU second, steadier on a shared machine),
 peak RSS above its start and minor page faults (deterministic: memory given
 back and faulted in again shows there). ``render_32M`` is render_pages with
 ``budget=32 MiB`` instead of the default 64 MiB; ``--baseline SRC`` adds
-``render_base``, render_pages imported from another checkout's ``src``. Runs
-are interleaved; the table shows medians (``best``: the fastest run, least
+``render_base``, render_pages imported from another checkout's ``src``. Text
+pages render ten times faster than image pages, so the text PDF has four times
+as many (``--text-pages``) for runs long enough to time. Runs are interleaved,
+the order reversed every other round so neither side always goes first; the
+table shows medians (``best``: the fastest run, least
 disturbed by other load) and ratios against raw PyMuPDF streaming measured in
-the same run.
+the same run; ``paired x raw`` is the median over rounds of each round's
+pages/s ratio to raw's, the steadiest figure on a shared machine.
 Also times ``import pymupdf`` and ``import boundkit`` (fresh processes).
 """
 
@@ -127,6 +132,7 @@ def _import_cost(module: str, repeats: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=40)
+    parser.add_argument("--text-pages", type=int, help="default: 4 x --pages")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", metavar="SRC", help="also run render_pages from SRC")
     parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "PATH"), help=argparse.SUPPRESS)
@@ -148,7 +154,7 @@ def main() -> None:
             "text": Path(tmp) / "text.pdf",
             "image": Path(tmp) / "image.pdf",
         }
-        docs["text"].write_bytes(text_pdf(args.pages))
+        docs["text"].write_bytes(text_pdf(args.text_pages or 4 * args.pages))
         docs["image"].write_bytes(image_pdf(args.pages, side=1600))
         for kind, path in docs.items():
             _table(kind, path, args)
@@ -161,9 +167,12 @@ def _table(kind: str, path: Path, args: argparse.Namespace) -> None:
         base = {**os.environ, "PYTHONPATH": str(Path(args.baseline).resolve())}
         runs["render_base"] = ("render_pages", base)
     results: dict[str, list[dict[str, float]]] = {w: [] for w in runs}
+    order = list(runs)
     for _ in range(args.repeats):
-        for name, (workload, env) in runs.items():
+        for name in order:
+            workload, env = runs[name]
             results[name].append(_run_child(workload, path, env))
+        order.reverse()
     columns = {
         "pages/s": lambda r: r["pages"] / r["seconds"],
         "best": lambda r: r["pages"] / r["seconds"],
@@ -175,14 +184,23 @@ def _table(kind: str, path: Path, args: argparse.Namespace) -> None:
         for w, rs in results.items()
         for col, get in columns.items()
     }
-    print(f"\n{kind} PDF, {args.pages} pages, {args.repeats} fresh processes each")
-    print(f"{'workload':<13}" + "".join(f"{col:>12}{'x raw':>6}" for col in columns) + "  faults")
+    pages = int(results["raw"][0]["pages"])
+    print(f"\n{kind} PDF, {pages} pages, {args.repeats} fresh processes each")
+    print(
+        f"{'workload':<13}"
+        + "".join(f"{col:>12}{'x raw':>6}" for col in columns)
+        + "  faults  paired x raw"
+    )
     for w, rs in results.items():
         cells = "".join(
             f"{table[w, col]:12.1f}{table[w, col] / table['raw', col]:6.2f}" for col in columns
         )
         faults = statistics.median(r["faults"] for r in rs)
-        print(f"{w:<13}{cells}{faults / 1000:7.0f}k")
+        # pages/s against raw's in the same round, whose neighbours and load it shared
+        paired = statistics.median(
+            raw["seconds"] / r["seconds"] for r, raw in zip(rs, results["raw"], strict=True)
+        )
+        print(f"{w:<13}{cells}{faults / 1000:7.0f}k {paired:13.2f}")
 
 
 if __name__ == "__main__":
