@@ -473,7 +473,7 @@ _PEAK_SCRIPT = textwrap.dedent(
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")  # reset the peak (VmHWM) once the imports are done
     start = process_memory().rss
-    for _ in render_pages(sys.argv[1], dpi=150, fmt="raw", budget=32 * 2**20):
+    for _ in render_pages(sys.argv[1], dpi=150, fmt="raw"):  # the default 64 MiB budget
         pass
     with open("/proc/self/status") as status:
         peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
@@ -503,8 +503,12 @@ def _repeat_pages(data: bytes, times: int) -> bytes:
 
 @pytest.mark.slow
 def test_peak_memory_flat_from_10_to_100_image_pages(tmp_path: Path) -> None:
-    """render_pages' peak RSS over 100 distinct image pages is within 1.2x of 10 pages'."""
-    ten = image_pdf(10, side=1000)
+    """render_pages' peak RSS over 100 distinct image pages is within 1.2x of 10 pages'.
+
+    Ten pages of 1600-pixel images (7.3 MiB each decoded) already reach the budget, so
+    both runs measure the guard, not how far ten pages happen to get below it.
+    """
+    ten = image_pdf(10)
     small, large = tmp_path / "10.pdf", tmp_path / "100.pdf"
     small.write_bytes(ten)
     large.write_bytes(_repeat_pages(ten, 10))
