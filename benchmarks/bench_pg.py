@@ -14,7 +14,10 @@ boundkit's COMMIT + session reset query sent as boundkit sends it, to show how
 much of the gap is that reset. Recovery:
 8 idle connections terminated with pg_terminate_backend, then 20 requests: time
 to the first success and failed requests, for boundkit and psycopg_pool with
-and without ``check=ConnectionPool.check_connection``.
+and without ``check=ConnectionPool.check_connection``. Then the latency again with
+every contender on one pool of one connection, so on one server backend: separate
+pools get separate backends, whose placement on this 2-core machine moves the
+separate-pool ratios more than the code does.
 """
 
 from __future__ import annotations
@@ -139,6 +142,46 @@ def latency() -> None:
     )
 
 
+def same_backend() -> None:
+    """Raw ``pool.connection()`` against ``pooled_connection()`` on one pool of one connection.
+
+    Every contender then talks to the same server backend. Separate pools (above) each
+    get their own backend, and on this shared 2-core machine where the scheduler puts a
+    backend moves a whole pool's latency by up to 1.5x either way, run to run.
+    """
+    pool = create_pool(DSN, min_size=1, max_size=1)
+
+    def raw_request() -> None:
+        with pool.connection() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def our_request() -> None:
+        with pooled_connection(pool=pool) as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def reset_request() -> None:  # raw, ending with boundkit's COMMIT + DISCARD ALL
+        conn = pool.getconn()
+        conn.execute("SELECT 1").fetchone()
+        with conn.lock:
+            conn.wait(closing_gen(conn.pgconn, (COMMIT, DISCARD)))
+            forget_prepared(conn)
+        pool.putconn(conn)
+
+    runs = interleaved({"raw": raw_request, "ours": our_request, "reset": reset_request}, 21, 200)
+    pool.close()
+    print("the same, all on one pool of one connection (one server backend):")
+    for name, label in (
+        ("raw", "psycopg_pool pool.connection()"),
+        ("ours", "boundkit pooled_connection()"),
+        ("reset", "raw + boundkit's reset"),
+    ):
+        wall = statistics.median(run[0] for run in runs[name])
+        paired = statistics.median(
+            o[0] / r[0] for o, r in zip(runs[name], runs["raw"], strict=True)
+        )
+        print(f"  {label:<32} {wall * 1e6:9.1f} us   median of paired ratios {paired:.2f}x")
+
+
 def kill(app: str) -> None:
     with psycopg.connect(DSN, autocommit=True) as admin:
         admin.execute(
@@ -185,6 +228,7 @@ def our_request(pool: object) -> None:
 def main() -> None:
     logging.disable(logging.WARNING)  # psycopg_pool logs every discarded connection
     latency()
+    same_backend()
     print("after killing 8 idle connections (pool of 8), 20 requests:")
     recovery(
         "boundkit pooled_connection()",
