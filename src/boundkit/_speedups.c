@@ -490,7 +490,37 @@ flat_size(PyObject *module, PyObject *obj)
     return PyLong_FromSsize_t(total);
 }
 
-/* -- instance_size -------------------------------------------------------------- */
+/* -- the walker's steps: instance_size, add_items, container_size ----------------- */
+
+/* The walker's loop over one item: count it once if something else may reference it,
+ * add its size when it is flat, else push it on stack. 0, or -1 on error. */
+static int
+add_walked_item(PyObject *item, PyObject *seen, PyObject *stack, Py_ssize_t *total)
+{
+    if (Py_REFCNT(item) > 1) {
+        PyObject *ident = PyLong_FromVoidPtr(item);
+        if (ident == NULL) {
+            return -1;
+        }
+        int met = PySet_Contains(seen, ident);
+        if (met == 0) {
+            met = PySet_Add(seen, ident) < 0 ? -1 : 0;
+        }
+        Py_DECREF(ident);
+        if (met != 0) {
+            return met < 0 ? -1 : 0;
+        }
+    }
+    Py_ssize_t size = flat_item_size(item);
+    if (size == -1) {
+        return -1;
+    }
+    if (size == -2) {
+        return PyList_Append(stack, item);
+    }
+    *total += size;
+    return 0;
+}
 
 /* gc.get_referents(obj) into a fixed buffer; the visit stops when it is full. */
 typedef struct {
@@ -583,34 +613,11 @@ instance_size(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     total += (size + header) & ~(Py_ssize_t)7;
+    /* each attribute holds the reference taken above too, so every one is looked up in
+     * seen, as the Python walker's loop over its referents list does */
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *child = refs.items[i];
-        PyObject *ident = PyLong_FromVoidPtr(child);
-        if (ident == NULL) {
+        if (add_walked_item(refs.items[i], seen, stack, &total) < 0) {
             goto done;
-        }
-        int met = PySet_Contains(seen, ident);
-        if (met == 0) {
-            met = PySet_Add(seen, ident) < 0 ? -1 : 0;
-        }
-        Py_DECREF(ident);
-        if (met < 0) {
-            goto done;
-        }
-        if (met) {
-            continue;
-        }
-        Py_ssize_t child_size = flat_item_size(child);
-        if (child_size == -1) {
-            goto done;
-        }
-        if (child_size == -2) {
-            if (PyList_Append(stack, child) < 0) {
-                goto done;
-            }
-        }
-        else {
-            total += child_size;
         }
     }
     result = PyLong_FromSsize_t(total);
@@ -619,38 +626,6 @@ done:
         Py_DECREF(refs.items[i]);
     }
     return result;
-}
-
-/* -- add_items ------------------------------------------------------------------ */
-
-/* The walker's loop over one item: count it once if something else may reference it,
- * add its size when it is flat, else push it on stack. 0, or -1 on error. */
-static int
-add_walked_item(PyObject *item, PyObject *seen, PyObject *stack, Py_ssize_t *total)
-{
-    if (Py_REFCNT(item) > 1) {
-        PyObject *ident = PyLong_FromVoidPtr(item);
-        if (ident == NULL) {
-            return -1;
-        }
-        int met = PySet_Contains(seen, ident);
-        if (met == 0) {
-            met = PySet_Add(seen, ident) < 0 ? -1 : 0;
-        }
-        Py_DECREF(ident);
-        if (met != 0) {
-            return met < 0 ? -1 : 0;
-        }
-    }
-    Py_ssize_t size = flat_item_size(item);
-    if (size == -1) {
-        return -1;
-    }
-    if (size == -2) {
-        return PyList_Append(stack, item);
-    }
-    *total += size;
-    return 0;
 }
 
 /* The walker's loop over the items of a list, tuple or dict (its keys, then its
