@@ -13,22 +13,17 @@ from collections.abc import Callable
 from .memory import _malloc_trim, process_memory
 
 
-def _empty_store() -> None:
-    """Empty MuPDF's process-wide store, if PyMuPDF is loaded (microseconds when empty)."""
-    if "pymupdf" in sys.modules:
-        sys.modules["pymupdf"].TOOLS.store_shrink(100)
+def _shrink_store(percent: int = 99) -> None:
+    """Shrink MuPDF's process-wide store by ``percent`` of its maximum, if PyMuPDF is loaded.
 
-
-def _shrink_store() -> None:
-    """Evict the store's decoded images but keep its small items (fonts, colour links).
-
-    ``store_shrink(99)`` brings the store down to 1% of its maximum (2.56 MiB
-    of 256 MiB), evicting the largest of the least recently used items first.
-    Emptying it instead costs the next page ~5 ms rebuilding a colour link
-    and reloading fonts.
+    The default, 99, brings the store down to 1% of its maximum (2.56 MiB of
+    256 MiB), evicting the largest of the least recently used items first: the
+    decoded images go, the fonts and colour links stay. Emptying it (100)
+    instead costs the next page ~5 ms rebuilding a colour link and reloading
+    fonts. Microseconds when there is nothing to evict.
     """
     if "pymupdf" in sys.modules:
-        sys.modules["pymupdf"].TOOLS.store_shrink(99)
+        sys.modules["pymupdf"].TOOLS.store_shrink(percent)
 
 
 def _trim_heap() -> None:

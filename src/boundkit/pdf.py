@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, Union, cast
 
-from ._pdf_memory import _empty_store, _Guard, _trim_heap, _watch
+from ._pdf_memory import _Guard, _shrink_store, _trim_heap, _watch
 from .errors import (
     ConfigError,
     PdfError,
@@ -76,7 +76,7 @@ def release_pdf_memory() -> None:
     Costs microseconds when the store is already empty; the next document
     that needs an evicted image or font decodes it again.
     """
-    _empty_store()
+    _shrink_store(100)  # all of it
     _trim_heap()
 
 
