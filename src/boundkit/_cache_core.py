@@ -192,7 +192,7 @@ class CacheCore(Generic[K, V]):
 
     def _lookup(self, key: K, default: object) -> object:
         """Look ``key`` up under the lock: to drop an entry found expired, and for
-        every lookup on a free-threaded build (see ``GIL_ENABLED`` in cache.py)."""
+        every lookup on a free-threaded build (see ``GIL_ENABLED`` in _accel.py)."""
         dropped = None
         lock = self._lock
         lock.acquire()
@@ -324,8 +324,9 @@ class CacheCore(Generic[K, V]):
         with self._lock:
             state = self.__dict__.copy()
             # named, since the C hit path keeps them in its own fields, not in __dict__
-            state.update(_data=OrderedDict(snapshot(self._data)), _timer=self._timer)
-            state["_timed"] = self._timed
+            state.update(
+                _data=OrderedDict(snapshot(self._data)), _timer=self._timer, _timed=self._timed
+            )
             state["_hits"], state["_misses"] = self._count_lookups()
         state.pop("_refresh", None)
         del state["_lock"], state["_counter_reads"]
