@@ -22,6 +22,7 @@ separate-pool ratios more than the code does.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import statistics
@@ -66,41 +67,47 @@ def interleaved(
     return runs
 
 
+def paired(runs: dict[str, list[tuple[float, float]]], name: str) -> float:
+    """The median over rounds of ``name``'s round median over raw's in the same round."""
+    pairs = zip(runs[name], runs["raw"], strict=True)
+    return statistics.median(o[0] / r[0] for o, r in pairs)
+
+
+def plain_request(pool: object) -> None:
+    with pool.connection() as conn:  # type: ignore[attr-defined]
+        conn.execute("SELECT 1").fetchone()
+
+
+def our_request(pool: object) -> None:
+    with pooled_connection(pool=pool) as conn:  # type: ignore[arg-type]
+        conn.execute("SELECT 1").fetchone()
+
+
+def reset_request(pool: object) -> None:
+    """A raw pool request ending with boundkit's COMMIT + DISCARD ALL, as boundkit sends it."""
+    conn = pool.getconn()  # type: ignore[attr-defined]
+    conn.execute("SELECT 1").fetchone()
+    with conn.lock:
+        conn.wait(closing_gen(conn.pgconn, (COMMIT, DISCARD)))
+        forget_prepared(conn)
+    pool.putconn(conn)  # type: ignore[attr-defined]
+
+
 def latency() -> None:
     raw = ConnectionPool(DSN, min_size=1, max_size=3, open=True)
     reset = ConnectionPool(DSN, min_size=1, max_size=3, open=True)
     ours = create_pool(DSN, min_size=1, max_size=3)
     bare = create_pool(DSN, min_size=1, max_size=3, reset_session=False)
 
-    def raw_request() -> None:
-        with raw.connection() as conn:
-            conn.execute("SELECT 1").fetchone()
-
-    def our_request() -> None:
-        with pooled_connection(pool=ours) as conn:
-            conn.execute("SELECT 1").fetchone()
-
-    def bare_request() -> None:
-        with pooled_connection(pool=bare) as conn:
-            conn.execute("SELECT 1").fetchone()
-
-    def reset_request() -> None:  # raw pool, ending with boundkit's COMMIT + DISCARD ALL
-        conn = reset.getconn()
-        conn.execute("SELECT 1").fetchone()
-        with conn.lock:
-            conn.wait(closing_gen(conn.pgconn, (COMMIT, DISCARD)))
-            forget_prepared(conn)
-        reset.putconn(conn)
-
     def connect_request() -> None:
         with psycopg.connect(DSN) as conn:
             conn.execute("SELECT 1").fetchone()
 
     contenders = {
-        "raw": raw_request,
-        "reset": reset_request,
-        "ours": our_request,
-        "bare": bare_request,
+        "raw": functools.partial(plain_request, raw),
+        "reset": functools.partial(reset_request, reset),
+        "ours": functools.partial(our_request, ours),
+        "bare": functools.partial(our_request, bare),
     }
     runs = interleaved(contenders, ROUNDS, CALLS)
     connects = interleaved({"connect": connect_request}, 5, 20)["connect"]
@@ -113,10 +120,6 @@ def latency() -> None:
     t_raw, t_ours = median("raw"), median("ours")
     c_raw, c_ours = median("raw", 1), median("ours", 1)
 
-    def paired(name: str) -> float:
-        pairs = zip(runs[name], runs["raw"], strict=True)
-        return statistics.median(o[0] / r[0] for o, r in pairs)
-
     t_reset, c_reset = median("reset"), median("reset", 1)
     t_bare, c_bare = median("bare"), median("bare", 1)
     t_connect = statistics.median(run[0] for run in connects)
@@ -124,12 +127,12 @@ def latency() -> None:
     print(f"  psycopg_pool pool.connection()   {t_raw * 1e6:9.1f} us   cpu {c_raw * 1e6:6.1f} us")
     print(
         f"  boundkit pooled_connection()     {t_ours * 1e6:9.1f} us   cpu {c_ours * 1e6:6.1f} us"
-        f"   {t_ours / t_raw:.2f}x raw pool (median of paired ratios {paired('ours'):.2f}x,"
+        f"   {t_ours / t_raw:.2f}x raw pool (median of paired ratios {paired(runs, 'ours'):.2f}x,"
         f" cpu {c_ours / c_raw:.2f}x)"
     )
     print(
         f"  ... with reset_session=False     {t_bare * 1e6:9.1f} us   cpu {c_bare * 1e6:6.1f} us"
-        f"   {t_bare / t_raw:.2f}x raw pool (median of paired ratios {paired('bare'):.2f}x,"
+        f"   {t_bare / t_raw:.2f}x raw pool (median of paired ratios {paired(runs, 'bare'):.2f}x,"
         f" cpu {c_bare / c_raw:.2f}x)"
     )
     print(
@@ -151,23 +154,12 @@ def same_backend() -> None:
     """
     pool = create_pool(DSN, min_size=1, max_size=1)
 
-    def raw_request() -> None:
-        with pool.connection() as conn:
-            conn.execute("SELECT 1").fetchone()
-
-    def our_request() -> None:
-        with pooled_connection(pool=pool) as conn:
-            conn.execute("SELECT 1").fetchone()
-
-    def reset_request() -> None:  # raw, ending with boundkit's COMMIT + DISCARD ALL
-        conn = pool.getconn()
-        conn.execute("SELECT 1").fetchone()
-        with conn.lock:
-            conn.wait(closing_gen(conn.pgconn, (COMMIT, DISCARD)))
-            forget_prepared(conn)
-        pool.putconn(conn)
-
-    runs = interleaved({"raw": raw_request, "ours": our_request, "reset": reset_request}, 21, 200)
+    contenders = {
+        "raw": functools.partial(plain_request, pool),
+        "ours": functools.partial(our_request, pool),
+        "reset": functools.partial(reset_request, pool),
+    }
+    runs = interleaved(contenders, 21, 200)
     pool.close()
     print("the same, all on one pool of one connection (one server backend):")
     for name, label in (
@@ -176,10 +168,10 @@ def same_backend() -> None:
         ("reset", "raw + boundkit's reset"),
     ):
         wall = statistics.median(run[0] for run in runs[name])
-        paired = statistics.median(
-            o[0] / r[0] for o, r in zip(runs[name], runs["raw"], strict=True)
+        print(
+            f"  {label:<32} {wall * 1e6:9.1f} us"
+            f"   median of paired ratios {paired(runs, name):.2f}x"
         )
-        print(f"  {label:<32} {wall * 1e6:9.1f} us   median of paired ratios {paired:.2f}x")
 
 
 def kill(app: str) -> None:
@@ -213,16 +205,6 @@ def recovery(label: str, make: Callable[[str], object], request: Callable[[objec
     pool.close()  # type: ignore[attr-defined]
     shown = "never" if first is None else f"{first * 1000:8.1f} ms"
     print(f"  {label:<36} first success {shown}   failed requests {failed}/20")
-
-
-def plain_request(pool: object) -> None:
-    with pool.connection() as conn:  # type: ignore[attr-defined]
-        conn.execute("SELECT 1").fetchone()
-
-
-def our_request(pool: object) -> None:
-    with pooled_connection(pool=pool) as conn:  # type: ignore[arg-type]
-        conn.execute("SELECT 1").fetchone()
 
 
 def main() -> None:
