@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -110,6 +111,115 @@ def test_rolls_back_returns_and_propagates(make_pool, pg_dsn, table, statement, 
 def _count_after_reuse(pool: psycopg_pool.ConnectionPool) -> int:
     with pooled_connection(pool=pool) as conn:
         return int(conn.execute("SELECT 1").fetchone()[0])
+
+
+@contextlib.contextmanager
+def traced(pgconn: object) -> Iterator[list[str]]:
+    """libpq's protocol trace of ``pgconn`` while the block runs, one message per line."""
+    lines: list[str] = []
+    with tempfile.TemporaryFile("w+") as trace:
+        pgconn.trace(trace.fileno())  # type: ignore[attr-defined]
+        pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)  # type: ignore[attr-defined]
+        try:
+            yield lines
+        finally:
+            pgconn.untrace()  # type: ignore[attr-defined]
+            trace.seek(0)
+            lines += trace.read().splitlines()
+
+
+def round_trips(lines: list[str]) -> int:
+    return sum("\tReadyForQuery\t" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("query", "params", "ours", "psycopgs"),
+    [("SELECT 1", None, 2, 3), ("SELECT %s", (1,), 3, 3)],
+    ids=["no-parameters", "parameters"],
+)
+def test_first_statement_carries_the_begin(make_pool, query, params, ours, psycopgs):
+    """A block's first statement without parameters takes psycopg's BEGIN along: 2 round trips.
+
+    psycopg alone (the pool's raw connection) spends 3: BEGIN, the query, COMMIT.
+    """
+    pool = make_pool(max_size=1)
+    with contextlib.ExitStack() as stack, pooled_connection(pool=pool) as conn:
+        lines = stack.enter_context(traced(conn.pgconn))
+        assert (1,) == conn.execute(query, params).fetchone()
+    raw = pool.getconn()
+    try:
+        with traced(raw.pgconn) as raw_lines, raw:
+            assert (1,) == raw.execute(query, params).fetchone()
+    finally:
+        pool.putconn(raw)
+    assert (ours, psycopgs) == (round_trips(lines), round_trips(raw_lines))
+    begins = [line for line in lines if line.endswith('Query\t "BEGIN;')]
+    assert (1 if params is None else 0) == len(begins), lines
+
+
+_FIRST_STATEMENTS = [
+    "SELECT 1",
+    b"SELECT 1",
+    "SELECT 1; SELECT 2",
+    "",
+    "-- no statement",
+    "SHOW transaction_isolation",
+    "SELECT * FROM no_such_table",
+]
+
+
+def _outcome(conn: object, query: object) -> tuple[object, ...]:
+    """What ``conn.execute(query)`` gives: every result set and status, or the error."""
+    try:
+        cursor = conn.execute(query)  # type: ignore[attr-defined]
+    except psycopg.Error as exc:
+        return (type(exc), exc.diag.message_primary, conn.info.transaction_status)  # type: ignore[attr-defined]
+    seen = []
+    while True:
+        rows = cursor.fetchall() if cursor.description else None
+        seen.append((cursor.statusmessage, cursor.rowcount, rows))
+        if not cursor.nextset():
+            break
+    return (tuple(seen), conn.info.transaction_status)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("query", _FIRST_STATEMENTS, ids=repr)
+def test_first_statement_gives_what_psycopg_gives(make_pool, pg_dsn, query):
+    """Results, statuses and errors of a block's first statement are psycopg's own."""
+    pool = make_pool(max_size=1)
+    with psycopg.connect(pg_dsn) as conn:
+        expected = _outcome(conn, query)
+        conn.rollback()
+    with pooled_connection(pool=pool) as conn:
+        seen = _outcome(conn, query)
+        assert (False, 1) == (conn.autocommit, _count_after_reuse_in(conn))
+    assert expected == seen
+    assert 1 == _count_after_reuse(pool)
+
+
+def _count_after_reuse_in(conn: object) -> int:
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:  # type: ignore[attr-defined]
+        conn.rollback()  # type: ignore[attr-defined]
+    return int(conn.execute("SELECT 1").fetchone()[0])  # type: ignore[attr-defined]
+
+
+def test_transaction_attributes_ride_on_the_shared_begin(make_pool, table):
+    """isolation_level and read_only set before the first statement shape its BEGIN."""
+    pool = make_pool(max_size=1)
+    with pooled_connection(pool=pool) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+        conn.read_only = True
+        seen = conn.execute(
+            "SELECT current_setting('transaction_isolation'),"
+            " current_setting('transaction_read_only')"
+        ).fetchone()
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute(f"INSERT INTO {table} VALUES (1)")
+    assert ("serializable", "on") == seen
+    with pooled_connection(pool=pool) as conn:
+        conn.autocommit = True
+        conn.execute("SELECT 1")
+        assert psycopg.pq.TransactionStatus.IDLE == conn.info.transaction_status
 
 
 def test_use_after_block_is_refused(make_pool):

@@ -24,6 +24,7 @@ from boundkit.pg_async import (  # noqa: E402
 )
 from boundkit.testing import assert_no_growth  # noqa: E402
 from fix_pg import terminate_backends  # noqa: E402
+from test_pg import round_trips, traced  # noqa: E402
 
 
 def run(test: Callable[[], Awaitable[Any]]) -> Any:
@@ -84,6 +85,45 @@ def test_commit_rollback_and_use_after_block(pg_dsn):
         return rows, info.value is error
 
     assert (0, True) == run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("query", "trips"),
+    [("SELECT 1; SELECT 2", 2), ("", 3), ("SELECT * FROM no_such_table", 2)],
+)
+def test_first_statement_carries_the_begin_and_gives_what_psycopg_gives(pg_dsn, query, trips):
+    """The BEGIN goes with the first statement; its results and errors are psycopg's own.
+
+    Round trips per block: BEGIN + statements, then COMMIT or ROLLBACK + DISCARD ALL; a
+    query with no statement in it is sent again after the BEGIN, for the server to answer.
+    """
+
+    async def outcome(conn: Any) -> tuple[Any, ...]:
+        try:
+            cursor = await conn.execute(query)
+        except psycopg.Error as exc:
+            return (type(exc), exc.diag.message_primary, conn.info.transaction_status)
+        seen = []
+        while True:
+            rows = await cursor.fetchall() if cursor.description else None
+            seen.append((cursor.statusmessage, rows))
+            if not cursor.nextset():
+                break
+        return (tuple(seen), conn.info.transaction_status)
+
+    async def scenario() -> tuple[Any, ...]:
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+            expected = await outcome(conn)
+            await conn.rollback()
+        pool = await acreate_pool(pg_dsn, max_size=1)
+        with contextlib.ExitStack() as stack:
+            async with apooled_connection(pool=pool) as conn:
+                lines = stack.enter_context(traced(conn.pgconn))
+                seen = await outcome(conn)
+                autocommit = conn.autocommit
+        return expected == seen, autocommit, round_trips(lines)
+
+    assert (True, False, trips) == run(scenario)
 
 
 def test_session_state_does_not_reach_next_borrower(pg_dsn):

@@ -39,6 +39,7 @@ from ._pg_base import (
     needs_reset,
     resolve_conninfo,
     stats_of,
+    with_begin,
 )
 
 __all__ = [
@@ -132,8 +133,31 @@ class PooledConnection(LeaseBase):
         return self._track(self._live().cursor(*args, **kwargs))
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        """``Connection.execute()``; the cursor it returns closes when the block ends."""
-        return self._track(self._live().execute(query, params, **kwargs))
+        """``Connection.execute()``; the cursor it returns closes when the block ends.
+
+        A block's first statement without parameters carries the transaction's
+        ``BEGIN`` in its own round trip (see :func:`boundkit._pg_base.with_begin`).
+        """
+        conn = self._live()
+        if params is None and not kwargs:
+            return self._track(_execute(conn, query))
+        return self._track(conn.execute(query, params, **kwargs))
+
+
+def _execute(conn: psycopg.Connection[Any], query: Any) -> Any:
+    # conn.execute(query), the BEGIN psycopg would send first going in the same message
+    cursor = conn.cursor()
+    with conn.lock:
+        merged = with_begin(conn, cursor, query)
+        if merged is not None:
+            conn._autocommit = True
+            try:
+                conn.wait(cursor._execute_gen(merged, prepare=False))
+            finally:
+                conn._autocommit = False
+    if merged is None or cursor.nextset() is None:
+        cursor.execute(query)  # or the query held no statement: let the server answer it
+    return cursor
 
 
 def pooled_connection(

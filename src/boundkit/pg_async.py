@@ -32,6 +32,7 @@ from ._pg_base import (
     needs_reset,
     resolve_conninfo,
     stats_of,
+    with_begin,
 )
 
 __all__ = [
@@ -106,8 +107,31 @@ class AsyncPooledConnection(LeaseBase):
         return self._track(self._live().cursor(*args, **kwargs))
 
     async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        """``AsyncConnection.execute()``; the cursor closes when the block ends."""
-        return self._track(await self._live().execute(query, params, **kwargs))
+        """``AsyncConnection.execute()``; the cursor closes when the block ends.
+
+        A block's first statement without parameters carries the transaction's
+        ``BEGIN`` in its own round trip, as in :class:`boundkit.pg.PooledConnection`.
+        """
+        conn = self._live()
+        if params is None and not kwargs:
+            return self._track(await _execute(conn, query))
+        return self._track(await conn.execute(query, params, **kwargs))
+
+
+async def _execute(conn: psycopg.AsyncConnection[Any], query: Any) -> Any:
+    # the twin of boundkit.pg._execute
+    cursor = conn.cursor()
+    async with conn.lock:
+        merged = with_begin(conn, cursor, query)
+        if merged is not None:
+            conn._autocommit = True
+            try:
+                await conn.wait(cursor._execute_gen(merged, prepare=False))
+            finally:
+                conn._autocommit = False
+    if merged is None or cursor.nextset() is None:
+        await cursor.execute(query)
+    return cursor
 
 
 def apooled_connection(
