@@ -17,7 +17,9 @@ to the first success and failed requests, for boundkit and psycopg_pool with
 and without ``check=ConnectionPool.check_connection``. Then the latency again with
 every contender on one pool of one connection, so on one server backend: separate
 pools get separate backends, whose placement on this 2-core machine moves the
-separate-pool ratios more than the code does.
+separate-pool ratios more than the code does. That table also runs ``SELECT %s``
+with a parameter, a first statement whose BEGIN boundkit cannot send along
+(psycopg sends it by the extended protocol, one statement per message).
 """
 
 from __future__ import annotations
@@ -67,9 +69,9 @@ def interleaved(
     return runs
 
 
-def paired(runs: dict[str, list[tuple[float, float]]], name: str) -> float:
-    """The median over rounds of ``name``'s round median over raw's in the same round."""
-    pairs = zip(runs[name], runs["raw"], strict=True)
+def paired(runs: dict[str, list[tuple[float, float]]], name: str, peer: str = "raw") -> float:
+    """The median over rounds of ``name``'s round median over ``peer``'s in the same round."""
+    pairs = zip(runs[name], runs[peer], strict=True)
     return statistics.median(o[0] / r[0] for o, r in pairs)
 
 
@@ -81,6 +83,17 @@ def plain_request(pool: object) -> None:
 def our_request(pool: object) -> None:
     with pooled_connection(pool=pool) as conn:  # type: ignore[arg-type]
         conn.execute("SELECT 1").fetchone()
+
+
+def plain_request_with_parameter(pool: object) -> None:
+    with pool.connection() as conn:  # type: ignore[attr-defined]
+        conn.execute("SELECT %s", (1,)).fetchone()
+
+
+def our_request_with_parameter(pool: object) -> None:
+    """A first statement with a parameter: psycopg's BEGIN keeps its own round trip."""
+    with pooled_connection(pool=pool) as conn:  # type: ignore[arg-type]
+        conn.execute("SELECT %s", (1,)).fetchone()
 
 
 def reset_request(pool: object) -> None:
@@ -158,6 +171,8 @@ def same_backend() -> None:
         "raw": functools.partial(plain_request, pool),
         "ours": functools.partial(our_request, pool),
         "reset": functools.partial(reset_request, pool),
+        "raw %s": functools.partial(plain_request_with_parameter, pool),
+        "ours %s": functools.partial(our_request_with_parameter, pool),
     }
     runs = interleaved(contenders, 21, 200)
     pool.close()
@@ -166,12 +181,18 @@ def same_backend() -> None:
         ("raw", "psycopg_pool pool.connection()"),
         ("ours", "boundkit pooled_connection()"),
         ("reset", "raw + boundkit's reset"),
+        ("raw %s", "SELECT %s, (1,): raw pool"),
+        ("ours %s", "SELECT %s, (1,): boundkit"),
     ):
         wall = statistics.median(run[0] for run in runs[name])
         print(
             f"  {label:<32} {wall * 1e6:9.1f} us"
             f"   median of paired ratios {paired(runs, name):.2f}x"
         )
+    print(
+        "  SELECT %s: boundkit over raw pool, median of paired ratios"
+        f" {paired(runs, 'ours %s', 'raw %s'):.2f}x"
+    )
 
 
 def kill(app: str) -> None:

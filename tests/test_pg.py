@@ -133,14 +133,15 @@ def round_trips(lines: list[str]) -> int:
 
 
 @pytest.mark.parametrize(
-    ("query", "params", "ours", "psycopgs"),
-    [("SELECT 1", None, 2, 3), ("SELECT %s", (1,), 3, 3)],
-    ids=["no-parameters", "parameters"],
+    ("query", "params"),
+    [("SELECT 1", None), ("SELECT %s", (1,)), ("SELECT %(x)s::int", {"x": 1})],
+    ids=["no-parameters", "parameters", "named-parameters"],
 )
-def test_first_statement_carries_the_begin(make_pool, query, params, ours, psycopgs):
-    """A block's first statement without parameters takes psycopg's BEGIN along: 2 round trips.
+def test_first_statement_carries_the_begin(make_pool, query, params):
+    """A block's first statement takes psycopg's BEGIN along: 2 round trips where psycopg takes 3.
 
-    psycopg alone (the pool's raw connection) spends 3: BEGIN, the query, COMMIT.
+    psycopg alone (the pool's raw connection) sends BEGIN, the query, COMMIT;
+    boundkit sends BEGIN + the query, then COMMIT + DISCARD ALL.
     """
     pool = make_pool(max_size=1)
     with contextlib.ExitStack() as stack, pooled_connection(pool=pool) as conn:
@@ -152,27 +153,36 @@ def test_first_statement_carries_the_begin(make_pool, query, params, ours, psyco
             assert (1,) == raw.execute(query, params).fetchone()
     finally:
         pool.putconn(raw)
-    assert (ours, psycopgs) == (round_trips(lines), round_trips(raw_lines))
-    begins = [line for line in lines if line.endswith('Query\t "BEGIN;')]
-    assert (1 if params is None else 0) == len(begins), lines
+    assert (2, 3) == (round_trips(lines), round_trips(raw_lines))
+    assert any("BEGIN" in line for line in lines[:3]), lines
 
 
 _FIRST_STATEMENTS = [
-    "SELECT 1",
-    b"SELECT 1",
-    "SELECT 1; SELECT 2",
-    "",
-    "-- no statement",
-    "SHOW transaction_isolation",
-    "SELECT * FROM no_such_table",
+    ("SELECT 1", None),
+    (b"SELECT 1", None),
+    ("SELECT 1; SELECT 2", None),
+    ("", None),
+    ("-- no statement", None),
+    ("SHOW transaction_isolation", None),
+    ("SELECT * FROM no_such_table", None),
+    ("SELECT %s, %s::text, %s", (1, None, b"\x00")),
+    ("SELECT %(a)s || %(a)s", {"a": "x"}),
+    ("SELECT 100 %% 7, %s", ["y"]),
+    ("SELECT %s::int", ("not a number",)),
+    ("SELECT %s", ()),
+    ("SELECT 1, %s", ()),
+    ("SELECT generate_series(1, %s)", (3,)),
+    ("SELECT 1; SELECT %s", (2,)),
 ]
 
 
-def _outcome(conn: object, query: object) -> tuple[object, ...]:
-    """What ``conn.execute(query)`` gives: every result set and status, or the error."""
+def _outcome(conn: object, query: object, params: object) -> tuple[object, ...]:
+    """What ``conn.execute(query, params)`` gives: every result set and status, or the error."""
     try:
-        cursor = conn.execute(query)  # type: ignore[attr-defined]
+        cursor = conn.execute(query, params)  # type: ignore[attr-defined]
     except psycopg.Error as exc:
+        if exc.sqlstate is None:  # refused before sending: boundkit has sent no BEGIN yet either
+            return (type(exc), str(exc))
         return (type(exc), exc.diag.message_primary, conn.info.transaction_status)  # type: ignore[attr-defined]
     seen = []
     while True:
@@ -183,15 +193,15 @@ def _outcome(conn: object, query: object) -> tuple[object, ...]:
     return (tuple(seen), conn.info.transaction_status)  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("query", _FIRST_STATEMENTS, ids=repr)
-def test_first_statement_gives_what_psycopg_gives(make_pool, pg_dsn, query):
+@pytest.mark.parametrize(("query", "params"), _FIRST_STATEMENTS, ids=repr)
+def test_first_statement_gives_what_psycopg_gives(make_pool, pg_dsn, query, params):
     """Results, statuses and errors of a block's first statement are psycopg's own."""
     pool = make_pool(max_size=1)
     with psycopg.connect(pg_dsn) as conn:
-        expected = _outcome(conn, query)
+        expected = _outcome(conn, query, params)
         conn.rollback()
     with pooled_connection(pool=pool) as conn:
-        seen = _outcome(conn, query)
+        seen = _outcome(conn, query, params)
         assert (False, 1) == (conn.autocommit, _count_after_reuse_in(conn))
     assert expected == seen
     assert 1 == _count_after_reuse(pool)
@@ -201,6 +211,34 @@ def _count_after_reuse_in(conn: object) -> int:
     if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:  # type: ignore[attr-defined]
         conn.rollback()  # type: ignore[attr-defined]
     return int(conn.execute("SELECT 1").fetchone()[0])  # type: ignore[attr-defined]
+
+
+def test_first_statements_are_prepared_as_psycopg_prepares_them(make_pool, pg_dsn):
+    """A first statement still counts toward prepare_threshold: psycopg prepares it on time."""
+
+    def run(execute: object) -> list[object]:
+        seen = []
+        for i in range(8):
+            seen.append(execute("SELECT %s::int", (i,)))
+        seen.append(execute("SELECT statement FROM pg_prepared_statements ORDER BY 1", None))
+        return seen
+
+    with psycopg.connect(pg_dsn) as conn:
+
+        def psycopg_alone(query: str, params: object) -> object:
+            rows = conn.execute(query, params).fetchall()
+            conn.commit()  # a transaction per query, as a block has
+            return rows
+
+        expected = run(psycopg_alone)
+    pool = make_pool(max_size=1, reset_session=False)
+
+    def ours(query: str, params: object) -> object:
+        with pooled_connection(pool=pool) as conn:
+            return conn.execute(query, params).fetchall()
+
+    assert [[("SELECT $1::int",)]] == expected[-1:]
+    assert expected == run(ours)
 
 
 def test_transaction_attributes_ride_on_the_shared_begin(make_pool, table):

@@ -88,10 +88,18 @@ def test_commit_rollback_and_use_after_block(pg_dsn):
 
 
 @pytest.mark.parametrize(
-    ("query", "trips"),
-    [("SELECT 1; SELECT 2", 2), ("", 3), ("SELECT * FROM no_such_table", 2)],
+    ("query", "params", "trips"),
+    [
+        ("SELECT 1; SELECT 2", None, 2),
+        ("", None, 3),
+        ("SELECT * FROM no_such_table", None, 2),
+        ("SELECT %s, %s::text", (1, None), 2),
+        ("SELECT %s::int", ("not a number",), 2),
+    ],
 )
-def test_first_statement_carries_the_begin_and_gives_what_psycopg_gives(pg_dsn, query, trips):
+def test_first_statement_carries_the_begin_and_gives_what_psycopg_gives(
+    pg_dsn, query, params, trips
+):
     """The BEGIN goes with the first statement; its results and errors are psycopg's own.
 
     Round trips per block: BEGIN + statements, then COMMIT or ROLLBACK + DISCARD ALL; a
@@ -100,7 +108,7 @@ def test_first_statement_carries_the_begin_and_gives_what_psycopg_gives(pg_dsn, 
 
     async def outcome(conn: Any) -> tuple[Any, ...]:
         try:
-            cursor = await conn.execute(query)
+            cursor = await conn.execute(query, params)
         except psycopg.Error as exc:
             return (type(exc), exc.diag.message_primary, conn.info.transaction_status)
         seen = []

@@ -38,13 +38,14 @@ _INTRANS, _INERROR, _IDLE = (
 )
 
 # psycopg sends a block's BEGIN in a round trip of its own before the first
-# statement. A first statement that psycopg sends by the simple query protocol
-# anyway takes the BEGIN along in its message instead (what Npgsql does): one
-# round trip fewer per block. It uses three psycopg internals; without them
-# (another psycopg release) every statement goes as psycopg sends it.
-CAN_SHARE_BEGIN = hasattr(psycopg.Connection, "_get_tx_start_command") and hasattr(
-    psycopg.Cursor, "_execute_gen"
-)
+# statement. boundkit sends it in the first statement's round trip instead (as
+# Npgsql does): one round trip fewer per block. That takes psycopg internals;
+# without them (another psycopg release) statements go as psycopg sends them.
+_CURSOR_INTERNALS = ("_start_query", "_convert_query", "_get_prepared", "_maybe_prepare_gen")
+_MORE_INTERNALS = ("_execute_send", "_check_results", "_set_results")
+CAN_SHARE_BEGIN = all(
+    hasattr(psycopg.Connection, name) for name in ("_get_tx_start_command", "_exec_command")
+) and all(hasattr(psycopg.Cursor, name) for name in (*_CURSOR_INTERNALS, *_MORE_INTERNALS))
 
 # connection attributes a block may change that psycopg_pool does not restore
 SESSION_ATTRS = ("autocommit", "isolation_level", "read_only", "deferrable")
@@ -342,32 +343,83 @@ class LeaseBase:
         return f"<{type(self).__name__} {state}>"
 
 
-def with_begin(conn: Any, cursor: Any, query: Any) -> Any:
-    """``query`` behind the ``BEGIN`` psycopg would send first, or ``None`` if it cannot go along.
+def begin_command(conn: Any) -> bytes | None:
+    """The ``BEGIN`` psycopg is about to send before a statement, or ``None``.
 
-    It can when psycopg is about to open a transaction (not ``autocommit``, idle,
-    no pipeline) and would send ``query`` by the simple query protocol, which
-    runs several statements from one message: ``cursor.execute(query)`` with no
-    parameters, text results, ``query`` a ``str`` or ``bytes``. Call it under
-    ``conn.lock``; run the result with psycopg's ``_autocommit`` set, so psycopg
-    sends no ``BEGIN`` of its own, then ``cursor.nextset()`` to the query's result.
-    A server error in ``query`` then says ``LINE 2:`` where psycopg alone says
-    ``LINE 1:``.
+    ``None`` when psycopg would send none (``autocommit``, a transaction or a
+    pipeline already open) or boundkit cannot send it for psycopg. Call it under
+    ``conn.lock``, then run :func:`execute_after_begin` under the same hold.
     """
     if (
         not CAN_SHARE_BEGIN
         or getattr(conn, "_autocommit", True)
         or conn.pgconn.transaction_status != _IDLE
         or conn.pgconn.pipeline_status != pq.PipelineStatus.OFF
-        or cursor.format != pq.Format.TEXT
     ):
         return None
     begin: bytes = conn._get_tx_start_command()
-    if type(query) is str:
-        return f"{begin.decode()};\n{query}"
-    if type(query) is bytes:
-        return begin + b";\n" + query
-    return None
+    return begin
+
+
+def execute_after_begin(cursor: Any, begin: bytes, query: Any, params: Any) -> PQGen[None]:
+    """``cursor.execute(query, params)`` with ``begin`` sent in the same round trip.
+
+    For ``conn.wait()``: psycopg's own ``execute()``, the ``BEGIN`` moved. A
+    query psycopg sends by the simple query protocol (no parameters, text
+    results; it may hold several statements) goes as one message, ``BEGIN;``
+    then a newline then the query: the server's ``LINE n:`` in an error is one
+    more than psycopg alone gives. Any other goes in a libpq pipeline behind the
+    ``BEGIN``, with one Sync. A query psycopg prepares now (``prepare_threshold``
+    reached) goes as psycopg sends it, ``BEGIN`` apart. A query psycopg refuses
+    before sending (a parameter missing) leaves no transaction open, where
+    psycopg alone has opened one by then.
+    """
+    conn = cursor.connection
+    pgconn = conn.pgconn
+    conn._autocommit = True  # so psycopg's own _start_query() sends no BEGIN
+    try:
+        yield from cursor._start_query(query)
+    finally:
+        conn._autocommit = False
+    pgq = cursor._convert_query(query, params)
+    prepare, name = cursor._get_prepared(pgq)
+    if name:  # a prepared statement to make or use: psycopg's way
+        yield from conn._exec_command(begin)
+        yield from cursor._maybe_prepare_gen(pgq)
+    else:
+        if pgq.params or cursor.format == pq.Format.BINARY:
+            pgconn.enter_pipeline_mode()
+            pgconn.send_query_params(begin, None)
+            cursor._execute_send(pgq, force_extended=True)
+            results = (yield from synced_pipeline(pgconn))[1:]
+        else:
+            pgconn.send_query(begin + b";\n" + pgq.query)
+            results = (yield from generators.execute(pgconn))[1:]
+            if not results:  # the query held no statement: let the server answer it alone
+                cursor._execute_send(pgq)
+                results = yield from generators.execute(pgconn)
+        key = conn._prepared.maybe_add_to_cache(pgq, prepare, name)  # counts toward preparing
+        if key is not None:
+            conn._prepared.validate(key, prepare, name, results)
+        cursor._check_results(results)
+        cursor._set_results(results)
+    cursor._last_query = query
+    yield from conn._prepared.maintain_gen(conn)
+
+
+def synced_pipeline(pgconn: pq.abc.PGconn) -> PQGen[list[Any]]:
+    """End the libpq pipeline the caller filled with one Sync: one round trip.
+
+    Returns every statement's results in order, the Sync's left out, and leaves
+    pipeline mode.
+    """
+    pgconn.pipeline_sync()
+    yield from generators.send(pgconn)
+    results: list[Any] = []
+    while not results or results[-1].status != pq.ExecStatus.PIPELINE_SYNC:
+        results += yield from generators.fetch_many(pgconn)
+    pgconn.exit_pipeline_mode()
+    return results[:-1]
 
 
 def closing_statements(
@@ -421,12 +473,7 @@ def closing_gen(pgconn: pq.abc.PGconn, statements: tuple[bytes, ...]) -> PQGen[A
         pgconn.enter_pipeline_mode()
         for statement in statements:
             pgconn.send_query_params(statement, None)
-        pgconn.pipeline_sync()
-        yield from generators.send(pgconn)
-        results = []
-        while not results or results[-1].status != pq.ExecStatus.PIPELINE_SYNC:
-            results += yield from generators.fetch_many(pgconn)
-        pgconn.exit_pipeline_mode()
+        results = yield from synced_pipeline(pgconn)
     for result in results:
         if result.status == pq.ExecStatus.FATAL_ERROR:
             return result

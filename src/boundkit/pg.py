@@ -29,9 +29,11 @@ from ._pg_base import (
     PoolSettings,
     PoolState,
     Registry,
+    begin_command,
     closing_gen,
     closing_statements,
     connect_failed_message,
+    execute_after_begin,
     exhausted_message,
     forget_prepared,
     idle_state,
@@ -39,7 +41,6 @@ from ._pg_base import (
     needs_reset,
     resolve_conninfo,
     stats_of,
-    with_begin,
 )
 
 __all__ = [
@@ -135,29 +136,19 @@ class PooledConnection(LeaseBase):
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         """``Connection.execute()``; the cursor it returns closes when the block ends.
 
-        A block's first statement without parameters carries the transaction's
-        ``BEGIN`` in its own round trip (see :func:`boundkit._pg_base.with_begin`).
+        The transaction's ``BEGIN`` goes in the block's first statement's round
+        trip (one round trip fewer than psycopg alone).
         """
         conn = self._live()
-        if params is None and not kwargs:
-            return self._track(_execute(conn, query))
-        return self._track(conn.execute(query, params, **kwargs))
-
-
-def _execute(conn: psycopg.Connection[Any], query: Any) -> Any:
-    # conn.execute(query), the BEGIN psycopg would send first going in the same message
-    cursor = conn.cursor()
-    with conn.lock:
-        merged = with_begin(conn, cursor, query)
-        if merged is not None:
-            conn._autocommit = True
-            try:
-                conn.wait(cursor._execute_gen(merged, prepare=False))
-            finally:
-                conn._autocommit = False
-    if merged is None or cursor.nextset() is None:
-        cursor.execute(query)  # or the query held no statement: let the server answer it
-    return cursor
+        if kwargs:  # prepare= or binary=: psycopg's own way
+            return self._track(conn.execute(query, params, **kwargs))
+        cursor = self._track(conn.cursor())
+        with conn.lock:
+            begin = begin_command(conn)
+            if begin is not None:
+                conn.wait(execute_after_begin(cursor, begin, query, params))
+                return cursor
+        return cursor.execute(query, params)
 
 
 def pooled_connection(

@@ -22,9 +22,11 @@ from ._pg_base import (
     PoolSettings,
     PoolState,
     Registry,
+    begin_command,
     closing_gen,
     closing_statements,
     connect_failed_message,
+    execute_after_begin,
     exhausted_message,
     forget_prepared,
     idle_state,
@@ -32,7 +34,6 @@ from ._pg_base import (
     needs_reset,
     resolve_conninfo,
     stats_of,
-    with_begin,
 )
 
 __all__ = [
@@ -107,31 +108,21 @@ class AsyncPooledConnection(LeaseBase):
         return self._track(self._live().cursor(*args, **kwargs))
 
     async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        """``AsyncConnection.execute()``; the cursor closes when the block ends.
+        """``AsyncConnection.execute()``; the cursor it returns closes when the block ends.
 
-        A block's first statement without parameters carries the transaction's
-        ``BEGIN`` in its own round trip, as in :class:`boundkit.pg.PooledConnection`.
+        The transaction's ``BEGIN`` goes in the block's first statement's round
+        trip (as in :class:`boundkit.pg.PooledConnection`).
         """
         conn = self._live()
-        if params is None and not kwargs:
-            return self._track(await _execute(conn, query))
-        return self._track(await conn.execute(query, params, **kwargs))
-
-
-async def _execute(conn: psycopg.AsyncConnection[Any], query: Any) -> Any:
-    # the twin of boundkit.pg._execute
-    cursor = conn.cursor()
-    async with conn.lock:
-        merged = with_begin(conn, cursor, query)
-        if merged is not None:
-            conn._autocommit = True
-            try:
-                await conn.wait(cursor._execute_gen(merged, prepare=False))
-            finally:
-                conn._autocommit = False
-    if merged is None or cursor.nextset() is None:
-        await cursor.execute(query)
-    return cursor
+        if kwargs:  # prepare= or binary=: psycopg's own way
+            return self._track(await conn.execute(query, params, **kwargs))
+        cursor = self._track(conn.cursor())
+        async with conn.lock:
+            begin = begin_command(conn)
+            if begin is not None:
+                await conn.wait(execute_after_begin(cursor, begin, query, params))
+                return cursor
+        return await cursor.execute(query, params)
 
 
 def apooled_connection(
