@@ -239,6 +239,11 @@ def test_first_statements_are_prepared_as_psycopg_prepares_them(make_pool, pg_ds
 
     assert [[("SELECT $1::int",)]] == expected[-1:]
     assert expected == run(ours)
+    with contextlib.ExitStack() as stack, pooled_connection(pool=pool) as conn:
+        lines = stack.enter_context(traced(conn.pgconn))
+        assert [(9,)] == conn.execute("SELECT %s::int", (9,)).fetchall()
+    assert 2 == round_trips(lines)  # the prepared statement runs behind the BEGIN
+    assert any('Bind\t "" "_pg3_' in line for line in lines), lines
 
 
 def test_transaction_attributes_ride_on_the_shared_begin(make_pool, table):

@@ -42,7 +42,7 @@ _INTRANS, _INERROR, _IDLE = (
 # Npgsql does): one round trip fewer per block. That takes psycopg internals;
 # without them (another psycopg release) statements go as psycopg sends them.
 _CURSOR_INTERNALS = ("_start_query", "_convert_query", "_get_prepared", "_maybe_prepare_gen")
-_MORE_INTERNALS = ("_execute_send", "_check_results", "_set_results")
+_MORE_INTERNALS = ("_execute_send", "_send_query_prepared", "_check_results", "_set_results")
 CAN_SHARE_BEGIN = all(
     hasattr(psycopg.Connection, name) for name in ("_get_tx_start_command", "_exec_command")
 ) and all(hasattr(psycopg.Cursor, name) for name in (*_CURSOR_INTERNALS, *_MORE_INTERNALS))
@@ -368,9 +368,10 @@ def execute_after_begin(cursor: Any, begin: bytes, query: Any, params: Any) -> P
     query psycopg sends by the simple query protocol (no parameters, text
     results; it may hold several statements) goes as one message, ``BEGIN;``
     then a newline then the query: the server's ``LINE n:`` in an error is one
-    more than psycopg alone gives. Any other goes in a libpq pipeline behind the
-    ``BEGIN``, with one Sync. A query psycopg prepares now (``prepare_threshold``
-    reached) goes as psycopg sends it, ``BEGIN`` apart. A query psycopg refuses
+    more than psycopg alone gives. Any other, or one psycopg prepared before,
+    goes in a libpq pipeline behind the ``BEGIN``, with one Sync. A query
+    psycopg prepares now (``prepare_threshold`` reached) goes as psycopg sends
+    it, ``BEGIN`` apart. A query psycopg refuses
     before sending (a parameter missing) leaves no transaction open, where
     psycopg alone has opened one by then.
     """
@@ -383,14 +384,17 @@ def execute_after_begin(cursor: Any, begin: bytes, query: Any, params: Any) -> P
         conn._autocommit = False
     pgq = cursor._convert_query(query, params)
     prepare, name = cursor._get_prepared(pgq)
-    if name:  # a prepared statement to make or use: psycopg's way
+    if prepare is type(prepare).SHOULD:  # a statement to prepare first: psycopg's way
         yield from conn._exec_command(begin)
         yield from cursor._maybe_prepare_gen(pgq)
     else:
-        if pgq.params or cursor.format == pq.Format.BINARY:
+        if name or pgq.params or cursor.format == pq.Format.BINARY:
             pgconn.enter_pipeline_mode()
             pgconn.send_query_params(begin, None)
-            cursor._execute_send(pgq, force_extended=True)
+            if name:  # prepared by an earlier block (reset_session=False)
+                cursor._send_query_prepared(name, pgq)
+            else:
+                cursor._execute_send(pgq, force_extended=True)
             results = (yield from synced_pipeline(pgconn))[1:]
         else:
             pgconn.send_query(begin + b";\n" + pgq.query)
