@@ -246,6 +246,22 @@ def test_first_statements_are_prepared_as_psycopg_prepares_them(make_pool, pg_ds
     assert any('Bind\t "" "_pg3_' in line for line in lines), lines
 
 
+def test_a_cursor_factory_with_its_own_execute_sees_the_first_statement(make_pool):
+    """A cursor class that overrides execute() (to log, say) runs every statement itself."""
+    seen = []
+
+    class Logging(psycopg.Cursor):  # type: ignore[type-arg]
+        def execute(self, query, params=None, **kwargs):  # type: ignore[no-untyped-def, override]
+            seen.append(query)
+            return super().execute(query, params, **kwargs)
+
+    pool = make_pool(max_size=1)
+    with pooled_connection(pool=pool) as conn:
+        conn.cursor_factory = Logging
+        assert (1,) == conn.execute("SELECT 1").fetchone()
+    assert ["SELECT 1"] == seen
+
+
 def test_transaction_attributes_ride_on_the_shared_begin(make_pool, table):
     """isolation_level and read_only set before the first statement shape its BEGIN."""
     pool = make_pool(max_size=1)

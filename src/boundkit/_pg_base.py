@@ -46,6 +46,7 @@ _MORE_INTERNALS = ("_execute_send", "_send_query_prepared", "_check_results", "_
 CAN_SHARE_BEGIN = all(
     hasattr(psycopg.Connection, name) for name in ("_get_tx_start_command", "_exec_command")
 ) and all(hasattr(psycopg.Cursor, name) for name in (*_CURSOR_INTERNALS, *_MORE_INTERNALS))
+_PLAIN_EXECUTES = (psycopg.Cursor.execute, psycopg.AsyncCursor.execute)
 
 # connection attributes a block may change that psycopg_pool does not restore
 SESSION_ATTRS = ("autocommit", "isolation_level", "read_only", "deferrable")
@@ -343,15 +344,18 @@ class LeaseBase:
         return f"<{type(self).__name__} {state}>"
 
 
-def begin_command(conn: Any) -> bytes | None:
-    """The ``BEGIN`` psycopg is about to send before a statement, or ``None``.
+def begin_command(conn: Any, cursor: Any) -> bytes | None:
+    """The ``BEGIN`` psycopg is about to send before ``cursor``'s statement, or ``None``.
 
     ``None`` when psycopg would send none (``autocommit``, a transaction or a
-    pipeline already open) or boundkit cannot send it for psycopg. Call it under
+    pipeline already open), when ``cursor``'s class has an ``execute()`` of its
+    own (a ``cursor_factory`` that logs, say: it must see every statement), or
+    when boundkit cannot send the ``BEGIN`` for psycopg. Call it under
     ``conn.lock``, then run :func:`execute_after_begin` under the same hold.
     """
     if (
         not CAN_SHARE_BEGIN
+        or type(cursor).execute not in _PLAIN_EXECUTES
         or getattr(conn, "_autocommit", True)
         or conn.pgconn.transaction_status != _IDLE
         or conn.pgconn.pipeline_status != pq.PipelineStatus.OFF

@@ -144,7 +144,7 @@ class PooledConnection(LeaseBase):
             return self._track(conn.execute(query, params, **kwargs))
         cursor = self._track(conn.cursor())
         with conn.lock:
-            begin = begin_command(conn)
+            begin = begin_command(conn, cursor)
             if begin is not None:
                 conn.wait(execute_after_begin(cursor, begin, query, params))
                 return cursor

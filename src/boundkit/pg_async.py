@@ -118,7 +118,7 @@ class AsyncPooledConnection(LeaseBase):
             return self._track(await conn.execute(query, params, **kwargs))
         cursor = self._track(conn.cursor())
         async with conn.lock:
-            begin = begin_command(conn)
+            begin = begin_command(conn, cursor)
             if begin is not None:
                 await conn.wait(execute_after_begin(cursor, begin, query, params))
                 return cursor
