@@ -191,6 +191,15 @@ def terminate_backends(dsn: str, application_name: str) -> int:
 
 
 @contextlib.contextmanager
+def silent_port() -> Iterator[int]:
+    """A local port that takes connections and never answers: a host that has gone away."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)  # the kernel completes the handshake; nothing ever replies
+        yield int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
 def refused_port() -> Iterator[int]:
     """A local port that refuses connections: bound, not listening, while the block runs."""
     with socket.socket() as sock:

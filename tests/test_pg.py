@@ -26,7 +26,7 @@ from boundkit.pg import (  # noqa: E402
     release_idle,
 )
 from boundkit.testing import assert_no_growth  # noqa: E402
-from fix_pg import refused_port, terminate_backends  # noqa: E402
+from fix_pg import refused_port, silent_port, terminate_backends  # noqa: E402
 
 
 @pytest.fixture
@@ -546,6 +546,47 @@ def test_connection_errors_carry_the_cause(make_pool, pg_cluster, change, cause)
     assert "wrong-secret-123" not in str(info.value)
     assert pg_cluster.password not in str(info.value)
     assert "password=***" in str(info.value)
+
+
+def test_a_host_that_never_answers_fails_within_connect_timeout(make_pool):
+    """A server that accepts and never answers raises libpq's timeout, not a bare PoolTimeout."""
+    with silent_port() as port:
+        dsn = f"host=127.0.0.1 port={port} user=app password=s3cret-9"
+        pool = make_pool(dsn, connect_timeout=1)
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as info:
+            _count_after_reuse(pool)
+        waited = time.monotonic() - started
+    assert not isinstance(info.value, psycopg_pool.PoolTimeout)
+    assert "timeout expired" in str(info.value)
+    assert "s3cret-9" not in str(info.value)
+    assert waited < 3.0  # 0.5 s before asking why, then the 1 s connect_timeout
+
+
+def test_pools_close_at_interpreter_exit_without_warnings(pg_dsn):
+    """A process that never calls close_pools() exits cleanly: no warning, no backend left."""
+    app = f"exit-{uuid.uuid4().hex[:8]}"
+    code = (
+        "import atexit\n"  # registered first, so it runs after boundkit's exit handler
+        "atexit.register(lambda: print('closed at exit:', pool.closed))\n"
+        "from boundkit.pg import create_pool, pooled_connection\n"
+        f"pool = create_pool({pg_dsn + ' application_name=' + app!r}, min_size=2, max_size=2)\n"
+        "pool.wait()\n"
+        "with pooled_connection(pool=pool) as conn:\n"
+        "    conn.execute('SELECT 1')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "always", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (0, "", "closed at exit: True") == (done.returncode, done.stderr, done.stdout.strip())
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        left = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
+        ).fetchone()[0]
+    assert 0 == left
 
 
 def test_forked_child_uses_its_own_pool(make_pool):
