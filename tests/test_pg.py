@@ -525,68 +525,34 @@ def test_exhaustion_raises_pool_timeout_with_stats(make_pool):
 
 
 @pytest.mark.parametrize(
-    ("change", "cause"),
+    ("change", "cause", "within"),
     [
-        ("password=wrong-secret-123", "password authentication failed"),
-        ("dbname=boundkit_no_such_db", "does not exist"),
-        ("port={free}", "refused"),
+        ("password=wrong-secret-123", "password authentication failed", 2.0),
+        ("dbname=boundkit_no_such_db", "does not exist", 2.0),
+        ("port={free}", "refused", 2.0),
+        # 0.5 s before asking why no connection came, then libpq's connect_timeout
+        ("host=127.0.0.1 port={silent}", "timeout expired", 4.0),
     ],
-    ids=["bad-password", "unknown-db", "refused-port"],
+    ids=["bad-password", "unknown-db", "refused-port", "host-never-answers"],
 )
-def test_connection_errors_carry_the_cause(make_pool, pg_cluster, change, cause):
-    """A bad password, unknown database or refused port raises the server's cause, fast."""
-    with refused_port() as free:
-        dsn = f"{pg_cluster.dsn} {change.format(free=free)}"
-        pool = make_pool(dsn, connect_timeout=2)
-        started = time.monotonic()
-        with pytest.raises(psycopg.OperationalError) as info:
-            _count_after_reuse(pool)
-    assert time.monotonic() - started < 2.0
-    assert cause in str(info.value)
-    assert "wrong-secret-123" not in str(info.value)
-    assert pg_cluster.password not in str(info.value)
-    assert "password=***" in str(info.value)
+def test_connection_errors_carry_the_cause(make_pool, pg_cluster, change, cause, within):
+    """A bad password, unknown database, refused port or silent host raises the cause, fast.
 
-
-def test_a_host_that_never_answers_fails_within_connect_timeout(make_pool):
-    """A server that accepts and never answers raises libpq's timeout, not a bare PoolTimeout."""
-    with silent_port() as port:
-        dsn = f"host=127.0.0.1 port={port} user=app password=s3cret-9"
+    Not a bare PoolTimeout after the pool's 10 s timeout.
+    """
+    with refused_port() as free, silent_port() as silent:
+        dsn = f"{pg_cluster.dsn} {change.format(free=free, silent=silent)}"
         pool = make_pool(dsn, connect_timeout=1)
         started = time.monotonic()
         with pytest.raises(psycopg.OperationalError) as info:
             _count_after_reuse(pool)
         waited = time.monotonic() - started
+    assert waited < within
     assert not isinstance(info.value, psycopg_pool.PoolTimeout)
-    assert "timeout expired" in str(info.value)
-    assert "s3cret-9" not in str(info.value)
-    assert waited < 3.0  # 0.5 s before asking why, then the 1 s connect_timeout
-
-
-def test_pools_close_at_interpreter_exit_without_warnings(pg_dsn):
-    """A process that never calls close_pools() exits cleanly: no warning, no backend left."""
-    app = f"exit-{uuid.uuid4().hex[:8]}"
-    code = (
-        "import atexit\n"  # registered first, so it runs after boundkit's exit handler
-        "atexit.register(lambda: print('closed at exit:', pool.closed))\n"
-        "from boundkit.pg import create_pool, pooled_connection\n"
-        f"pool = create_pool({pg_dsn + ' application_name=' + app!r}, min_size=2, max_size=2)\n"
-        "pool.wait()\n"
-        "with pooled_connection(pool=pool) as conn:\n"
-        "    conn.execute('SELECT 1')\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "always", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert (0, "", "closed at exit: True") == (done.returncode, done.stderr, done.stdout.strip())
-    with psycopg.connect(pg_dsn, autocommit=True) as admin:
-        left = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
-        ).fetchone()[0]
-    assert 0 == left
+    assert cause in str(info.value)
+    assert "wrong-secret-123" not in str(info.value)
+    assert pg_cluster.password not in str(info.value)
+    assert "password=***" in str(info.value)
 
 
 def test_forked_child_uses_its_own_pool(make_pool):
