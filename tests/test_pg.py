@@ -193,14 +193,19 @@ def _outcome(conn: object, query: object, params: object) -> tuple[object, ...]:
     return (tuple(seen), conn.info.transaction_status)  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("factory", ["Cursor", "ClientCursor"])
 @pytest.mark.parametrize(("query", "params"), _FIRST_STATEMENTS, ids=repr)
-def test_first_statement_gives_what_psycopg_gives(make_pool, pg_dsn, query, params):
-    """Results, statuses and errors of a block's first statement are psycopg's own."""
+def test_first_statement_gives_what_psycopg_gives(make_pool, pg_dsn, query, params, factory):
+    """Results, statuses and errors of a block's first statement are psycopg's own.
+
+    With ClientCursor, psycopg binds parameters into the text and uses the simple protocol.
+    """
     pool = make_pool(max_size=1)
-    with psycopg.connect(pg_dsn) as conn:
+    with psycopg.connect(pg_dsn, cursor_factory=getattr(psycopg, factory)) as conn:
         expected = _outcome(conn, query, params)
         conn.rollback()
     with pooled_connection(pool=pool) as conn:
+        conn.cursor_factory = getattr(psycopg, factory)
         seen = _outcome(conn, query, params)
         assert (False, 1) == (conn.autocommit, _count_after_reuse_in(conn))
     assert expected == seen

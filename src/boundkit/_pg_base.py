@@ -47,6 +47,8 @@ CAN_SHARE_BEGIN = all(
     hasattr(psycopg.Connection, name) for name in ("_get_tx_start_command", "_exec_command")
 ) and all(hasattr(psycopg.Cursor, name) for name in (*_CURSOR_INTERNALS, *_MORE_INTERNALS))
 _PLAIN_EXECUTES = (psycopg.Cursor.execute, psycopg.AsyncCursor.execute)
+# cursors that bind parameters into the query text: simple query protocol always
+_CLIENT_SIDE = (psycopg.ClientCursor, psycopg.AsyncClientCursor)
 
 # connection attributes a block may change that psycopg_pool does not restore
 SESSION_ATTRS = ("autocommit", "isolation_level", "read_only", "deferrable")
@@ -349,13 +351,15 @@ def begin_command(conn: Any, cursor: Any) -> bytes | None:
 
     ``None`` when psycopg would send none (``autocommit``, a transaction or a
     pipeline already open), when ``cursor``'s class has an ``execute()`` of its
-    own (a ``cursor_factory`` that logs, say: it must see every statement), or
-    when boundkit cannot send the ``BEGIN`` for psycopg. Call it under
+    own (a ``cursor_factory`` that logs, say: it must see every statement) or
+    asks for binary results, or when boundkit cannot send the ``BEGIN`` for
+    psycopg. Call it under
     ``conn.lock``, then run :func:`execute_after_begin` under the same hold.
     """
     if (
         not CAN_SHARE_BEGIN
         or type(cursor).execute not in _PLAIN_EXECUTES
+        or cursor.format != pq.Format.TEXT
         or getattr(conn, "_autocommit", True)
         or conn.pgconn.transaction_status != _IDLE
         or conn.pgconn.pipeline_status != pq.PipelineStatus.OFF
@@ -369,15 +373,15 @@ def execute_after_begin(cursor: Any, begin: bytes, query: Any, params: Any) -> P
     """``cursor.execute(query, params)`` with ``begin`` sent in the same round trip.
 
     For ``conn.wait()``: psycopg's own ``execute()``, the ``BEGIN`` moved. A
-    query psycopg sends by the simple query protocol (no parameters, text
-    results; it may hold several statements) goes as one message, ``BEGIN;``
+    query psycopg sends by the simple query protocol (no parameters, or bound
+    into the text by a ``ClientCursor``; it may hold several statements) goes
+    as one message, ``BEGIN;``
     then a newline then the query: the server's ``LINE n:`` in an error is one
     more than psycopg alone gives. Any other, or one psycopg prepared before,
     goes in a libpq pipeline behind the ``BEGIN``, with one Sync. A query
     psycopg prepares now (``prepare_threshold`` reached) goes as psycopg sends
-    it, ``BEGIN`` apart. A query psycopg refuses
-    before sending (a parameter missing) leaves no transaction open, where
-    psycopg alone has opened one by then.
+    it, ``BEGIN`` apart. A query psycopg refuses before sending (a parameter
+    missing) leaves no transaction open, where psycopg alone has opened one.
     """
     conn = cursor.connection
     pgconn = conn.pgconn
@@ -392,7 +396,7 @@ def execute_after_begin(cursor: Any, begin: bytes, query: Any, params: Any) -> P
         yield from conn._exec_command(begin)
         yield from cursor._maybe_prepare_gen(pgq)
     else:
-        if name or pgq.params or cursor.format == pq.Format.BINARY:
+        if name or (pgq.params and not isinstance(cursor, _CLIENT_SIDE)):
             pgconn.enter_pipeline_mode()
             pgconn.send_query_params(begin, None)
             if name:  # prepared by an earlier block (reset_session=False)
