@@ -1,4 +1,4 @@
-"""What the sync and async PostgreSQL pools share: settings, session reset, probes, stats.
+"""What the sync and async PostgreSQL pools share: settings, BEGIN, reset, probes, stats.
 
 Nothing here waits on the network: :mod:`boundkit.pg` and :mod:`boundkit.pg_async`
 add the I/O.
