@@ -18,8 +18,8 @@ and without ``check=ConnectionPool.check_connection``. Then the latency again wi
 every contender on one pool of one connection, so on one server backend: separate
 pools get separate backends, whose placement on this 2-core machine moves the
 separate-pool ratios more than the code does. That table also runs ``SELECT %s``
-with a parameter, a first statement whose BEGIN boundkit cannot send along
-(psycopg sends it by the extended protocol, one statement per message).
+with a parameter, whose BEGIN boundkit sends in a libpq pipeline ahead of it
+rather than in one simple-protocol message.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def plain_request_with_parameter(pool: object) -> None:
 
 
 def our_request_with_parameter(pool: object) -> None:
-    """A first statement with a parameter: psycopg's BEGIN keeps its own round trip."""
+    """A first statement with a parameter: its BEGIN goes ahead of it in a libpq pipeline."""
     with pooled_connection(pool=pool) as conn:  # type: ignore[arg-type]
         conn.execute("SELECT %s", (1,)).fetchone()
 

@@ -41,11 +41,19 @@ _INTRANS, _INERROR, _IDLE = (
 # statement. boundkit sends it in the first statement's round trip instead (as
 # Npgsql does): one round trip fewer per block. That takes psycopg internals;
 # without them (another psycopg release) statements go as psycopg sends them.
-_CURSOR_INTERNALS = ("_start_query", "_convert_query", "_get_prepared", "_maybe_prepare_gen")
-_MORE_INTERNALS = ("_execute_send", "_send_query_prepared", "_check_results", "_set_results")
+_CURSOR_INTERNALS = (
+    "_start_query",
+    "_convert_query",
+    "_get_prepared",
+    "_maybe_prepare_gen",
+    "_execute_send",
+    "_send_query_prepared",
+    "_check_results",
+    "_set_results",
+)
 CAN_SHARE_BEGIN = all(
     hasattr(psycopg.Connection, name) for name in ("_get_tx_start_command", "_exec_command")
-) and all(hasattr(psycopg.Cursor, name) for name in (*_CURSOR_INTERNALS, *_MORE_INTERNALS))
+) and all(hasattr(psycopg.Cursor, name) for name in _CURSOR_INTERNALS)
 _PLAIN_EXECUTES = (psycopg.Cursor.execute, psycopg.AsyncCursor.execute)
 # cursors that bind parameters into the query text: simple query protocol always
 _CLIENT_SIDE = (psycopg.ClientCursor, psycopg.AsyncClientCursor)
@@ -357,11 +365,11 @@ def begin_command(conn: Any, cursor: Any) -> bytes | None:
     ``conn.lock``, then run :func:`execute_after_begin` under the same hold.
     """
     if (
-        not CAN_SHARE_BEGIN
+        conn.pgconn.transaction_status != _IDLE  # first: every later statement stops here
+        or not CAN_SHARE_BEGIN
         or type(cursor).execute not in _PLAIN_EXECUTES
         or cursor.format != pq.Format.TEXT
         or getattr(conn, "_autocommit", True)
-        or conn.pgconn.transaction_status != _IDLE
         or conn.pgconn.pipeline_status != pq.PipelineStatus.OFF
     ):
         return None
