@@ -11,6 +11,8 @@ __all__ = [
     "ConfigError",
     "LeakError",
     "PdfError",
+    "PdfLimitError",
+    "PdfPageError",
     "PdfPasswordError",
     "PdfWrongPasswordError",
     "ResourceClosedError",
@@ -41,6 +43,28 @@ class PdfWrongPasswordError(PdfPasswordError):
     """The password given does not open the document."""
 
 
+class PdfPageError(PdfError):
+    """One page cannot be read or rendered; ``page`` is its number (0-based)."""
+
+    def __init__(self, message: str, *, page: int | None) -> None:
+        super().__init__(message)
+        self.page = page
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_page_error, (type(self), str(self), self.page))
+
+
+class PdfLimitError(PdfPageError):
+    """A bound refused the work: too many pixels, too much memory or too much time.
+
+    ``page`` is ``None`` when the bound was hit before any page (while opening).
+    """
+
+
+def _rebuild_page_error(cls: type[PdfPageError], message: str, page: int | None) -> PdfPageError:
+    return cls(message, page=page)
+
+
 class LeakError(BoundkitError, AssertionError):
     """Memory grew where it should not: pytest reports the test as failed."""
 
@@ -52,6 +76,8 @@ for _cls in (
     PdfError,
     PdfPasswordError,
     PdfWrongPasswordError,
+    PdfPageError,
+    PdfLimitError,
     LeakError,
 ):
     _cls.__module__ = "boundkit"
