@@ -29,7 +29,7 @@ def _cache_dir() -> Path:
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"CI is set but {reason}", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
 
 
 def peer_tests(distribution: str, members: list[str]) -> Path:

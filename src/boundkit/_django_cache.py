@@ -21,7 +21,8 @@ from django.core.cache.backends.base import (  # type: ignore[import-untyped]
 )
 
 from ._sizes import parse_bytes
-from .cache import BoundedCache, CacheStats
+from ._store_backed import StoreBacked
+from .cache import BoundedCache
 from .errors import ConfigError
 
 __all__ = ["BoundedCacheBackend"]
@@ -55,7 +56,7 @@ def _store_for(
         return found
 
 
-class BoundedCacheBackend(BaseCache):  # type: ignore[misc]
+class BoundedCacheBackend(StoreBacked, BaseCache):  # type: ignore[misc]
     """A Django cache backend on :class:`~boundkit.BoundedCache`, for ``CACHES``.
 
     ``OPTIONS``: ``MAX_BYTES`` (a size such as ``"64M"``, the sum of the pickled
@@ -64,7 +65,9 @@ class BoundedCacheBackend(BaseCache):  # type: ignore[misc]
     top-level ``TIMEOUT``). The least recently used entries are evicted, one
     at a time, to keep both bounds; ``CULL_FREQUENCY`` is not used. Backends
     with the same ``LOCATION`` and bounds share one store, as
-    ``LocMemCache``'s do.
+    ``LocMemCache``'s do. ``stats()`` counts the pickled bytes; register the
+    backend with the memory guard (``guard.register_cache(caches["default"])``)
+    to have it shrunk under pressure.
     """
 
     pickle_protocol = pickle.HIGHEST_PROTOCOL
@@ -164,18 +167,3 @@ class BoundedCacheBackend(BaseCache):  # type: ignore[misc]
 
     def clear(self) -> None:
         self._store.clear()
-
-    # -- boundkit's additions ----------------------------------------------------
-
-    @property
-    def store(self) -> BoundedCache[str, Any]:
-        """The :class:`~boundkit.BoundedCache` holding the pickled entries (shared by LOCATION)."""
-        return self._store
-
-    def stats(self) -> CacheStats:
-        """The store's :class:`~boundkit.cache.CacheStats` (``bytes``: pickled sizes)."""
-        return self._store.stats()
-
-    def shrink(self, fraction: float) -> int:
-        """Drop ``fraction`` of the entries, least recently used first (for the memory guard)."""
-        return self._store.shrink(fraction)
