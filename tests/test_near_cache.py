@@ -1,0 +1,212 @@
+"""Tests of boundkit.near_cache.NearCache, redis-py's CacheInterface on a BoundedCache.
+
+The interface is driven as redis-py's CacheProxyConnection drives it (an
+IN_PROGRESS placeholder, then the same entry promoted to VALID and set again;
+invalidations by Redis key). redis-py refuses client-side caching with a
+server older than Redis 7.4; the end-to-end test runs where the server at
+127.0.0.1:6379 is new enough and says why it skips elsewhere.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from typing import Any
+
+import pytest
+
+pytest.importorskip("redis")
+
+import redis
+from redis.cache import CacheEntry, CacheEntryStatus, CacheInterface, CacheKey
+
+from boundkit.errors import ConfigError
+from boundkit.near_cache import NearCache
+
+REDIS_DB = 9
+
+
+def fill(near: NearCache, key: str, value: bytes, owner: object = None) -> CacheEntry:
+    """Store a reply as redis-py does: placeholder first, then the same entry promoted."""
+    entry = CacheEntry(
+        CacheKey("GET", (key,), ("GET", key)), b"", CacheEntryStatus.IN_PROGRESS, owner
+    )
+    near.set(entry)
+    entry.cache_value = value
+    entry.status = CacheEntryStatus.VALID
+    near.set(entry)
+    return entry
+
+
+def get(near: NearCache, key: str) -> Any:
+    entry = near.get(CacheKey("GET", (key,), ("GET", key)))
+    return None if entry is None else entry.cache_value
+
+
+def test_is_a_redis_cache_interface_accepted_by_the_client() -> None:
+    """redis-py accepts it as `cache=` (it checks isinstance CacheInterface)."""
+    near = NearCache(max_bytes="1M")
+    assert isinstance(near, CacheInterface)
+    client = redis.Redis(protocol=3, cache=near, db=REDIS_DB)
+    assert client.connection_pool.cache is near
+
+
+def test_hit_returns_the_very_entry_stored() -> None:
+    """A hit is the stored entry object itself (redis-py compares by identity)."""
+    near = NearCache()
+    entry = fill(near, "a", b"1")
+    assert entry is near.get(entry.cache_key)
+    assert (1, 1) == (near.size, near.stats().entries)
+
+
+def test_invalidation_by_redis_key_in_either_spelling() -> None:
+    """The server names keys as bytes; entries read with str keys are dropped too."""
+    near = NearCache()
+    fill(near, "a", b"1")
+    fill(near, "b", b"2")
+    assert [True] == near.delete_by_redis_keys([b"a"])
+    assert (None, b"2") == (get(near, "a"), get(near, "b"))
+    assert [] == near.delete_by_redis_keys([b"missing"])
+
+
+def test_multi_key_entry_is_dropped_by_any_of_its_keys() -> None:
+    """An MGET entry goes when any one of its keys is invalidated."""
+    near = NearCache()
+    key = CacheKey("MGET", ("a", "b"), ("MGET", "a", "b"))
+    near.set(CacheEntry(key, [b"1", b"2"], CacheEntryStatus.VALID, None))
+    near.delete_by_redis_keys([b"b"])
+    assert near.get(key) is None
+    assert {} == near._by_redis_key
+
+
+def test_byte_bound_holds_and_the_index_follows_evictions() -> None:
+    """Under random fills and invalidations the bytes never exceed max_bytes, and every
+    held entry stays reachable by invalidation (the index never misses one)."""
+    near = NearCache(max_bytes="64K")
+    rng = random.Random(7)
+    for step in range(3000):
+        key = f"k{rng.randrange(400)}"
+        if step % 5 == 0:
+            near.delete_by_redis_keys([key.encode()])
+        else:
+            fill(near, key, b"x" * rng.randrange(10, 2000))
+        stats = near.stats()
+        assert stats.bytes <= 64 * 1024
+    assert near.stats().evictions > 0
+    held = {key.redis_keys[0] for key in near.store}
+    assert held == set(near._by_redis_key)
+    near.delete_by_redis_keys([name.encode() for name in held])
+    assert 0 == near.size
+
+
+def test_entry_bound_and_shrink_for_the_guard() -> None:
+    """maxsize bounds the entries; shrink() drops half and unindexes what it dropped."""
+    near = NearCache(maxsize=10)
+    for i in range(25):
+        fill(near, f"k{i}", b"v")
+    assert 10 == near.size
+    assert 5 == near.shrink(0.5)
+    assert 5 == len(near._by_redis_key)
+
+
+def test_oversized_reply_is_not_kept() -> None:
+    """A reply larger than max_bytes alone is dropped with its placeholder."""
+    near = NearCache(max_bytes="1K")
+    fill(near, "big", b"x" * 5000)
+    assert (None, 1) == (get(near, "big"), near.stats().rejections)
+    assert {} == near._by_redis_key
+
+
+def test_flush_and_delete_by_cache_keys() -> None:
+    """flush() empties cache and index and says how many went; delete by cache key works."""
+    near = NearCache()
+    entry = fill(near, "a", b"1")
+    fill(near, "b", b"2")
+    assert [True, False] == near.delete_by_cache_keys([entry.cache_key, entry.cache_key])
+    assert 1 == near.flush()
+    assert (0, {}) == (near.size, near._by_redis_key)
+
+
+def test_eviction_policy_evicts_least_recently_used() -> None:
+    """The policy redis-py may call pops the store's LRU end and keeps the index exact."""
+    near = NearCache()
+    first = fill(near, "a", b"1")
+    fill(near, "b", b"2")
+    assert first.cache_key == near.eviction_policy.evict_next()
+    assert ["b"] == list(near._by_redis_key)
+    with pytest.raises(ValueError, match="above cache size"):
+        near.eviction_policy.evict_many(5)
+
+
+def test_uncacheable_commands_are_refused() -> None:
+    """Eligibility is redis-py's own CacheConfig's: a write is never stored."""
+    near = NearCache()
+    key = CacheKey("SET", ("a",), ("SET", "a", "1"))
+    assert near.set(CacheEntry(key, b"OK", CacheEntryStatus.VALID, None)) is False
+
+
+def test_concurrent_fills_and_invalidations_keep_the_index_exact() -> None:
+    """Threads filling, invalidating and shrinking never leave an entry the index misses."""
+    near = NearCache(maxsize=200, max_bytes="32K")
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(2000):
+            key = f"k{rng.randrange(300)}"
+            roll = rng.random()
+            if roll < 0.2:
+                near.delete_by_redis_keys([key.encode()])
+            elif roll < 0.22:
+                near.shrink(0.3)
+            else:
+                fill(near, key, b"y" * rng.randrange(1, 500))
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    held = {key.redis_keys[0] for key in near.store}
+    assert held <= set(near._by_redis_key)
+    assert near.stats().bytes <= 32 * 1024
+
+
+def test_bad_max_bytes_is_a_config_error() -> None:
+    """A max_bytes that is not a size raises ConfigError naming it."""
+    with pytest.raises(ConfigError, match="max_bytes"):
+        NearCache(max_bytes="a lot")
+
+
+def _server_supports_client_side_caching() -> tuple[bool, str]:
+    try:
+        info = redis.Redis(db=REDIS_DB, socket_connect_timeout=1).info("server")
+    except redis.RedisError as exc:
+        return False, f"no Redis at 127.0.0.1:6379: {exc}"
+    version = tuple(int(part) for part in str(info["redis_version"]).split(".")[:2])
+    if version < (7, 4):
+        return False, (
+            f"redis-py {redis.__version__} refuses client-side caching with Redis "
+            f"{info['redis_version']} (it needs 7.4 or later)"
+        )
+    return True, ""
+
+
+def test_end_to_end_through_redis_py() -> None:
+    """Through redis.Redis(protocol=3, cache=NearCache()): a second GET is served locally,
+    and another client's write invalidates it."""
+    usable, reason = _server_supports_client_side_caching()
+    if not usable:
+        pytest.skip(reason)
+    near = NearCache(max_bytes="1M")
+    client = redis.Redis(db=REDIS_DB, protocol=3, cache=near)
+    writer = redis.Redis(db=REDIS_DB)
+    writer.flushdb()
+    try:
+        writer.set("k", b"1")
+        assert b"1" == client.get("k")
+        assert b"1" == client.get("k")
+        assert 1 == near.size
+        writer.set("k", b"2")
+        assert b"2" == client.get("k")
+    finally:
+        writer.flushdb()
