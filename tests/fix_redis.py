@@ -55,7 +55,8 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server this test started (no persistence), which it may stop and start."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, binary: str = "redis-server") -> None:
+        self.binary = binary
         self.port = free_port()
         self.directory = directory
         self.process: subprocess.Popen[bytes] | None = None
@@ -65,7 +66,7 @@ class RedisServer:
         return f"redis://{HOST}:{self.port}/0"
 
     def start(self) -> None:
-        command = ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", ""]
+        command = [self.binary, "--port", str(self.port), "--bind", HOST, "--save", ""]
         command += ["--appendonly", "no", "--dir", str(self.directory)]
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -99,5 +100,37 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     try:
         yield server
+    finally:
+        server.stop()
+
+
+def _version(client: Any) -> tuple[int, ...]:
+    return tuple(int(part) for part in str(client.info("server")["redis_version"]).split("."))
+
+
+@pytest.fixture
+def tracking_redis(tmp_path: Path) -> Iterator[str]:
+    """The URL of a Redis that redis-py's client-side cache accepts (7.4 or later).
+
+    Database 11 of 127.0.0.1:6379 when that server is new enough, else a server
+    of the test's own from the binary named by ``BOUNDKIT_REDIS_SERVER``; the
+    test skips without either (redis-py refuses older servers).
+    """
+    redis = pytest.importorskip("redis")
+    with redis_db(11) as client:
+        found = ".".join(map(str, _version(client)))
+        if _version(client) >= (7, 4):
+            yield f"redis://{HOST}:{PORT}/11"
+            return
+    binary = os.environ.get("BOUNDKIT_REDIS_SERVER")
+    if not binary:
+        pytest.skip(
+            f"redis-py {redis.__version__} needs Redis 7.4+ for client-side caching; "
+            f"127.0.0.1:6379 runs {found} and BOUNDKIT_REDIS_SERVER names no newer redis-server"
+        )
+    server = RedisServer(tmp_path, binary)
+    server.start()
+    try:
+        yield server.url
     finally:
         server.stop()
