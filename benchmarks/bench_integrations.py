@@ -76,6 +76,17 @@ def print_rows(title: str, medians: dict[str, float], peer: str) -> None:
 # -- framework caches ----------------------------------------------------------------
 
 
+def get_hit_table(
+    framework: str, peer: tuple[str, Any], ours: tuple[str, Any], samples: int
+) -> None:
+    """Time a get hit of the same value in the peer's cache and in ours."""
+    for _, cache in (peer, ours):
+        cache.set("user:42", VALUE, timeout=3600)
+    runs = {f"{name}.get": hits(cache.get, "user:42") for name, cache in (peer, ours)}
+    medians = interleaved(runs, samples)
+    print_rows(f"{framework} get hit ({VALUE_TEXT})", medians, f"{peer[0]}.get")
+
+
 def django_table(samples: int) -> None:
     from django.conf import settings
 
@@ -86,16 +97,7 @@ def django_table(samples: int) -> None:
 
     ours = BoundedCacheBackend("bench", {"OPTIONS": {"MAX_BYTES": "64M", "MAX_ENTRIES": 10_000}})
     peer = LocMemCache("bench", {"OPTIONS": {"MAX_ENTRIES": 10_000}})
-    for cache in (ours, peer):
-        cache.set("user:42", VALUE, timeout=3600)
-    medians = interleaved(
-        {
-            "LocMemCache.get": hits(peer.get, "user:42"),
-            "BoundedCacheBackend.get": hits(ours.get, "user:42"),
-        },
-        samples,
-    )
-    print_rows(f"Django get hit ({VALUE_TEXT})", medians, "LocMemCache.get")
+    get_hit_table("Django", ("LocMemCache", peer), ("BoundedCacheBackend", ours), samples)
 
 
 def flask_table(samples: int) -> None:
@@ -105,16 +107,7 @@ def flask_table(samples: int) -> None:
 
     ours = BoundedSimpleCache(10_000, max_bytes="64M")
     peer = SimpleCache(threshold=10_000)
-    for cache in (ours, peer):
-        cache.set("user:42", VALUE, timeout=3600)
-    medians = interleaved(
-        {
-            "SimpleCache.get": hits(peer.get, "user:42"),
-            "BoundedSimpleCache.get": hits(ours.get, "user:42"),
-        },
-        samples,
-    )
-    print_rows(f"Flask-Caching get hit ({VALUE_TEXT})", medians, "SimpleCache.get")
+    get_hit_table("Flask-Caching", ("SimpleCache", peer), ("BoundedSimpleCache", ours), samples)
 
 
 # -- a Redis that redis-py's client-side cache accepts ---------------------------------------
