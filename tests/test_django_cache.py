@@ -7,6 +7,7 @@ import json
 import pickle
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,20 @@ def test_import_boundkit_imports_no_framework() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert "[]" == out.strip()
+
+
+def test_incr_from_many_threads_loses_no_update() -> None:
+    """incr() is atomic: four threads adding 200 each leave exactly 800."""
+    cache = backend("atomic")
+    cache.set("n", 0)
+
+    def add() -> None:
+        for _ in range(200):
+            cache.incr("n")
+
+    workers = [threading.Thread(target=add) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert 800 == cache.get("n")

@@ -120,7 +120,8 @@ class BoundedCacheBackend(StoreBacked, BaseCache):  # type: ignore[misc]
     ) -> None:
         key = self.make_and_validate_key(key, version=version)
         pickled = pickle.dumps(value, self.pickle_protocol)
-        self._put(key, pickled, self._ttl(timeout))
+        with self._lock:  # so that an incr() in progress cannot overwrite it
+            self._put(key, pickled, self._ttl(timeout))
 
     def add(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
@@ -163,7 +164,8 @@ class BoundedCacheBackend(StoreBacked, BaseCache):  # type: ignore[misc]
 
     def delete(self, key: Any, version: int | None = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
-        return self._store.pop(key, None) is not None
+        with self._lock:
+            return self._store.pop(key, None) is not None
 
     def clear(self) -> None:
         self._store.clear()

@@ -66,7 +66,7 @@ class BoundedSimpleCache(StoreBacked, BaseCache):
         self._store = BoundedCache(
             threshold or 500, max_bytes=budget, sizeof=sys.getsizeof, timer=timer
         )
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # inc() holds it across get() and set()
 
     @classmethod
     def factory(
@@ -88,7 +88,9 @@ class BoundedSimpleCache(StoreBacked, BaseCache):
         return None if pickled is None else self.serializer.loads(pickled)
 
     def set(self, key: str, value: Any, timeout: int | dt.timedelta | None = None) -> bool:
-        self._store.set(key, self.serializer.dumps(value), ttl=self._ttl(timeout))
+        pickled = self.serializer.dumps(value)
+        with self._lock:  # so that an inc() in progress cannot overwrite it
+            self._store.set(key, pickled, ttl=self._ttl(timeout))
         return True
 
     def add(self, key: str, value: Any, timeout: int | dt.timedelta | None = None) -> bool:
@@ -100,7 +102,8 @@ class BoundedSimpleCache(StoreBacked, BaseCache):
             return True
 
     def delete(self, key: str) -> bool:
-        return self._store.pop(key, None) is not None
+        with self._lock:
+            return self._store.pop(key, None) is not None
 
     def has(self, key: str) -> bool:
         return key in self._store
