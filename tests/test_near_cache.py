@@ -247,3 +247,41 @@ def test_local_hit_and_invalidation_through_the_client(tracking_redis: str) -> N
     assert 1 == near.size
     writer.set("k", b"2")
     assert b"2" == client.get("k")
+
+
+def test_health_lists_the_near_cache() -> None:
+    """Registered with the guard, the near cache's stats appear in /health."""
+    from boundkit.web import WebMonitor
+
+    monitor = WebMonitor()
+    near = NearCache(max_bytes="1M")
+    fill(near, "a", b"1")
+    monitor.guard.register_cache(near, name="redis-near")
+    stats = monitor.health()["caches"]["redis-near"]
+    assert (1, 1024**2) == (stats["entries"], stats["max_bytes"])
+
+
+@pytest.mark.slow
+def test_no_stale_value_after_a_restart(tmp_path: Path) -> None:
+    """After a server restart (its data gone) the next read reconnects and is not served
+    the stale local copy: redis-py flushes the near cache with the lost connection."""
+    import os
+
+    from fix_redis import RedisServer
+
+    binary = os.environ.get("BOUNDKIT_REDIS_SERVER")
+    if not binary:
+        pytest.skip("needs BOUNDKIT_REDIS_SERVER: a redis-server 7.4+ this test may restart")
+    server = RedisServer(tmp_path, binary)
+    server.start()
+    try:
+        near = NearCache(max_bytes="1M")
+        client = redis.Redis.from_url(server.url, protocol=3, cache=near)
+        client.set("k", b"before")
+        assert [b"before", b"before"] == [client.get("k"), client.get("k")]
+        server.stop()
+        server.start()  # same port, empty: nothing persisted
+        assert client.get("k") is None  # reconnected, cache flushed: not b"before"
+        assert 0 == near.size
+    finally:
+        server.stop()

@@ -274,3 +274,16 @@ def test_async_functions_are_refused() -> None:
 
     with pytest.raises(ConfigError, match="async"):
         cached(maxsize=1, shared=URL)(fetch)
+
+
+def test_msgpack_serializer_shares_values(db: Any) -> None:
+    """serializer='msgpack' carries values between tiers (bytes included, unlike JSON)."""
+    pytest.importorskip("msgpack")
+
+    def blob() -> dict[str, Any]:
+        return {"raw": b"\x00\xff", "n": [1, 2]}
+
+    first = cached(maxsize=1, shared=SharedTier(URL, namespace="m", serializer="msgpack"))(blob)
+    second = cached(maxsize=1, shared=SharedTier(URL, namespace="m", serializer="msgpack"))(blob)
+    assert first() == second() == {"raw": b"\x00\xff", "n": [1, 2]}
+    assert 1 == second.shared.stats().hits
