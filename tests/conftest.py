@@ -12,7 +12,7 @@ from collections.abc import Generator
 
 import pytest
 
-pytest_plugins = ["fix_pdf", "fix_pg", "pytester"]
+pytest_plugins = ["fix_pdf", "fix_pg", "fix_redis", "pytester"]
 
 
 def _fail_import_skips_under_ci(report: pytest.CollectReport | pytest.TestReport) -> None:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-PARTS = ("cache", "pg", "metrics", "pdf", "guard")
+PARTS = ("cache", "pg", "metrics", "pdf", "guard", "django")
 
 
 def _demo(env: dict[str, str]) -> list[str]:

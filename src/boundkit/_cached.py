@@ -110,9 +110,13 @@ class CachedFunction(Generic[P, R]):
             raise flight.error
         return cast(R, flight.value)
 
+    def _compute(self, key: Hashable, args: Any, kwargs: Any) -> R:
+        """Run the function for a miss (the shared tier, boundkit.shared, overrides this)."""
+        return self.__wrapped__(*args, **kwargs)
+
     def _lead(self, key: Hashable, flight: _Flight, args: Any, kwargs: Any) -> R:
         try:
-            value = self.__wrapped__(*args, **kwargs)
+            value = self._compute(key, args, kwargs)
         except BaseException as exc:
             flight.error = exc
             raise
@@ -228,6 +232,7 @@ def cached(
     maxsize: int | None = None,
     max_bytes: int | None = None,
     ttl: float | None = None,
+    shared: Any = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
     """Memoise a function or method, sync or ``async def``, in a bounded cache.
 
@@ -236,7 +241,9 @@ def cached(
     (``maxsize=128`` when none is given). ``key`` turns the arguments into a
     cache key (default ``cachetools.keys.hashkey``). Concurrent misses on one
     key compute once; the others wait for that result, and an exception
-    reaches every waiter without being cached.
+    reaches every waiter without being cached. ``shared`` (a ``redis://``
+    URL, a ``redis.Redis`` or a :class:`~boundkit.shared.SharedTier`) adds a
+    Redis tier behind the local cache, computing a value once across processes.
 
     >>> @cached(maxsize=2)
     ... def square(n):
@@ -255,6 +262,10 @@ def cached(
         raise ConfigError("give either a cache or bounds for a new one, not both")
 
     def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
+        if shared is not None:
+            from .shared import share
+
+            return share(func, cache, key, shared)
         kind = AsyncCachedFunction if inspect.iscoroutinefunction(func) else CachedFunction
         return kind(func, cache, key)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import operator
 import os
-import re
 import select
 import threading
 import weakref
@@ -20,6 +19,7 @@ from psycopg import generators, pq
 from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ._redact import redact
 from .errors import ConfigError, ResourceClosedError
 
 # A block ends with one round trip: its COMMIT or ROLLBACK, then DISCARD ALL
@@ -66,20 +66,6 @@ _read_attrs = operator.attrgetter(*_ATTRS)  # one C call: the tuple of their val
 
 # how long a checkout waits before asking why no connection came
 DIAGNOSE_AFTER = 0.5
-
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-_PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE)
-
-
-def redact(conninfo: str) -> str:
-    """Return ``conninfo`` with any password replaced by ``***``.
-
-    >>> redact("postgresql://app:s3cret@db:5432/app?password=x")
-    'postgresql://app:***@db:5432/app?password=***'
-    >>> redact("host=db password='a b' user=app")
-    'host=db password=*** user=app'
-    """
-    return _PASSWORD_KEYWORD.sub(r"\1***", _PASSWORD_IN_URL.sub(r"\1***@", conninfo))
 
 
 def resolve_conninfo(conninfo: str | None) -> str:

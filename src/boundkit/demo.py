@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO, cast
 
 from ._sizes import format_bytes
 from .memory import process_memory, trim_memory
@@ -225,4 +225,28 @@ def _pdf_row() -> DemoRow:
     return DemoRow("pdf", workload, naive_growth=naive, boundkit_growth=boundkit)
 
 
+def _django_row() -> DemoRow:
+    """Django's LocMemCache with MAX_ENTRIES raised, then BoundedCacheBackend with MAX_BYTES."""
+    workload = "2,000 20 kB pages: LocMem vs MAX_BYTES=1M"
+    try:
+        from django.core.cache.backends.locmem import LocMemCache  # type: ignore[import-untyped]
+    except ImportError:
+        return DemoRow("django", workload, skipped="Django missing: pip install 'boundkit[django]'")
+    from ._django_cache import BoundedCacheBackend
+
+    def fill(cache: Any) -> Any:
+        for n in range(2000):
+            cache.set(f"page:{n}", f"<html>{n}</html>".ljust(20_000), timeout=None)
+        return cache
+
+    options = {"MAX_ENTRIES": 100_000}
+    naive_growth, naive = measure(lambda: fill(LocMemCache("boundkit-demo", {"OPTIONS": options})))
+    bounded = BoundedCacheBackend("boundkit-demo", {"OPTIONS": {**options, "MAX_BYTES": "1M"}})
+    boundkit_growth, _ = measure(lambda: fill(bounded))
+    cast(Any, naive).clear()  # LocMemCache's store is process-wide: empty it, or it stays
+    bounded.clear()
+    return DemoRow("django", workload, naive_growth=naive_growth, boundkit_growth=boundkit_growth)
+
+
 ROWS: list[Callable[[], DemoRow]] = [_cache_row, _pg_row, _metrics_row, _pdf_row, _guard_row]
+ROWS.append(_django_row)

@@ -8,18 +8,31 @@ In ``settings.py`` add ``"boundkit.django.MemoryGuardMiddleware"`` to
     urlpatterns = [path("health", health), ...]
 
 Both use :func:`boundkit.web.default_monitor`; Django itself is imported only
-when the health view answers.
+when the health view answers. The cache backend
+``"boundkit.django.BoundedCacheBackend"`` (for ``CACHES``) is loaded on
+first use from :mod:`boundkit._django_cache`.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .web import WebMonitor, default_monitor
 
-__all__ = ["MemoryGuardMiddleware", "health"]
+if TYPE_CHECKING:
+    from ._django_cache import BoundedCacheBackend
+
+__all__ = ["BoundedCacheBackend", "MemoryGuardMiddleware", "health"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BoundedCacheBackend":  # loaded here, so that importing this module skips Django
+        from ._django_cache import BoundedCacheBackend
+
+        return BoundedCacheBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _route(request: Any) -> str:
