@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import operator
 import os
-import re
 import select
 import threading
 import weakref
@@ -20,6 +19,7 @@ from psycopg import generators, pq
 from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ._conninfo import check_conninfo, redact, scrub
 from .errors import ConfigError, ResourceClosedError
 
 # A block ends with one round trip: its COMMIT or ROLLBACK, then DISCARD ALL
@@ -67,20 +67,6 @@ _read_attrs = operator.attrgetter(*_ATTRS)  # one C call: the tuple of their val
 # how long a checkout waits before asking why no connection came
 DIAGNOSE_AFTER = 0.5
 
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-_PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE)
-
-
-def redact(conninfo: str) -> str:
-    """Return ``conninfo`` with any password replaced by ``***``.
-
-    >>> redact("postgresql://app:s3cret@db:5432/app?password=x")
-    'postgresql://app:***@db:5432/app?password=***'
-    >>> redact("host=db password='a b' user=app")
-    'host=db password=*** user=app'
-    """
-    return _PASSWORD_KEYWORD.sub(r"\1***", _PASSWORD_IN_URL.sub(r"\1***@", conninfo))
-
 
 def resolve_conninfo(conninfo: str | None) -> str:
     """Return ``conninfo``, else ``DATABASE_URL``; raise :class:`ConfigError` with neither."""
@@ -95,7 +81,7 @@ def resolve_conninfo(conninfo: str | None) -> str:
 class PoolSettings:
     """The arguments of ``create_pool()``, validated; enough to rebuild the pool after fork."""
 
-    conninfo: str
+    conninfo: str = field(repr=False)
     min_size: int = 0
     max_size: int = 3
     timeout: float = 10.0
@@ -107,6 +93,8 @@ class PoolSettings:
     name: str | None = None
     reset_session: bool = True
     pool_kwargs: dict[str, Any] = field(default_factory=dict)
+    # the conninfo's secrets as written and as read, to hide in libpq's messages
+    secrets: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.min_size < 0 or self.max_size < 1 or self.min_size > self.max_size:
@@ -124,10 +112,7 @@ class PoolSettings:
         for key in ("kwargs", "check", "reset", "open"):
             if key in self.pool_kwargs:
                 raise ConfigError(f"create_pool() sets {key!r} itself; it cannot be passed")
-        try:
-            conninfo_to_dict(self.conninfo)
-        except Exception as exc:  # psycopg.ProgrammingError: unparsable conninfo
-            raise ConfigError(f"invalid conninfo {redact(self.conninfo)!r}: {exc}") from None
+        object.__setattr__(self, "secrets", check_conninfo(self.conninfo))
 
     def connection_kwargs(self) -> dict[str, Any]:
         """Connection parameters; the timeouts ride on libpq ``options`` so RESET ALL keeps them."""
@@ -252,7 +237,7 @@ def exhausted_message(pool: Any, state: PoolState, waited: float) -> str:
 
 
 def connect_failed_message(state: PoolState, cause: BaseException) -> str:
-    detail = redact(" ".join(str(cause).split()))
+    detail = scrub(" ".join(str(cause).split()), state.settings.secrets)
     return f"cannot connect to {state.redacted}: {detail}"
 
 
