@@ -6,15 +6,18 @@ add the I/O.
 
 from __future__ import annotations
 
+import logging
 import operator
 import os
 import select
 import threading
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import psycopg
+import psycopg_pool
 from psycopg import generators, pq
 from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -229,6 +232,43 @@ def stats_of(pool: Any, state: PoolState) -> dict[str, Any]:
     stats.update(state.as_dict())
     stats["closed"] = pool.closed
     return stats
+
+
+def shrink_internals(
+    pool: Any, lock_protocol: str, logger: logging.Logger
+) -> tuple[deque[Any], Any, Any] | None:
+    """The private fields psycopg_pool's ``_shrink_pool()`` uses: idle deque, lock, close.
+
+    ``None`` (and a warning to ``logger``) when this psycopg_pool lacks them.
+    ``lock_protocol`` is ``"__enter__"`` for a sync pool, ``"__aenter__"`` for an async one.
+    """
+    idle: Any = getattr(pool, "_pool", None)
+    fields = (getattr(pool, name, None) for name in ("_nconns", "_nconns_min"))
+    lock: Any = getattr(pool, "_lock", None)
+    close: Any = getattr(pool, "_close_connection", None)
+    if (
+        isinstance(idle, deque)
+        and all(type(value) is int for value in fields)
+        and callable(getattr(lock, lock_protocol, None))
+        and callable(close)
+    ):
+        return idle, lock, close
+    logger.warning(
+        "release_idle() closed nothing in pool %r: this psycopg_pool %s no longer "
+        "has the internals it relies on; idle connections still close after max_idle",
+        pool.name,
+        psycopg_pool.__version__,
+    )
+    return None
+
+
+def take_idle(pool: Any, idle: deque[Any]) -> list[Any]:
+    """Pop idle connections down to ``min_size``, as ``_shrink_pool()`` counts; hold its lock."""
+    count = max(0, min(len(idle), pool._nconns - pool.min_size))
+    released = [idle.popleft() for _ in range(count)]
+    pool._nconns -= count
+    pool._nconns_min = min(pool._nconns_min, len(idle))
+    return released
 
 
 def exhausted_message(pool: Any, state: PoolState, waited: float) -> str:

@@ -80,8 +80,8 @@ class WebMonitor:
         """Return the health payload: memory, guard, requests, caches and pools.
 
         Holds no secrets: no environment, and pool stats come from
-        :func:`boundkit.pg.pool_stats` (conninfo redacted), read only when
-        ``boundkit.pg`` is already imported.
+        :func:`boundkit.pg.pool_stats` and :func:`boundkit.pg_async.pool_stats`
+        (conninfo redacted), read only when the module is already imported.
         """
         guard = self.guard
         level = guard.check()
@@ -90,8 +90,11 @@ class WebMonitor:
             stats = getattr(cache, "stats", None)
             if stats is not None:
                 caches[name] = stats().as_dict()
-        pg = sys.modules.get("boundkit.pg")
-        pools = pg.pool_stats() if pg is not None and hasattr(pg, "pool_stats") else {}
+        pools = {}
+        for module in ("boundkit.pg", "boundkit.pg_async"):  # sync and async pools
+            pg = sys.modules.get(module)
+            if pg is not None and hasattr(pg, "pool_stats"):
+                pools.update(pg.pool_stats())
         return {
             "status": level,
             "memory": memory_snapshot(
