@@ -14,6 +14,7 @@ from boundkit import ASGIMiddleware, ConfigError, MemoryGuard, WebMonitor, WSGIM
 from boundkit.cache import BoundedCache
 from boundkit.metrics import RequestStats
 from boundkit.testing import assert_no_growth
+from boundkit.web import flask_route
 from fakes import FakeTimer
 
 MB = 1024**2
@@ -270,7 +271,7 @@ def test_fastapi_app(monitor: WebMonitor) -> None:
     with TestClient(app) as client:
         assert {"id": 3} == client.get("/items/3").json()
         check_health(client.get("/health").content, monitor)
-    assert {"200": 1} == routes(monitor)["/items/3"]["statuses"]
+    assert {"200": 1} == routes(monitor)["/items/{item_id}"]["statuses"]
 
 
 def test_asgi_exception_is_recorded_and_raised(monitor: WebMonitor) -> None:
@@ -347,3 +348,90 @@ def test_health_lists_pools_with_password_redacted(monitor: WebMonitor, pg_dsn: 
     assert secret not in body.decode()
     pools = json.loads(body)["pools"]
     assert 1 == pools["health-test"]["checkouts"]
+
+
+# -- requests named by the route the framework matched -----------------------------------------
+
+
+def test_flask_routes_fill_one_slot_per_url_rule(monitor: WebMonitor) -> None:
+    """/compute/<n> on Flask is one route in the stats however many n; a 404 keeps its path."""
+    flask = pytest.importorskip("flask")
+    app = flask.Flask("routes")
+    blueprint = flask.Blueprint("api", "routes", url_prefix="/api")
+
+    @app.get("/compute/<int:n>")
+    def compute(n: int) -> str:
+        return str(n * 2)
+
+    @blueprint.get("/items/<name>")
+    def item(name: str) -> str:
+        return name
+
+    app.register_blueprint(blueprint)
+    app.wsgi_app = WSGIMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, monitor=monitor, route=flask_route(app)
+    )
+    get = functools.partial(app.test_client().get, buffered=True)  # bodies closed, as a server does
+    for n in range(25):
+        assert str(n * 2) == get(f"/compute/{n}").text
+    get("/api/items/a")
+    get("/api/items/b")
+    get("/nothing/here")
+    seen = routes(monitor)
+    assert ["/api/items/<name>", "/compute/<int:n>", "/nothing/here"] == sorted(seen)
+    assert 25 == seen["/compute/<int:n>"]["requests"]
+
+
+def test_starlette_routes_fill_one_slot_per_route_mounts_included(monitor: WebMonitor) -> None:
+    """/compute/{n} on Starlette is one route, under its Mount's path too; a 404 keeps its path."""
+    pytest.importorskip("starlette")
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+    from starlette.testclient import TestClient
+
+    async def compute(request: Any) -> Any:
+        return PlainTextResponse(str(request.path_params["n"] * 2))
+
+    app = Starlette(
+        routes=[
+            Route("/compute/{n:int}", compute),
+            Mount("/v1", routes=[Route("/compute/{n:int}", compute)]),
+        ]
+    )
+    app.add_middleware(ASGIMiddleware, monitor=monitor)
+    with TestClient(app) as client:
+        for n in range(25):
+            assert str(n * 2) == client.get(f"/compute/{n}").text
+            client.get(f"/v1/compute/{n}")
+        client.get("/nothing/here")
+    seen = routes(monitor)
+    assert ["/compute/{n:int}", "/nothing/here", "/v1/compute/{n:int}"] == sorted(seen)
+    assert 25 == seen["/v1/compute/{n:int}"]["requests"]
+
+
+def test_fastapi_routes_fill_one_slot_per_path_operation(monitor: WebMonitor) -> None:
+    """/compute/{n} on FastAPI (and under an included router's prefix) is one route each."""
+    fastapi = pytest.importorskip("fastapi")
+    from starlette.testclient import TestClient
+
+    app = fastapi.FastAPI()
+    router = fastapi.APIRouter(prefix="/v2")
+
+    @app.get("/compute/{n}")
+    async def compute(n: int) -> int:
+        return n * 2
+
+    @router.get("/compute/{n}")
+    async def compute_v2(n: int) -> int:
+        return n * 3
+
+    app.include_router(router)
+    app.add_middleware(ASGIMiddleware, monitor=monitor)
+    with TestClient(app) as client:
+        for n in range(25):
+            assert n * 2 == client.get(f"/compute/{n}").json()
+            assert n * 3 == client.get(f"/v2/compute/{n}").json()
+    assert {"/compute/{n}": 25, "/v2/compute/{n}": 25} == {
+        route: entry["requests"] for route, entry in routes(monitor).items()
+    }
