@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -665,6 +666,22 @@ def test_no_database_is_a_config_error(monkeypatch):
         pass  # pragma: no cover
 
 
+BAD_NUMBERS = [
+    {"min_size": "2"},
+    {"min_size": -1},
+    {"max_size": True},
+    {"max_size": 2.5},
+    {"timeout": "10"},
+    {"timeout": float("nan")},
+    {"max_idle": float("inf")},
+    {"max_lifetime": -5},
+    {"connect_timeout": float("inf")},
+    {"statement_timeout": float("inf")},
+    {"idle_in_transaction_timeout": -1},
+    {"idle_in_transaction_timeout": False},
+]
+
+
 @pytest.mark.parametrize(
     "options",
     [{"min_size": 4, "max_size": 2}, {"max_size": 0}, {"timeout": 0}, {"check": print}],
@@ -672,6 +689,14 @@ def test_no_database_is_a_config_error(monkeypatch):
 def test_bad_settings_are_config_errors(options):
     """Impossible sizes, timeouts or keywords boundkit owns raise ConfigError."""
     with pytest.raises(ConfigError):
+        create_pool("host=127.0.0.1", **options)
+
+
+@pytest.mark.parametrize("options", BAD_NUMBERS, ids=repr)
+def test_every_numeric_argument_is_checked(options):
+    """A wrong type, NaN or infinity in any number is a ConfigError naming it, not a TypeError."""
+    ((name, value),) = options.items()
+    with pytest.raises(ConfigError, match=f"{name}.*{re.escape(repr(value))}"):
         create_pool("host=127.0.0.1", **options)
 
 

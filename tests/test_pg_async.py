@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,7 @@ from boundkit.pg_async import (  # noqa: E402
 )
 from boundkit.testing import assert_no_growth  # noqa: E402
 from fix_pg import login_user, terminate_backends  # noqa: E402
-from test_pg import round_trips, traced  # noqa: E402
+from test_pg import BAD_NUMBERS, round_trips, traced  # noqa: E402
 
 
 def run(test: Callable[[], Awaitable[Any]]) -> Any:
@@ -399,3 +400,11 @@ def test_release_idle_threadsafe_refuses_a_bad_timeout(timeout):
     """A timeout that is not positive seconds is a ConfigError naming it."""
     with pytest.raises(ConfigError, match="timeout"):
         release_idle_threadsafe(timeout=timeout)
+
+
+@pytest.mark.parametrize("options", BAD_NUMBERS, ids=repr)
+def test_every_numeric_argument_is_checked(options):
+    """acreate_pool() checks its numbers as create_pool() does: ConfigError naming the value."""
+    ((name, value),) = options.items()
+    with pytest.raises(ConfigError, match=f"{name}.*{re.escape(repr(value))}"):
+        asyncio.run(acreate_pool("host=127.0.0.1", **options))

@@ -188,10 +188,11 @@ def test_memory_is_checked_at_most_once_per_interval(guard: MemoryGuard) -> None
     assert 2 == guard.status()["checks"]
 
 
-def test_bad_check_interval_raises_config_error(guard: MemoryGuard) -> None:
-    """A negative check_interval is refused with ConfigError."""
-    with pytest.raises(ConfigError, match="check_interval"):
-        WebMonitor(guard=guard, check_interval=-1)
+@pytest.mark.parametrize("interval", [-1, "1", True, float("nan"), None])
+def test_bad_check_interval_raises_config_error(guard: MemoryGuard, interval: Any) -> None:
+    """A check_interval that is not seconds >= 0 is refused with a ConfigError naming it."""
+    with pytest.raises(ConfigError, match=f"check_interval.*got {interval!r}"):
+        WebMonitor(guard=guard, check_interval=interval)
 
 
 def _wsgi_hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:

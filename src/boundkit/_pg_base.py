@@ -23,6 +23,7 @@ from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ._conninfo import check_conninfo, redact, scrub
+from ._window import check_count, check_finite
 from .errors import ConfigError, ResourceClosedError
 
 # A block ends with one round trip: its COMMIT or ROLLBACK, then DISCARD ALL
@@ -71,6 +72,15 @@ _read_attrs = operator.attrgetter(*_ATTRS)  # one C call: the tuple of their val
 DIAGNOSE_AFTER = 0.5
 
 
+def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as float seconds if finite and positive (or zero), else ConfigError."""
+    seconds = check_finite(name, value)
+    if isinstance(value, bool) or seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be seconds {bound}, got {value!r}")
+    return seconds
+
+
 def resolve_conninfo(conninfo: str | None) -> str:
     """Return ``conninfo``, else ``DATABASE_URL``; raise :class:`ConfigError` with neither."""
     if conninfo is None:
@@ -100,18 +110,18 @@ class PoolSettings:
     secrets: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.min_size < 0 or self.max_size < 1 or self.min_size > self.max_size:
+        check_count("min_size", self.min_size, minimum=0)
+        check_count("max_size", self.max_size, minimum=1)
+        if self.min_size > self.max_size:
             raise ConfigError(
                 f"need 0 <= min_size <= max_size and max_size >= 1, "
                 f"got min_size={self.min_size!r}, max_size={self.max_size!r}"
             )
         for key in ("timeout", "max_idle", "max_lifetime", "connect_timeout"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"{key} must be positive, got {getattr(self, key)!r}")
+            check_seconds(key, getattr(self, key))
         for key in ("statement_timeout", "idle_in_transaction_timeout"):
-            value = getattr(self, key)
-            if value is not None and not value >= 0:
-                raise ConfigError(f"{key} must be >= 0 or None, got {value!r}")
+            if getattr(self, key) is not None:
+                check_seconds(key, getattr(self, key), allow_zero=True)
         for key in ("kwargs", "check", "reset", "open"):
             if key in self.pool_kwargs:
                 raise ConfigError(f"create_pool() sets {key!r} itself; it cannot be passed")

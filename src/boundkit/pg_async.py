@@ -14,7 +14,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import math
 import os
 import warnings
 import weakref
@@ -34,6 +33,7 @@ from ._pg_base import (
     PoolState,
     Registry,
     begin_command,
+    check_seconds,
     closing_gen,
     closing_statements,
     connect_failed_message,
@@ -48,7 +48,6 @@ from ._pg_base import (
     stats_of,
     take_idle,
 )
-from .errors import ConfigError
 
 __all__ = [
     "AsyncPooledConnection",
@@ -359,13 +358,7 @@ def release_idle_threadsafe(*, timeout: float = 2.0) -> int:
     task and does not wait: the loop is never blocked. Pools whose loop has
     stopped are skipped.
     """
-    if not (
-        isinstance(timeout, (int, float))
-        and not isinstance(timeout, bool)
-        and math.isfinite(timeout)
-        and timeout > 0
-    ):
-        raise ConfigError(f"timeout must be seconds > 0, got {timeout!r}")
+    check_seconds("timeout", timeout)
     try:
         current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:

@@ -59,7 +59,11 @@ class WebMonitor:
         check_interval: float = 1.0,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
-        if not isinstance(check_interval, (int, float)) or not check_interval >= 0:
+        if (
+            isinstance(check_interval, bool)
+            or not isinstance(check_interval, (int, float))
+            or not check_interval >= 0
+        ):
             raise ConfigError(f"check_interval must be seconds >= 0, got {check_interval!r}")
         if stats is None:
             from .metrics import RequestStats
