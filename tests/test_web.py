@@ -436,3 +436,28 @@ def test_fastapi_routes_fill_one_slot_per_path_operation(monitor: WebMonitor) ->
     assert {"/compute/{n}": 25, "/v2/compute/{n}": 25} == {
         route: entry["requests"] for route, entry in routes(monitor).items()
     }
+
+
+def test_starlette_without_scope_route_is_named_by_its_endpoint(monitor: WebMonitor) -> None:
+    """A Starlette that leaves no scope["route"] (older releases): the route to the endpoint."""
+    pytest.importorskip("starlette")
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    async def compute(request: Any) -> Any:
+        return PlainTextResponse("x")
+
+    app = Starlette(routes=[Route("/compute/{n:int}", compute)])
+
+    async def older_starlette(scope: Any, receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+        scope.pop("route", None)
+
+    with TestClient(ASGIMiddleware(older_starlette, monitor=monitor)) as client:
+        for n in range(5):
+            client.get(f"/compute/{n}")
+    assert {"/compute/{n:int}": 5} == {
+        route: entry["requests"] for route, entry in routes(monitor).items()
+    }

@@ -273,7 +273,7 @@ def starlette_route(scope: Scope) -> str:
 
     The default ``route`` of :class:`ASGIMiddleware`: the path of the route the
     router put in ``scope["route"]`` once the app has run, under the paths of
-    the ``Mount`` s it went through (for a Starlette without ``scope["route"]``,
+    each ``Mount`` it went through (for a Starlette without ``scope["route"]``,
     the one route whose endpoint is ``scope["endpoint"]``). Requests no route
     matched (404s) and other frameworks' keep their path.
     """
