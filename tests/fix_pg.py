@@ -174,6 +174,12 @@ def pg_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def login_user(dsn: str) -> str:
+    """The role ``dsn`` logs in as: not always ``postgres`` (``BOUNDKIT_TEST_DSN``)."""
+    with psycopg.connect(dsn) as conn:
+        return str(conn.execute("SELECT session_user").fetchone()[0])
+
+
 def terminate_backends(dsn: str, application_name: str) -> int:
     """Terminate the backends of ``application_name``; wait until they are gone."""
     query = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s"

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import math
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -442,6 +447,119 @@ def test_register_pools_closes_idle_connections_at_critical(
         assert 0 == guard.status()["hook_errors"]
     finally:
         pool.close()
+
+
+@contextlib.contextmanager
+def uvicorn_serving(app: Any) -> Iterator[str]:
+    """Serve ``app`` with a real uvicorn server on a thread; yield its base URL."""
+    uvicorn = pytest.importorskip("uvicorn")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped before it started"
+        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _async_pool_app(pg_dsn: str, name: str, monitor: Any) -> Any:
+    """A Starlette app on one boundkit.pg_async pool; /fill leaves three connections idle."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from boundkit import ASGIMiddleware
+    from boundkit.pg_async import acreate_pool, apooled_connection
+
+    pools: list[Any] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        pools.append(await acreate_pool(pg_dsn, min_size=1, max_size=3, name=name))
+        yield
+        await pools[0].close()
+
+    async def hold() -> None:
+        async with apooled_connection(pool=pools[0]) as conn:
+            await conn.execute("SELECT pg_sleep(0.05)")
+
+    async def fill(request: Any) -> JSONResponse:
+        await asyncio.gather(hold(), hold(), hold())
+        return JSONResponse(pools[0].get_stats()["pool_size"])
+
+    app = Starlette(routes=[Route("/fill", fill)], lifespan=lifespan)
+    return ASGIMiddleware(app, monitor=monitor)
+
+
+def _pool_size_soon(client: Any, name: str, expected: int) -> int:
+    """The pool's size in /health once it is ``expected`` (or after 5 s, whatever it is)."""
+    deadline = time.monotonic() + 5
+    while True:
+        size = int(client.get("/health").json()["pools"][name]["pool_size"])
+        if size == expected or time.monotonic() > deadline:
+            return size
+        time.sleep(0.02)
+
+
+def test_register_pools_releases_async_pools_under_uvicorn(memory: FakeMemory, pg_dsn: str) -> None:
+    """Under uvicorn, /health lists the async pool and the guard's thread shrinks it on its loop."""
+    httpx = pytest.importorskip("httpx")
+    from boundkit import WebMonitor
+
+    name = f"uvicorn-{os.getpid()}-{time.monotonic_ns()}"
+    guard = MemoryGuard(limit=LIMIT, reader=memory, interval=0.05, cooldown=0, trim=lambda: None)
+    guard.register_pools()
+    monitor = WebMonitor(guard=guard, check_interval=3600)
+    with (
+        uvicorn_serving(_async_pool_app(pg_dsn, name, monitor)) as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        assert 3 == client.get("/fill").json()
+        assert 3 == client.get("/health").json()["pools"][name]["pool_size"]
+        memory.used = 95 * MB  # critical: the watcher thread runs the cleanup
+        guard.start()
+        try:
+            assert 1 == _pool_size_soon(client, name, 1)
+        finally:
+            guard.close()
+        assert 3 == client.get("/fill").json()  # the pool serves as before
+    assert 0 == guard.status()["hook_errors"]
+
+
+def test_a_check_on_the_event_loop_schedules_the_release_without_blocking(
+    memory: FakeMemory, pg_dsn: str
+) -> None:
+    """A guard check inside a request (on the loop's thread) schedules the release, never waits."""
+    httpx = pytest.importorskip("httpx")
+    from boundkit import WebMonitor
+    from boundkit.guard import ASYNC_RELEASE_TIMEOUT
+
+    name = f"uvicorn-{os.getpid()}-{time.monotonic_ns()}"
+    guard = MemoryGuard(limit=LIMIT, reader=memory, cooldown=0, trim=lambda: None)
+    guard.register_pools()
+    monitor = WebMonitor(guard=guard, check_interval=0)  # every request checks, on the loop
+    with (
+        uvicorn_serving(_async_pool_app(pg_dsn, name, monitor)) as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        assert 3 == client.get("/fill").json()
+        memory.used = 95 * MB
+        started = time.monotonic()
+        client.get("/health")  # its check runs the cleanup on the loop's own thread
+        assert time.monotonic() - started < ASYNC_RELEASE_TIMEOUT
+        memory.used = 10 * MB
+        assert 1 == _pool_size_soon(client, name, 1)
+    assert 0 == guard.status()["hook_errors"]
 
 
 def test_register_pools_never_imports_psycopg() -> None:

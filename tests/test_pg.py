@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from boundkit.pg import (  # noqa: E402
     release_idle,
 )
 from boundkit.testing import assert_no_growth  # noqa: E402
-from fix_pg import refused_port, silent_port, terminate_backends  # noqa: E402
+from fix_pg import login_user, refused_port, silent_port, terminate_backends  # noqa: E402
 
 
 @pytest.fixture
@@ -303,7 +304,7 @@ def test_use_after_block_is_refused(make_pool):
         assert psycopg.pq.TransactionStatus.IDLE == conn.info.transaction_status
 
 
-def test_session_state_does_not_reach_next_borrower(make_pool):
+def test_session_state_does_not_reach_next_borrower(make_pool, pg_dsn):
     """SET, roles, temp tables, LISTEN, advisory locks and attributes are reset on return."""
     pool = make_pool(max_size=1, statement_timeout=7)
     with pooled_connection(pool=pool) as conn:
@@ -326,11 +327,13 @@ def test_session_state_does_not_reach_next_borrower(make_pool):
             " current_setting('work_mem')"
         ).fetchone()
         seen = (*seen, conn.autocommit)
-    assert ('"$user", public', "7s", "postgres", None, 0, 0, "4MB", False) == seen
+    assert ('"$user", public', "7s", login_user(pg_dsn), None, 0, 0, "4MB", False) == seen
 
 
 @pytest.mark.parametrize("ending", ["commit", "rollback", "autocommit"])
-def test_prepare_cursors_sequences_and_session_user_do_not_reach_next_borrower(make_pool, ending):
+def test_prepare_cursors_sequences_and_session_user_do_not_reach_next_borrower(
+    make_pool, pg_dsn, ending
+):
     """SQL PREPARE, WITH HOLD cursors, currval() and SET SESSION AUTHORIZATION are reset too."""
     pool = make_pool(max_size=1)
     with contextlib.suppress(KeyError), pooled_connection(pool=pool) as conn:
@@ -351,7 +354,7 @@ def test_prepare_cursors_sequences_and_session_user_do_not_reach_next_borrower(m
         ).fetchone()
         with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="currval"):
             conn.execute("SELECT currval('boundkit_seq')")
-    assert (0, 0, "postgres", "postgres") == seen
+    assert (0, 0, login_user(pg_dsn), login_user(pg_dsn)) == seen
     assert 0 == pool_stats()[pool.name]["discards"]
 
 
@@ -640,9 +643,20 @@ def test_default_pool_comes_from_database_url(pg_dsn, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", pg_dsn)
     with pooled_connection() as conn:
         assert 1 == conn.execute("SELECT 1").fetchone()[0]
-    assert [pg_dsn] == [s["conninfo"] for s in pool_stats().values() if s["conninfo"] == pg_dsn]
+    password = psycopg.conninfo.conninfo_to_dict(pg_dsn).get("password")
+    shown = [s["conninfo"] for s in pool_stats().values()]
+    if password:  # the stats show the DSN with its password hidden, so never the DSN itself
+        assert not [c for c in shown if str(password) in c]
+    assert 1 == len([c for c in shown if _same_but_password(c, pg_dsn)])
     close_pools()
     assert {} == pool_stats()
+
+
+def _same_but_password(shown: str, dsn: str) -> bool:
+    parsed = psycopg.conninfo.conninfo_to_dict(dsn)
+    if "password" in parsed:
+        parsed["password"] = "***"
+    return parsed == psycopg.conninfo.conninfo_to_dict(shown)
 
 
 def test_no_database_is_a_config_error(monkeypatch):
@@ -652,6 +666,22 @@ def test_no_database_is_a_config_error(monkeypatch):
         pass  # pragma: no cover
 
 
+BAD_NUMBERS = [
+    {"min_size": "2"},
+    {"min_size": -1},
+    {"max_size": True},
+    {"max_size": 2.5},
+    {"timeout": "10"},
+    {"timeout": float("nan")},
+    {"max_idle": float("inf")},
+    {"max_lifetime": -5},
+    {"connect_timeout": float("inf")},
+    {"statement_timeout": float("inf")},
+    {"idle_in_transaction_timeout": -1},
+    {"idle_in_transaction_timeout": False},
+]
+
+
 @pytest.mark.parametrize(
     "options",
     [{"min_size": 4, "max_size": 2}, {"max_size": 0}, {"timeout": 0}, {"check": print}],
@@ -659,6 +689,14 @@ def test_no_database_is_a_config_error(monkeypatch):
 def test_bad_settings_are_config_errors(options):
     """Impossible sizes, timeouts or keywords boundkit owns raise ConfigError."""
     with pytest.raises(ConfigError):
+        create_pool("host=127.0.0.1", **options)
+
+
+@pytest.mark.parametrize("options", BAD_NUMBERS, ids=repr)
+def test_every_numeric_argument_is_checked(options):
+    """A wrong type, NaN or infinity in any number is a ConfigError naming it, not a TypeError."""
+    ((name, value),) = options.items()
+    with pytest.raises(ConfigError, match=f"{name}.*{re.escape(repr(value))}"):
         create_pool("host=127.0.0.1", **options)
 
 

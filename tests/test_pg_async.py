@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -15,16 +17,19 @@ import pytest
 psycopg = pytest.importorskip("psycopg")
 psycopg_pool = pytest.importorskip("psycopg_pool")
 
-from boundkit import ResourceClosedError  # noqa: E402
+from boundkit import ConfigError, ResourceClosedError  # noqa: E402
 from boundkit.pg_async import (  # noqa: E402
     aclose_pools,
     acreate_pool,
     apool_stats,
     apooled_connection,
+    arelease_idle,
+    pool_stats,
+    release_idle_threadsafe,
 )
 from boundkit.testing import assert_no_growth  # noqa: E402
-from fix_pg import terminate_backends  # noqa: E402
-from test_pg import round_trips, traced  # noqa: E402
+from fix_pg import login_user, terminate_backends  # noqa: E402
+from test_pg import BAD_NUMBERS, round_trips, traced  # noqa: E402
 
 
 def run(test: Callable[[], Awaitable[Any]]) -> Any:
@@ -167,7 +172,8 @@ def test_prepare_and_session_user_do_not_reach_next_borrower(pg_dsn):
                 await conn.execute("SET SESSION AUTHORIZATION pg_monitor")
         return seen
 
-    assert [(1, "postgres", 0), (1, "postgres", 1), (1, "postgres", 2)] == run(scenario)
+    user = login_user(pg_dsn)
+    assert [(1, user, 0), (1, user, 1), (1, user, 2)] == run(scenario)
 
 
 def test_failed_commit_raises_and_reset_session_false_keeps_state(pg_dsn):
@@ -201,7 +207,7 @@ def test_killed_backends_cost_no_failed_request(pg_dsn):
         await pool.wait()
         await asyncio.to_thread(terminate_backends, pg_dsn, app)
         failures = await _failed_requests(pool, 10)
-        return failures, apool_stats()[pool.name]["recoveries"]
+        return failures, pool_stats()[pool.name]["recoveries"]
 
     assert (0, 4) == run(scenario)
 
@@ -345,3 +351,60 @@ def test_no_growth_over_checkouts(pg_dsn):
         await asyncio.to_thread(assert_no_growth, calls, calls=10, rounds=5)
 
     run(scenario)
+
+
+def test_pool_stats_is_a_plain_call_and_apool_stats_a_deprecated_alias(pg_dsn):
+    """pool_stats() is not awaited (as its sync twin); apool_stats() still works, with a warning."""
+
+    async def scenario() -> tuple[Any, Any, str]:
+        pool = await acreate_pool(pg_dsn, name=f"stats-{uuid.uuid4().hex[:8]}")
+        await _one(pool)
+        with pytest.warns(DeprecationWarning, match=r"pool_stats\(\)") as warned:
+            old = apool_stats()[pool.name]["checkouts"]
+        return pool_stats()[pool.name]["checkouts"], old, warned[0].filename
+
+    assert (1, 1, __file__) == run(scenario)
+
+
+def _three_idle_then(release: Callable[[Any], Awaitable[int]], pg_dsn: str) -> tuple[int, int]:
+    """Fill a pool with three connections, then ``release(pool)``; return (closed, size after)."""
+
+    async def scenario() -> tuple[int, int]:
+        pool = await acreate_pool(pg_dsn, min_size=1, max_size=3)
+        lease = functools.partial(apooled_connection, pool=pool)
+        async with lease(), lease(), lease():  # three connections at once, then all idle
+            pass
+        assert 3 == pool.get_stats()["pool_size"]
+        closed = await release(pool)
+        return closed, pool.get_stats()["pool_size"]
+
+    return run(scenario)
+
+
+def test_arelease_idle_closes_idle_connections_down_to_min_size(pg_dsn):
+    """arelease_idle() closes idle connections down to min_size, awaited on the pool's loop."""
+    assert (2, 1) == _three_idle_then(arelease_idle, pg_dsn)
+
+
+def test_release_idle_threadsafe_reaches_the_loop_from_another_thread(pg_dsn):
+    """From a thread outside the loop, release_idle_threadsafe() closes the idle connections."""
+
+    async def from_a_thread(pool: Any) -> int:
+        return await asyncio.to_thread(release_idle_threadsafe, timeout=5)
+
+    assert (2, 1) == _three_idle_then(from_a_thread, pg_dsn)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "2", True, float("nan"), float("inf")])
+def test_release_idle_threadsafe_refuses_a_bad_timeout(timeout):
+    """A timeout that is not positive seconds is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match="timeout"):
+        release_idle_threadsafe(timeout=timeout)
+
+
+@pytest.mark.parametrize("options", BAD_NUMBERS, ids=repr)
+def test_every_numeric_argument_is_checked(options):
+    """acreate_pool() checks its numbers as create_pool() does: ConfigError naming the value."""
+    ((name, value),) = options.items()
+    with pytest.raises(ConfigError, match=f"{name}.*{re.escape(repr(value))}"):
+        asyncio.run(acreate_pool("host=127.0.0.1", **options))

@@ -14,6 +14,7 @@ from boundkit import ASGIMiddleware, ConfigError, MemoryGuard, WebMonitor, WSGIM
 from boundkit.cache import BoundedCache
 from boundkit.metrics import RequestStats
 from boundkit.testing import assert_no_growth
+from boundkit.web import flask_route
 from fakes import FakeTimer
 
 MB = 1024**2
@@ -187,10 +188,11 @@ def test_memory_is_checked_at_most_once_per_interval(guard: MemoryGuard) -> None
     assert 2 == guard.status()["checks"]
 
 
-def test_bad_check_interval_raises_config_error(guard: MemoryGuard) -> None:
-    """A negative check_interval is refused with ConfigError."""
-    with pytest.raises(ConfigError, match="check_interval"):
-        WebMonitor(guard=guard, check_interval=-1)
+@pytest.mark.parametrize("interval", [-1, "1", True, float("nan"), None])
+def test_bad_check_interval_raises_config_error(guard: MemoryGuard, interval: Any) -> None:
+    """A check_interval that is not seconds >= 0 is refused with a ConfigError naming it."""
+    with pytest.raises(ConfigError, match=f"check_interval.*got {interval!r}"):
+        WebMonitor(guard=guard, check_interval=interval)
 
 
 def _wsgi_hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -270,7 +272,7 @@ def test_fastapi_app(monitor: WebMonitor) -> None:
     with TestClient(app) as client:
         assert {"id": 3} == client.get("/items/3").json()
         check_health(client.get("/health").content, monitor)
-    assert {"200": 1} == routes(monitor)["/items/3"]["statuses"]
+    assert {"200": 1} == routes(monitor)["/items/{item_id}"]["statuses"]
 
 
 def test_asgi_exception_is_recorded_and_raised(monitor: WebMonitor) -> None:
@@ -330,11 +332,13 @@ def test_health_lists_bounded_cache_stats(monitor: WebMonitor) -> None:
 def test_health_lists_pools_with_password_redacted(monitor: WebMonitor, pg_dsn: str) -> None:
     """A boundkit.pg pool shows in the health JSON, its conninfo without the password."""
     pytest.importorskip("psycopg_pool")
-    from psycopg.conninfo import make_conninfo
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     from boundkit.pg import create_pool, pooled_connection
 
-    dsn = make_conninfo(pg_dsn, password=SECRET)  # trust auth: the password goes unused
+    # the test DSN's own password if it has one; else trust auth leaves SECRET unused
+    secret = str(conninfo_to_dict(pg_dsn).get("password") or SECRET)
+    dsn = make_conninfo(pg_dsn, password=secret)
     pool = create_pool(dsn, max_size=1, name="health-test")
     try:
         with pooled_connection(pool=pool) as conn:
@@ -342,6 +346,118 @@ def test_health_lists_pools_with_password_redacted(monitor: WebMonitor, pg_dsn: 
         body = monitor.health_body()
     finally:
         pool.close()
-    assert SECRET not in body.decode()
+    assert secret not in body.decode()
     pools = json.loads(body)["pools"]
     assert 1 == pools["health-test"]["checkouts"]
+
+
+# -- requests named by the route the framework matched -----------------------------------------
+
+
+def test_flask_routes_fill_one_slot_per_url_rule(monitor: WebMonitor) -> None:
+    """/compute/<n> on Flask is one route in the stats however many n; a 404 keeps its path."""
+    flask = pytest.importorskip("flask")
+    app = flask.Flask("routes")
+    blueprint = flask.Blueprint("api", "routes", url_prefix="/api")
+
+    @app.get("/compute/<int:n>")
+    def compute(n: int) -> str:
+        return str(n * 2)
+
+    @blueprint.get("/items/<name>")
+    def item(name: str) -> str:
+        return name
+
+    app.register_blueprint(blueprint)
+    app.wsgi_app = WSGIMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, monitor=monitor, route=flask_route(app)
+    )
+    get = functools.partial(app.test_client().get, buffered=True)  # bodies closed, as a server does
+    for n in range(25):
+        assert str(n * 2) == get(f"/compute/{n}").text
+    get("/api/items/a")
+    get("/api/items/b")
+    get("/nothing/here")
+    seen = routes(monitor)
+    assert ["/api/items/<name>", "/compute/<int:n>", "/nothing/here"] == sorted(seen)
+    assert 25 == seen["/compute/<int:n>"]["requests"]
+
+
+def test_starlette_routes_fill_one_slot_per_route_mounts_included(monitor: WebMonitor) -> None:
+    """/compute/{n} on Starlette is one route, under its Mount's path too; a 404 keeps its path."""
+    pytest.importorskip("starlette")
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+    from starlette.testclient import TestClient
+
+    async def compute(request: Any) -> Any:
+        return PlainTextResponse(str(request.path_params["n"] * 2))
+
+    app = Starlette(
+        routes=[
+            Route("/compute/{n:int}", compute),
+            Mount("/v1", routes=[Route("/compute/{n:int}", compute)]),
+        ]
+    )
+    app.add_middleware(ASGIMiddleware, monitor=monitor)
+    with TestClient(app) as client:
+        for n in range(25):
+            assert str(n * 2) == client.get(f"/compute/{n}").text
+            client.get(f"/v1/compute/{n}")
+        client.get("/nothing/here")
+    seen = routes(monitor)
+    assert ["/compute/{n:int}", "/nothing/here", "/v1/compute/{n:int}"] == sorted(seen)
+    assert 25 == seen["/v1/compute/{n:int}"]["requests"]
+
+
+def test_fastapi_routes_fill_one_slot_per_path_operation(monitor: WebMonitor) -> None:
+    """/compute/{n} on FastAPI (and under an included router's prefix) is one route each."""
+    fastapi = pytest.importorskip("fastapi")
+    from starlette.testclient import TestClient
+
+    app = fastapi.FastAPI()
+    router = fastapi.APIRouter(prefix="/v2")
+
+    @app.get("/compute/{n}")
+    async def compute(n: int) -> int:
+        return n * 2
+
+    @router.get("/compute/{n}")
+    async def compute_v2(n: int) -> int:
+        return n * 3
+
+    app.include_router(router)
+    app.add_middleware(ASGIMiddleware, monitor=monitor)
+    with TestClient(app) as client:
+        for n in range(25):
+            assert n * 2 == client.get(f"/compute/{n}").json()
+            assert n * 3 == client.get(f"/v2/compute/{n}").json()
+    assert {"/compute/{n}": 25, "/v2/compute/{n}": 25} == {
+        route: entry["requests"] for route, entry in routes(monitor).items()
+    }
+
+
+def test_starlette_without_scope_route_is_named_by_its_endpoint(monitor: WebMonitor) -> None:
+    """A Starlette that leaves no scope["route"] (older releases): the route to the endpoint."""
+    pytest.importorskip("starlette")
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    async def compute(request: Any) -> Any:
+        return PlainTextResponse("x")
+
+    app = Starlette(routes=[Route("/compute/{n:int}", compute)])
+
+    async def older_starlette(scope: Any, receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+        scope.pop("route", None)
+
+    with TestClient(ASGIMiddleware(older_starlette, monitor=monitor)) as client:
+        for n in range(5):
+            client.get(f"/compute/{n}")
+    assert {"/compute/{n:int}": 5} == {
+        route: entry["requests"] for route, entry in routes(monitor).items()
+    }

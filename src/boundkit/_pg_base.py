@@ -6,20 +6,24 @@ add the I/O.
 
 from __future__ import annotations
 
+import logging
 import operator
 import os
 import select
 import threading
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import psycopg
+import psycopg_pool
 from psycopg import generators, pq
 from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ._redact import redact
+from ._conninfo import check_conninfo, redact, scrub
+from ._window import check_count, check_finite
 from .errors import ConfigError, ResourceClosedError
 
 # A block ends with one round trip: its COMMIT or ROLLBACK, then DISCARD ALL
@@ -68,6 +72,14 @@ _read_attrs = operator.attrgetter(*_ATTRS)  # one C call: the tuple of their val
 DIAGNOSE_AFTER = 0.5
 
 
+def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as float seconds if finite and positive (or zero), else ConfigError."""
+    seconds = check_finite(name, value)
+    if isinstance(value, bool) or seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be seconds {bound}, got {value!r}")
+    return seconds
+
 def resolve_conninfo(conninfo: str | None) -> str:
     """Return ``conninfo``, else ``DATABASE_URL``; raise :class:`ConfigError` with neither."""
     if conninfo is None:
@@ -81,7 +93,7 @@ def resolve_conninfo(conninfo: str | None) -> str:
 class PoolSettings:
     """The arguments of ``create_pool()``, validated; enough to rebuild the pool after fork."""
 
-    conninfo: str
+    conninfo: str = field(repr=False)
     min_size: int = 0
     max_size: int = 3
     timeout: float = 10.0
@@ -93,27 +105,26 @@ class PoolSettings:
     name: str | None = None
     reset_session: bool = True
     pool_kwargs: dict[str, Any] = field(default_factory=dict)
+    # the conninfo's secrets as written and as read, to hide in libpq's messages
+    secrets: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.min_size < 0 or self.max_size < 1 or self.min_size > self.max_size:
+        check_count("min_size", self.min_size, minimum=0)
+        check_count("max_size", self.max_size, minimum=1)
+        if self.min_size > self.max_size:
             raise ConfigError(
                 f"need 0 <= min_size <= max_size and max_size >= 1, "
                 f"got min_size={self.min_size!r}, max_size={self.max_size!r}"
             )
         for key in ("timeout", "max_idle", "max_lifetime", "connect_timeout"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"{key} must be positive, got {getattr(self, key)!r}")
+            check_seconds(key, getattr(self, key))
         for key in ("statement_timeout", "idle_in_transaction_timeout"):
-            value = getattr(self, key)
-            if value is not None and not value >= 0:
-                raise ConfigError(f"{key} must be >= 0 or None, got {value!r}")
+            if getattr(self, key) is not None:
+                check_seconds(key, getattr(self, key), allow_zero=True)
         for key in ("kwargs", "check", "reset", "open"):
             if key in self.pool_kwargs:
                 raise ConfigError(f"create_pool() sets {key!r} itself; it cannot be passed")
-        try:
-            conninfo_to_dict(self.conninfo)
-        except Exception as exc:  # psycopg.ProgrammingError: unparsable conninfo
-            raise ConfigError(f"invalid conninfo {redact(self.conninfo)!r}: {exc}") from None
+        object.__setattr__(self, "secrets", check_conninfo(self.conninfo))
 
     def connection_kwargs(self) -> dict[str, Any]:
         """Connection parameters; the timeouts ride on libpq ``options`` so RESET ALL keeps them."""
@@ -232,13 +243,50 @@ def stats_of(pool: Any, state: PoolState) -> dict[str, Any]:
     return stats
 
 
+def shrink_internals(
+    pool: Any, lock_protocol: str, logger: logging.Logger
+) -> tuple[deque[Any], Any, Any] | None:
+    """The private fields psycopg_pool's ``_shrink_pool()`` uses: idle deque, lock, close.
+
+    ``None`` (and a warning to ``logger``) when this psycopg_pool lacks them.
+    ``lock_protocol`` is ``"__enter__"`` for a sync pool, ``"__aenter__"`` for an async one.
+    """
+    idle: Any = getattr(pool, "_pool", None)
+    fields = (getattr(pool, name, None) for name in ("_nconns", "_nconns_min"))
+    lock: Any = getattr(pool, "_lock", None)
+    close: Any = getattr(pool, "_close_connection", None)
+    if (
+        isinstance(idle, deque)
+        and all(type(value) is int for value in fields)
+        and callable(getattr(lock, lock_protocol, None))
+        and callable(close)
+    ):
+        return idle, lock, close
+    logger.warning(
+        "release_idle() closed nothing in pool %r: this psycopg_pool %s no longer "
+        "has the internals it relies on; idle connections still close after max_idle",
+        pool.name,
+        psycopg_pool.__version__,
+    )
+    return None
+
+
+def take_idle(pool: Any, idle: deque[Any]) -> list[Any]:
+    """Pop idle connections down to ``min_size``, as ``_shrink_pool()`` counts; hold its lock."""
+    count = max(0, min(len(idle), pool._nconns - pool.min_size))
+    released = [idle.popleft() for _ in range(count)]
+    pool._nconns -= count
+    pool._nconns_min = min(pool._nconns_min, len(idle))
+    return released
+
+
 def exhausted_message(pool: Any, state: PoolState, waited: float) -> str:
     shown = ", ".join(f"{k}={v}" for k, v in sorted(stats_of(pool, state).items()))
     return f"no connection free in pool {pool.name!r} after {waited:.2f} s ({shown})"
 
 
 def connect_failed_message(state: PoolState, cause: BaseException) -> str:
-    detail = redact(" ".join(str(cause).split()))
+    detail = scrub(" ".join(str(cause).split()), state.settings.secrets)
     return f"cannot connect to {state.redacted}: {detail}"
 
 

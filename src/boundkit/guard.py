@@ -39,10 +39,19 @@ def _rss() -> int:
     return process_memory().rss
 
 
+# how long the guard's cleanup waits for an event loop to close its async pools' connections
+ASYNC_RELEASE_TIMEOUT = 2.0
+
+
 def _release_idle_connections() -> None:
+    released = 0
     pg = sys.modules.get("boundkit.pg")
     if pg is not None:
-        released = pg.release_idle()
+        released += pg.release_idle()
+    pg_async = sys.modules.get("boundkit.pg_async")
+    if pg_async is not None:  # on each pool's own loop, never blocking it
+        released += pg_async.release_idle_threadsafe(timeout=ASYNC_RELEASE_TIMEOUT)
+    if pg is not None or pg_async is not None:
         logger.info("memory cleanup closed %s idle database connections", released)
 
 
@@ -181,10 +190,13 @@ class MemoryGuard:
         self.register_cleanup(lambda: cache.shrink(fraction))
 
     def register_pools(self) -> None:
-        """Close idle :mod:`boundkit.pg` connections (down to ``min_size``) at critical.
+        """Close idle pooled connections (down to ``min_size``) at critical, sync and async.
 
-        Uses ``boundkit.pg.release_idle()`` if the app has imported
-        ``boundkit.pg``; never imports psycopg itself.
+        Uses ``boundkit.pg.release_idle()`` and
+        ``boundkit.pg_async.release_idle_threadsafe()`` for the modules the app
+        has imported; never imports psycopg itself. Async pools are shrunk on
+        their own event loop (waiting up to ``ASYNC_RELEASE_TIMEOUT`` seconds
+        from the watcher thread; scheduled, not awaited, from the loop's thread).
         """
         self.register_cleanup(_release_idle_connections)
 

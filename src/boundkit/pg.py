@@ -13,12 +13,10 @@ import atexit
 import contextlib
 import logging
 import os
-from collections import deque
 from time import monotonic
 from typing import Any
 
 import psycopg
-import psycopg_pool
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ._pg_base import (
@@ -40,7 +38,9 @@ from ._pg_base import (
     is_clean,
     needs_reset,
     resolve_conninfo,
+    shrink_internals,
     stats_of,
+    take_idle,
 )
 
 __all__ = [
@@ -338,32 +338,15 @@ def release_idle(pool: ConnectionPool[Any] | None = None) -> int:
 
 
 def _shrink_to_min(pool: ConnectionPool[Any]) -> int:
-    # the private fields ConnectionPool._shrink_pool() uses, checked before use
-    idle: Any = getattr(pool, "_pool", None)
-    fields = (getattr(pool, name, None) for name in ("_nconns", "_nconns_min"))
-    lock: Any = getattr(pool, "_lock", None)
-    close: Any = getattr(pool, "_close_connection", None)
-    if not (
-        isinstance(idle, deque)
-        and all(type(value) is int for value in fields)
-        and callable(getattr(lock, "__enter__", None))
-        and callable(close)
-    ):
-        logger.warning(
-            "release_idle() closed nothing in pool %r: this psycopg_pool %s no longer "
-            "has the internals it relies on; idle connections still close after max_idle",
-            pool.name,
-            psycopg_pool.__version__,
-        )
+    internals = shrink_internals(pool, "__enter__", logger)
+    if internals is None:
         return 0
+    idle, lock, close = internals
     with lock:
-        count = max(0, min(len(idle), pool._nconns - pool.min_size))
-        released = [idle.popleft() for _ in range(count)]
-        pool._nconns -= count
-        pool._nconns_min = min(pool._nconns_min, len(idle))
+        released = take_idle(pool, idle)
     for conn in released:
         close(conn)
-    return count
+    return len(released)
 
 
 def close_pools() -> None:

@@ -1,12 +1,22 @@
 """The async twins of :mod:`boundkit.pg`: ``acreate_pool()`` and ``apooled_connection()``.
 
 Same guarantees as the sync module; the I/O-free logic is shared in ``_pg_base``.
+Names that start with ``a`` are awaited (``acreate_pool``, ``arelease_idle``,
+``aclose_pools``) or entered with ``async with`` (``apooled_connection``); the
+others are plain calls: :func:`pool_stats` reads counters, and
+:func:`release_idle_threadsafe` is for code outside the event loop (the memory
+guard's thread).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
+import logging
 import os
+import warnings
+import weakref
 from time import monotonic
 from typing import Any
 
@@ -23,6 +33,7 @@ from ._pg_base import (
     PoolState,
     Registry,
     begin_command,
+    check_seconds,
     closing_gen,
     closing_statements,
     connect_failed_message,
@@ -33,7 +44,9 @@ from ._pg_base import (
     is_clean,
     needs_reset,
     resolve_conninfo,
+    shrink_internals,
     stats_of,
+    take_idle,
 )
 
 __all__ = [
@@ -42,10 +55,19 @@ __all__ = [
     "acreate_pool",
     "apool_stats",
     "apooled_connection",
+    "arelease_idle",
+    "pool_stats",
+    "release_idle_threadsafe",
 ]
+
+logger = logging.getLogger("boundkit.pg_async")
 
 _REGISTRY = Registry()
 os.register_at_fork(after_in_child=_REGISTRY.forget_after_fork)
+# the event loop each pool was opened on: the only one that may touch it
+_LOOPS: weakref.WeakKeyDictionary[Any, asyncio.AbstractEventLoop] = weakref.WeakKeyDictionary()
+# releases release_idle_threadsafe() scheduled on the caller's own loop, kept until done
+_PENDING: set[asyncio.Task[int]] = set()
 
 
 async def acreate_pool(
@@ -89,6 +111,7 @@ async def _open(settings: PoolSettings) -> AsyncConnectionPool[psycopg.AsyncConn
         **settings.pool_arguments(),
     )
     _REGISTRY.states[pool] = PoolState(settings)
+    _LOOPS[pool] = asyncio.get_running_loop()
     await pool.open()
     return pool
 
@@ -279,9 +302,83 @@ async def _close_transaction(
             raise psycopg.errors.error_from_result(failed, encoding=conn.info.encoding)
 
 
-def apool_stats() -> dict[str, dict[str, Any]]:
-    """Per async pool of this process, by name: as :func:`boundkit.pg.pool_stats`."""
+def pool_stats() -> dict[str, dict[str, Any]]:
+    """Per async pool of this process, by name: as :func:`boundkit.pg.pool_stats`.
+
+    A plain call (nothing is awaited), safe from any thread.
+    """
     return {pool.name: stats_of(pool, _REGISTRY.states[pool]) for pool in _REGISTRY.own_pools()}
+
+
+def apool_stats() -> dict[str, dict[str, Any]]:
+    """Deprecated alias of :func:`pool_stats`: an ``a`` name that is not awaited."""
+    warnings.warn(
+        "boundkit.pg_async.apool_stats() is deprecated: call boundkit.pg_async.pool_stats() "
+        "(a plain call; the a-prefixed names are the awaited ones)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return pool_stats()
+
+
+async def arelease_idle(pool: AsyncConnectionPool[Any] | None = None) -> int:
+    """Close idle connections down to each pool's ``min_size``; return how many closed.
+
+    The async twin of :func:`boundkit.pg.release_idle`, run on the pools' event
+    loop. Without ``pool``, every async pool boundkit made in this process on
+    the running loop.
+    """
+    if pool is None:
+        loop = asyncio.get_running_loop()
+        pools = [each for each in _REGISTRY.own_pools() if _LOOPS.get(each) is loop]
+    else:
+        pools = [pool]
+    closed = 0
+    for each in pools:
+        internals = shrink_internals(each, "__aenter__", logger)
+        if internals is None:
+            continue
+        idle, lock, close = internals
+        async with lock:
+            released = take_idle(each, idle)
+        for conn in released:
+            await close(conn)
+        closed += len(released)
+    return closed
+
+
+def release_idle_threadsafe(*, timeout: float = 2.0) -> int:
+    """Close idle connections of every async pool, from any thread; return how many closed.
+
+    For a thread outside the event loop (the memory guard's watcher): each
+    pool's :func:`arelease_idle` runs on the loop that opened the pool, through
+    ``asyncio.run_coroutine_threadsafe``, waiting at most ``timeout`` seconds
+    per loop (then it is cancelled and a warning logged). Called on a loop's
+    own thread (a guard check inside a request), it schedules the release as a
+    task and does not wait: the loop is never blocked. Pools whose loop has
+    stopped are skipped.
+    """
+    check_seconds("timeout", timeout)
+    try:
+        current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    loops = {id(loop): loop for pool in _REGISTRY.own_pools() if (loop := _LOOPS.get(pool))}
+    closed = 0
+    for loop in loops.values():
+        if loop.is_closed() or not loop.is_running():
+            continue
+        if loop is current:
+            _PENDING.add(task := loop.create_task(arelease_idle()))
+            task.add_done_callback(_PENDING.discard)
+            continue
+        future = asyncio.run_coroutine_threadsafe(arelease_idle(), loop)
+        try:
+            closed += future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            logger.warning("release_idle_threadsafe() gave up after %.1f s on a busy loop", timeout)
+    return closed
 
 
 async def aclose_pools() -> None:

@@ -18,7 +18,14 @@ from .errors import ConfigError
 from .guard import MemoryGuard, default_guard
 from .memory import memory_snapshot
 
-__all__ = ["ASGIMiddleware", "WSGIMiddleware", "WebMonitor", "default_monitor"]
+__all__ = [
+    "ASGIMiddleware",
+    "WSGIMiddleware",
+    "WebMonitor",
+    "default_monitor",
+    "flask_route",
+    "starlette_route",
+]
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Scope = MutableMapping[str, Any]
@@ -52,7 +59,11 @@ class WebMonitor:
         check_interval: float = 1.0,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
-        if not isinstance(check_interval, (int, float)) or not check_interval >= 0:
+        if (
+            isinstance(check_interval, bool)
+            or not isinstance(check_interval, (int, float))
+            or not check_interval >= 0
+        ):
             raise ConfigError(f"check_interval must be seconds >= 0, got {check_interval!r}")
         if stats is None:
             from .metrics import RequestStats
@@ -80,8 +91,8 @@ class WebMonitor:
         """Return the health payload: memory, guard, requests, caches and pools.
 
         Holds no secrets: no environment, and pool stats come from
-        :func:`boundkit.pg.pool_stats` (conninfo redacted), read only when
-        ``boundkit.pg`` is already imported.
+        :func:`boundkit.pg.pool_stats` and :func:`boundkit.pg_async.pool_stats`
+        (conninfo redacted), read only when the module is already imported.
         """
         guard = self.guard
         level = guard.check()
@@ -90,8 +101,11 @@ class WebMonitor:
             stats = getattr(cache, "stats", None)
             if stats is not None:
                 caches[name] = stats().as_dict()
-        pg = sys.modules.get("boundkit.pg")
-        pools = pg.pool_stats() if pg is not None and hasattr(pg, "pool_stats") else {}
+        pools = {}
+        for module in ("boundkit.pg", "boundkit.pg_async"):  # sync and async pools
+            pg = sys.modules.get(module)
+            if pg is not None and hasattr(pg, "pool_stats"):
+                pools.update(pg.pool_stats())
         return {
             "status": level,
             "memory": memory_snapshot(
@@ -155,8 +169,31 @@ class _ObservedBody:
                 self._monitor.finish(self._route, self._started, self._status[0])
 
 
+_ROUTE_KEY = "boundkit.route"  # the environ key flask_route()'s hook fills
+
+
+def flask_route(app: Any) -> Callable[[dict[str, Any]], str]:
+    """A ``route=`` for :class:`WSGIMiddleware` that names requests by Flask's URL rule.
+
+    ``WSGIMiddleware(app.wsgi_app, route=flask_route(app))`` counts
+    ``/compute/<int:n>`` as one route whatever ``n``. It registers a
+    ``teardown_request`` hook on ``app`` that notes the rule Flask matched in
+    the WSGI environ (Flask forgets its request when the app returns); requests
+    no rule matched (404s) keep their path.
+    """
+    from flask import request
+
+    def note_rule(exc: BaseException | None) -> None:
+        rule = request.url_rule
+        if rule is not None:
+            request.environ[_ROUTE_KEY] = rule.rule
+
+    app.teardown_request(note_rule)
+    return _path_route
+
+
 def _path_route(environ: dict[str, Any]) -> str:
-    return str(environ.get("PATH_INFO") or "/")
+    return str(environ.get(_ROUTE_KEY) or environ.get("PATH_INFO") or "/")
 
 
 class WSGIMiddleware:
@@ -164,7 +201,8 @@ class WSGIMiddleware:
 
     ``health_path`` (None to turn it off) answers with :meth:`WebMonitor.health`
     as JSON and is not counted in the stats. ``route(environ)`` names a request
-    for the stats (default: its path; the stats cap the number of routes).
+    for the stats, after the app ran (default: its path; the stats cap the
+    number of routes): ``route=flask_route(app)`` names Flask requests by URL rule.
     """
 
     def __init__(
@@ -230,12 +268,46 @@ class _StatusSend:
         return self.send(message)
 
 
-def _scope_route(scope: Scope) -> str:
-    return str(scope.get("path") or "/")
+def starlette_route(scope: Scope) -> str:
+    """Name a request by the route Starlette or FastAPI matched (``/compute/{n:int}``).
+
+    The default ``route`` of :class:`ASGIMiddleware`: the path of the route the
+    router put in ``scope["route"]`` once the app has run, under the paths of
+    each ``Mount`` it went through (for a Starlette without ``scope["route"]``,
+    the one route whose endpoint is ``scope["endpoint"]``). Requests no route
+    matched (404s) and other frameworks' keep their path.
+    """
+    route = scope.get("route")
+    if route is None:
+        route = _only_route_to(scope.get("router"), scope.get("endpoint"))
+    path = getattr(route, "path", None)
+    if not isinstance(path, str):
+        return str(scope.get("path") or "/")
+    root = str(scope.get("root_path") or "")
+    mounts = root[len(str(scope.get("app_root_path", root))) :]  # the Mounts passed through
+    if hasattr(route, "routes") and mounts.endswith(path):  # the Mount itself answered
+        mounts = mounts[: len(mounts) - len(path)]
+    return mounts + path
+
+
+def _only_route_to(router: Any, endpoint: Any) -> Any:
+    if endpoint is None:
+        return None
+    found, todo = [], list(getattr(router, "routes", ()))
+    while todo:
+        route = todo.pop()
+        if getattr(route, "endpoint", None) is endpoint:
+            found.append(route)
+        todo += getattr(route, "routes", ())
+    return found[0] if len(found) == 1 else None
 
 
 class ASGIMiddleware:
-    """The ASGI twin of :class:`WSGIMiddleware`; other scopes (lifespan, websocket) pass through."""
+    """The ASGI twin of :class:`WSGIMiddleware`; other scopes (lifespan, websocket) pass through.
+
+    ``route(scope)`` names a request after the app ran; by default
+    :func:`starlette_route`: the route Starlette or FastAPI matched, else the path.
+    """
 
     def __init__(
         self,
@@ -243,7 +315,7 @@ class ASGIMiddleware:
         *,
         monitor: WebMonitor | None = None,
         health_path: str | None = "/health",
-        route: Callable[[Scope], str] = _scope_route,
+        route: Callable[[Scope], str] = starlette_route,
     ) -> None:
         self.app = app
         self.monitor = monitor if monitor is not None else default_monitor()
