@@ -161,7 +161,7 @@ def test_failed_enter_leaves_no_document(pdf_dir: Path, name: str, options: dict
     with pytest.raises(PdfError), context:
         pass
     assert before == _pymupdf_objects()  # while the context itself is still alive
-    assert {} == pdf._guards
+    assert {} == pdf._contexts
 
 
 def test_repaired_file_warns_or_raises_when_strict(
@@ -173,7 +173,7 @@ def test_repaired_file_warns_or_raises_when_strict(
         assert 3 == doc.page_count
     assert context.repaired
     assert any("repair" in line for line in context.warnings)
-    assert ["boundkit.pdf"] == [record.name for record in caplog.records]
+    assert 1 == sum(record.name == "boundkit.pdf" for record in caplog.records)
     with (
         pytest.raises(PdfError, match="repair"),
         pdf.open_pdf(pdf_dir / "truncated.pdf", strict=True),
@@ -256,13 +256,10 @@ def test_pixmap_is_freed_at_exit(pdf_dir: Path) -> None:
     """pixmap() yields a rendered Pixmap that is unusable after the block."""
     with pdf.open_pdf(pdf_dir / "text.pdf") as doc:
         with pdf.pixmap(doc[0], dpi=72) as pix:
-            view = pix.samples_mv
             assert (612, 792) == (pix.width, pix.height)
             assert pix.tobytes("png").startswith(b"\x89PNG")
         with pytest.raises((TypeError, AttributeError)):
             _ = pix.width
-        with pytest.raises(ValueError, match="released"):
-            view[0]
 
 
 def test_pixmap_options_reach_pymupdf(pdf_dir: Path) -> None:
@@ -296,9 +293,9 @@ def test_render_pages_closes_document_when_stopped_early(pdf_dir: Path) -> None:
     """Closing the generator after one page closes the document."""
     pages = pdf.render_pages(pdf_dir / "text.pdf", dpi=20)
     next(pages)
-    (doc_id,) = pdf._guards
+    (doc_id,) = pdf._contexts
     pages.close()
-    assert doc_id not in pdf._guards
+    assert doc_id not in pdf._contexts
 
 
 def test_iter_text_blocks_match_pymupdf(pdf_dir: Path) -> None:
@@ -332,7 +329,7 @@ def test_guard_fires_only_past_budget(pdf_dir: Path, monkeypatch: pytest.MonkeyP
     list(pdf.render_pages(path, dpi=20, budget=2**40))
     assert [100] == calls  # the exit cleanup
     calls.clear()
-    list(pdf.render_pages(path, dpi=20, budget=0))
+    list(pdf.render_pages(path, dpi=20, budget=0, max_pixels=10**6))
     assert len(calls) >= 2
     assert {99} == set(calls[:-1])  # the guard's shrinks
     assert 100 == calls[-1]
@@ -444,7 +441,7 @@ def test_no_growth_failing_opens(pdf_dir: Path) -> None:
             with pytest.raises(PdfError), pdf.open_pdf(path, password="wrong"):
                 pass
 
-    assert_no_growth(fail_each, calls=10, rounds=5)
+    assert_no_growth(fail_each, calls=10, rounds=5, detach_logging=True)
 
 
 @pytest.mark.parametrize("mode", ["text", "dict", "words", "blocks"])
@@ -523,3 +520,56 @@ def test_encrypted_generator_is_really_encrypted() -> None:
         assert doc.needs_pass
     with pymupdf.open(stream=text_pdf(1), filetype="pdf") as doc:
         assert not doc.needs_pass
+
+
+# views of pixmap samples --------------------------------------------------------------
+
+_VIEWS_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import pymupdf
+    from boundkit.pdf import open_pdf, pixmap
+
+    doc = pymupdf.open()
+    for side in (2900, 200):  # a 25 MB pixmap, and a small one whose memory glibc reuses
+        page = doc.new_page(width=side, height=side)
+        page.draw_rect(page.rect, fill=(0.2, 0.4, 0.6))
+    data = doc.tobytes()
+    with open_pdf(data) as document:
+        for page in document:
+            with pixmap(page, dpi=144, max_pixels=10**8) as pix:
+                array = np.frombuffer(pix.samples_mv, dtype=np.uint8)
+                view = pix.samples_mv[0:]
+                again = memoryview(pix.samples_mv)
+                expected = bytes(pix.samples_mv)
+            churn = [bytearray(len(expected)) for _ in range(3)]  # reuse freed memory
+            assert array.tobytes() == expected
+            assert bytes(view) == expected and bytes(again) == expected
+            del churn, array, view, again
+    print("ok")
+    """
+)
+
+
+def test_views_of_samples_stay_valid_after_the_block() -> None:
+    """numpy arrays, slices and memoryviews of samples_mv read the right pixels after pixmap()'s
+    block, on a 25 MB pixmap (a segfault before) and a small one (reused heap before)."""
+    pytest.importorskip("numpy")
+    out = subprocess.run([sys.executable, "-c", _VIEWS_SCRIPT], capture_output=True, text=True)
+    assert (0, "ok") == (out.returncode, out.stdout.strip()), out.stderr[-2000:]
+
+
+def test_samples_are_freed_with_the_last_view(pdf_dir: Path) -> None:
+    """A view kept past the block holds the samples; they are freed when the last view goes."""
+    with pdf.open_pdf(pdf_dir / "text.pdf") as doc:
+        with pdf.pixmap(doc[0], dpi=36) as pix:
+            view = pix.samples_mv[10:]
+            owner = weakref.ref(view.obj)
+        with pdf.pixmap(doc[0], dpi=36) as pix:
+            unused = weakref.ref(pix.samples_mv.obj)
+    assert unused() is None
+    assert owner() is not None
+    assert 306 * 396 * 3 - 10 == len(bytes(view))
+    del view
+    assert owner() is None
