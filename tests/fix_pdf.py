@@ -125,11 +125,15 @@ FONT = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
 
 
 def _page(content: int, size: int = 200) -> bytes:
-    return b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Contents %d 0 R " % (
-        size,
-        size,
-        content,
-    ) + b"/Resources << /Font << /F1 5 0 R >> >> >>"
+    return (
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Contents %d 0 R "
+        % (
+            size,
+            size,
+            content,
+        )
+        + b"/Resources << /Font << /F1 5 0 R >> >> >>"
+    )
 
 
 def page_tree_cycle_pdf() -> bytes:

@@ -22,12 +22,27 @@ from boundkit import _pdf_memory, pdf
 from boundkit.errors import (
     ConfigError,
     PdfError,
+    PdfLimitError,
+    PdfPageError,
     PdfPasswordError,
     PdfWrongPasswordError,
     ResourceClosedError,
 )
 from boundkit.testing import assert_no_growth, measure_growth
-from fix_pdf import PASSWORD, encrypted_pdf, image_pdf, pymupdf, text_pdf
+from fix_pdf import (
+    PASSWORD,
+    bad_page_count_pdf,
+    certificate_pdf,
+    encrypted_pdf,
+    image_pdf,
+    late_repair_pdf,
+    lying_page_count_pdf,
+    page_tree_cycle_pdf,
+    poster_pdf,
+    pymupdf,
+    text_pdf,
+    truncated_pdf,
+)
 
 pytestmark = pytest.mark.pdf
 
@@ -532,13 +547,13 @@ _VIEWS_SCRIPT = textwrap.dedent(
     from boundkit.pdf import open_pdf, pixmap
 
     doc = pymupdf.open()
-    for side in (2900, 200):  # a 25 MB pixmap, and a small one whose memory glibc reuses
+    for side in (2000, 200):  # a 48 MB pixmap, and a small one whose memory glibc reuses
         page = doc.new_page(width=side, height=side)
         page.draw_rect(page.rect, fill=(0.2, 0.4, 0.6))
     data = doc.tobytes()
     with open_pdf(data) as document:
         for page in document:
-            with pixmap(page, dpi=144, max_pixels=10**8) as pix:
+            with pixmap(page, dpi=144) as pix:
                 array = np.frombuffer(pix.samples_mv, dtype=np.uint8)
                 view = pix.samples_mv[0:]
                 again = memoryview(pix.samples_mv)
@@ -554,7 +569,7 @@ _VIEWS_SCRIPT = textwrap.dedent(
 
 def test_views_of_samples_stay_valid_after_the_block() -> None:
     """numpy arrays, slices and memoryviews of samples_mv read the right pixels after pixmap()'s
-    block, on a 25 MB pixmap (a segfault before) and a small one (reused heap before)."""
+    block, on a 48 MB pixmap (a segfault before) and a small one (reused heap before)."""
     pytest.importorskip("numpy")
     out = subprocess.run([sys.executable, "-c", _VIEWS_SCRIPT], capture_output=True, text=True)
     assert (0, "ok") == (out.returncode, out.stdout.strip()), out.stderr[-2000:]
@@ -573,3 +588,197 @@ def test_samples_are_freed_with_the_last_view(pdf_dir: Path) -> None:
     assert 306 * 396 * 3 - 10 == len(bytes(view))
     del view
     assert owner() is None
+
+
+# hostile files: typed errors naming the source and the page ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "page", "cause"),
+    [
+        (page_tree_cycle_pdf, 1, "cycle in page tree"),
+        (lying_page_count_pdf, 1, "not in document"),
+    ],
+)
+def test_bad_page_raises_page_error_naming_source_and_page(
+    tmp_path: Path, make: Any, page: int, cause: str
+) -> None:
+    """A page MuPDF cannot load raises PdfPageError with the file, the page and MuPDF's reason,
+    from render_pages and iter_text alike, after the good pages were yielded."""
+    path = tmp_path / "bad.pdf"
+    path.write_bytes(make())
+    for stream in (pdf.render_pages(path, dpi=20), pdf.iter_text(path)):
+        seen = []
+        with pytest.raises(PdfPageError) as info:
+            for number, _ in stream:
+                seen.append(number)
+        assert [0] == seen
+        assert page == info.value.page
+        assert "bad.pdf" in str(info.value)
+        assert f"page {page}" in str(info.value)
+        assert cause in str(info.value)
+
+
+def test_skip_bad_pages_goes_on_and_reports_them() -> None:
+    """skip_bad_pages=True yields the readable pages and lists the others with their errors."""
+    stream = pdf.render_pages(lying_page_count_pdf(), dpi=20, skip_bad_pages=True)
+    assert [0] == [number for number, _ in stream]
+    assert [1, 2, 3, 4] == [error.page for error in stream.skipped]
+    assert all(isinstance(error, PdfPageError) for error in stream.skipped)
+    text = pdf.iter_text(page_tree_cycle_pdf(), skip_bad_pages=True)
+    assert [0] == [number for number, _ in text]
+    assert [1, 2] == [error.page for error in text.skipped]
+    assert any("cycle in page tree" in line for line in text.warnings)
+
+
+def test_unreadable_page_count_fails_at_open() -> None:
+    """A page count MuPDF cannot read is a PdfError when opening, not later."""
+    with (
+        pytest.raises(PdfError, match="page count.*Invalid number of pages"),
+        pdf.open_pdf(bad_page_count_pdf()),
+    ):
+        pass
+
+
+def test_oversized_page_is_refused_typed_or_scaled_down() -> None:
+    """A 14,400 pt page at 150 dpi: PdfLimitError before rendering by default; MuPDF's own
+    'Overly large image' is a PdfPageError when the bound allows it; downscale renders it."""
+    data = poster_pdf()
+    with pytest.raises(PdfLimitError, match="30000 x 30000") as refused:
+        list(pdf.render_pages(data))
+    assert 0 == refused.value.page
+    with pytest.raises(PdfPageError, match="Overly large image") as mupdf_limit:
+        list(pdf.render_pages(data, max_pixels=10**10))
+    assert not isinstance(mupdf_limit.value, PdfLimitError)
+    ((number, png),) = list(pdf.render_pages(data, downscale=True, max_pixels=250_000))
+    with pymupdf.open(stream=png) as image:
+        width, height = image[0].rect.width, image[0].rect.height
+    assert 0 == number
+    assert width * height <= 250_000
+    assert width >= 400
+
+
+def test_pixel_bound_is_checked_before_rendering(pdf_dir: Path) -> None:
+    """pixmap() refuses by size alone (PyMuPDF's get_pixmap is never called) and computes the
+    size exactly: a bound of the page's own pixel count passes, one pixel less refuses."""
+    with pdf.open_pdf(pdf_dir / "text.pdf") as doc:
+        page = doc[0]
+        with pdf.pixmap(page, dpi=36, max_pixels=306 * 396) as pix:
+            assert (306, 396) == (pix.width, pix.height)
+        with pytest.raises(PdfLimitError), pdf.pixmap(page, dpi=36, max_pixels=306 * 396 - 1):
+            pass
+        with pdf.pixmap(page, dpi=150, clip=(0, 0, 72, 72), max_pixels=150 * 150) as pix:
+            assert (150, 150) == (pix.width, pix.height)
+        with pdf.pixmap(page, dpi=150, max_pixels=306 * 396, downscale=True) as pix:
+            assert pix.width * pix.height <= 306 * 396
+            assert 36 == pix.xres
+
+
+def test_default_pixel_bound_follows_the_budget(pdf_dir: Path) -> None:
+    """Without max_pixels, a pixmap may take as many bytes as the budget."""
+    path = pdf_dir / "text.pdf"
+    assert 1 == len(list(pdf.render_pages(path, dpi=36, pages=[0], budget=306 * 396 * 3)))
+    with pytest.raises(PdfLimitError, match="budget"):
+        list(pdf.render_pages(path, dpi=36, pages=[0], budget=306 * 396 * 3 - 1))
+    assert 1 == len(list(pdf.render_pages(path, dpi=36, pages=[0], budget="1M")))
+
+
+def test_certificate_encryption_has_its_own_message() -> None:
+    """A certificate-encrypted file says so, and keeps MuPDF's reason; no password helps."""
+    with pytest.raises(PdfError, match="certificate") as info, pdf.open_pdf(certificate_pdf()):
+        pass
+    assert "Adobe.PubSec" in str(info.value)
+    assert not isinstance(info.value, PdfPasswordError)
+
+
+def test_open_error_keeps_mupdf_reason_from_the_exception_chain(tmp_path: Path) -> None:
+    """When MuPDF logged nothing, the error still gives its reason, and names the file once."""
+    path = tmp_path / "cert.pdf"
+    path.write_bytes(certificate_pdf())
+    with pytest.raises(PdfError) as info, pdf.open_pdf(path):
+        pass
+    assert 1 == str(info.value).count("cert.pdf")
+    assert "unknown encryption handler" in str(info.value)
+
+
+def test_nested_blocks_keep_each_their_warnings(pdf_dir: Path) -> None:
+    """An inner open_pdf (merging one file into another) leaves the outer block's lines alone;
+    the outer block also has the lines MuPDF wrote while the inner one ran."""
+    outer = pdf.open_pdf(pdf_dir / "truncated.pdf")
+    with outer as target:
+        inner = pdf.open_pdf(lying_page_count_pdf())
+        with inner as source:
+            target.insert_pdf(source, from_page=0, to_page=0)
+    assert any("broken xref" in line for line in outer.warnings)
+    assert any("claims to have 5 pages" in line for line in inner.warnings)
+    assert not any("broken xref" in line for line in inner.warnings)
+    assert set(inner.warnings) <= set(outer.warnings)
+
+
+def test_interleaved_streams_keep_each_their_warnings(pdf_dir: Path) -> None:
+    """Two streams stepped in turn, the first closed first, each keep their own lines."""
+    first = pdf.iter_text(pdf_dir / "truncated.pdf")
+    second = pdf.iter_text(late_repair_pdf())
+    next(first)
+    next(second)
+    first.close()
+    assert [1] == [number for number, _ in second]  # page 1 makes MuPDF repair the file
+    assert any("broken xref" in line for line in first.warnings)
+    assert not any("expected object number" in line for line in first.warnings)
+    assert any("expected object number" in line for line in second.warnings)
+    assert not any("broken xref" in line for line in second.warnings)
+
+
+def test_repair_after_open_is_seen(caplog: pytest.LogCaptureFixture) -> None:
+    """A file MuPDF repairs only when page 1 is read: repaired is true at exit, strict raises."""
+    context = pdf.open_pdf(late_repair_pdf())
+    with context as doc:
+        assert not context.repaired
+        assert ["hello\n", "hello\n"] == [page.get_text() for page in doc]
+    assert context.repaired
+    stream = pdf.render_pages(late_repair_pdf(), dpi=20)
+    assert [0, 1] == [number for number, _ in stream]
+    assert stream.repaired
+    assert any("while reading page 1" in record.getMessage() for record in caplog.records)
+    with (
+        pytest.raises(PdfError, match="damaged"),
+        pdf.open_pdf(late_repair_pdf(), strict=True) as doc,
+    ):
+        [page.get_text() for page in doc]
+    assert doc.is_closed
+
+
+def test_mupdf_errors_go_to_logging_not_stdout(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Inside boundkit's contexts MuPDF's error lines reach the log, not stdout; PyMuPDF's own
+    setting is restored after."""
+    assert pymupdf.TOOLS.mupdf_display_errors()
+    with pdf.open_pdf(page_tree_cycle_pdf()) as doc:
+        with pytest.raises(Exception, match="cycle"):
+            doc.load_page(1)
+    assert "MuPDF" not in capsys.readouterr().out
+    logged = [r.getMessage() for r in caplog.records if r.name == "boundkit.pdf.mupdf"]
+    assert "format error: cycle in page tree" in logged
+    assert pymupdf.TOOLS.mupdf_display_errors()
+
+
+def test_negative_page_numbers_are_yielded_as_real_numbers(pdf_dir: Path) -> None:
+    """pages=[-1] is the last page, yielded as its number; out of range is a PdfPageError."""
+    path = pdf_dir / "text.pdf"
+    assert [2, 0] == [number for number, _ in pdf.render_pages(path, dpi=10, pages=[-1, -3])]
+    assert [2] == [number for number, _ in pdf.iter_text(path, pages=[-1])]
+    with pytest.raises(PdfPageError, match="page 3 is not in") as info:
+        list(pdf.iter_text(path, pages=[3]))
+    assert 3 == info.value.page
+
+
+def test_page_errors_survive_pickling() -> None:
+    """A PdfPageError from a stream keeps its class, message and page through pickle."""
+    import pickle
+
+    stream = pdf.iter_text(lying_page_count_pdf(), skip_bad_pages=True)
+    list(stream)
+    error = pickle.loads(pickle.dumps(stream.skipped[0]))
+    assert (PdfPageError, 1) == (type(error), error.page)
+    assert str(stream.skipped[0]) == str(error)

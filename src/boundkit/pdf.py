@@ -233,14 +233,13 @@ class PdfContext:
             raise PdfError(
                 f"cannot open {self.name}: its page count is unreadable: {reason(exc)}"
             ) from exc
-        self._note_repair(doc, None)
+        self._note_repair(doc, "to open it")
 
-    def _note_repair(self, doc: Any, page: int | None) -> None:
-        """Record a repair MuPDF made (at open, or while reading ``page``); strict raises."""
+    def _note_repair(self, doc: Any, when: str) -> None:
+        """Record a repair MuPDF made (``when`` it was noticed); strict raises."""
         if self.repaired or not doc.is_repaired:
             return
         self.repaired = True
-        when = "to open it" if page is None else f"while reading page {page}"
         if self._strict:
             raise PdfError(f"{self.name} is damaged: MuPDF had to repair it {when}")
         logger.warning("%s is damaged: MuPDF repaired it %s", self.name, when)
@@ -248,7 +247,7 @@ class PdfContext:
     def after_page(self, doc: Any, page: int) -> None:
         """Collect MuPDF's lines, note a repair and apply the budget guard after one page."""
         _messages.drain(_pymupdf())
-        self._note_repair(doc, page)
+        self._note_repair(doc, f"while reading page {page}")
         self.guard.check()
 
     def page_error(self, exc: BaseException, page: int) -> PdfPageError:
@@ -264,7 +263,7 @@ class PdfContext:
                 _contexts.pop(id(doc), None)
                 if not doc.is_closed:
                     try:
-                        self._note_repair(doc, None)
+                        self._note_repair(doc, "while the block read it")
                     except PdfError as exc:  # strict: raised once the document is closed
                         damaged = exc
                     doc.close()
