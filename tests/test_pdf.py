@@ -749,7 +749,7 @@ def test_repair_after_open_is_seen(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_mupdf_errors_go_to_logging_not_stdout(
-    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Inside boundkit's contexts MuPDF's error lines reach the log, not stdout; PyMuPDF's own
     setting is restored after."""
@@ -757,7 +757,7 @@ def test_mupdf_errors_go_to_logging_not_stdout(
     with pdf.open_pdf(page_tree_cycle_pdf()) as doc:
         with pytest.raises(Exception, match="cycle"):
             doc.load_page(1)
-    assert "MuPDF" not in capsys.readouterr().out
+    assert "MuPDF" not in capfd.readouterr().out
     logged = [r.getMessage() for r in caplog.records if r.name == "boundkit.pdf.mupdf"]
     assert "format error: cycle in page tree" in logged
     assert pymupdf.TOOLS.mupdf_display_errors()
