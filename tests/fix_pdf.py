@@ -203,6 +203,16 @@ def poster_pdf(*, side: int = 14400) -> bytes:
     )
 
 
+def zero_size_text_pdf() -> bytes:
+    """Text in which "cd" is set at font size 0, in its own blocks, and a block of only such
+    characters: MuPDF gives them empty boxes."""
+    content = (
+        b"stream:BT /F1 12 Tf 20 100 Td (ab) Tj /F1 0 Tf (cd) Tj /F1 12 Tf (ef) Tj ET "
+        b"BT /F1 0 Tf 20 150 Td (gh) Tj ET BT /F1 12 Tf 20 50 Td (xy) Tj ET"
+    )
+    return raw_pdf([CATALOG, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>", _page(4), content, FONT])
+
+
 @pytest.fixture(scope="session")
 def pdf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding one file of each kind, written once per session."""

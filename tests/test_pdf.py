@@ -42,6 +42,7 @@ from fix_pdf import (
     pymupdf,
     text_pdf,
     truncated_pdf,
+    zero_size_text_pdf,
 )
 
 pytestmark = pytest.mark.pdf
@@ -796,3 +797,17 @@ def test_page_errors_survive_pickling() -> None:
     error = pickle.loads(pickle.dumps(stream.skipped[0]))
     assert (PdfPageError, 1) == (type(error), error.page)
     assert str(stream.skipped[0]) == str(error)
+
+
+def test_blocks_never_have_a_nonsense_bbox() -> None:
+    """Blocks whose characters all have empty boxes are left out, never given +-2**31 corners;
+    every other block is PyMuPDF's own, and only the zero-size characters are missing."""
+    data = zero_size_text_pdf()
+    with pymupdf.open(stream=data) as doc:
+        native = doc[0].get_text("blocks")
+    ((_, blocks),) = list(pdf.iter_text(data, mode="blocks"))
+    assert all(0 <= x0 <= x1 <= 200 and 0 <= y0 <= y1 <= 200 for x0, y0, x1, y1, *_ in blocks)
+    assert ["ab\n", "ef\n", "xy\n"] == [block[4] for block in blocks]
+    assert set(blocks) <= set(native)
+    missing = "".join(block[4] for block in native if block not in blocks)
+    assert set("cdgh") == set(missing.replace("\n", ""))

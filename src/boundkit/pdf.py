@@ -544,13 +544,21 @@ def render_pages(
 
 
 def _blocks(fitz: Any, page: Any) -> list[tuple[Any, ...]]:
-    """``get_text("blocks")`` built from the "dict" output, avoiding its leak (PyMuPDF #5067)."""
+    """``get_text("blocks")`` built from the "dict" output, avoiding its leak (PyMuPDF #5067).
+
+    "dict" leaves out lines whose characters all have an empty box; a block
+    left with no line has no box either, and is left out rather than given
+    MuPDF's empty rectangle (corners at +-2**31). docs/pdf.md says what differs.
+    """
     layout = page.get_text("dict", flags=fitz.TEXTFLAGS_BLOCKS)
     blocks = []
     for block in layout["blocks"]:
+        x0, y0, x1, y1 = block["bbox"]
+        if x0 > x1 or y0 > y1:
+            continue
         lines = ("".join(span["text"] for span in line["spans"]) for line in block["lines"])
         text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
-        blocks.append((*block["bbox"], text, block["number"], block["type"]))
+        blocks.append((x0, y0, x1, y1, text, block["number"], block["type"]))
     return blocks
 
 
@@ -565,8 +573,9 @@ def iter_text(
 ) -> PageStream[Any]:
     """Yield ``(page_number, page.get_text(mode))`` per page, streaming as :func:`render_pages`.
 
-    ``mode="blocks"`` returns the same tuples as PyMuPDF's but is derived from
-    the "dict" output, because ``get_text("blocks")`` leaks ~1.6 KB per page.
+    ``mode="blocks"`` returns PyMuPDF's tuples, derived from the "dict" output
+    because ``get_text("blocks")`` leaks ~1.6 KB per page; characters whose box
+    is empty (zero-size glyphs) are missing from them (docs/pdf.md).
     ``pages`` and ``skip_bad_pages`` are as in :func:`render_pages`.
     """
     if mode not in ("text", "dict", "words", "blocks"):
