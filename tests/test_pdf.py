@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.metadata
 import io
 import json
 import subprocess
@@ -41,7 +42,6 @@ from fix_pdf import (
     poster_pdf,
     pymupdf,
     text_pdf,
-    truncated_pdf,
     zero_size_text_pdf,
 )
 
@@ -609,11 +609,9 @@ def test_bad_page_raises_page_error_naming_source_and_page(
     path = tmp_path / "bad.pdf"
     path.write_bytes(make())
     for stream in (pdf.render_pages(path, dpi=20), pdf.iter_text(path)):
-        seen = []
+        assert 0 == next(stream)[0]
         with pytest.raises(PdfPageError) as info:
-            for number, _ in stream:
-                seen.append(number)
-        assert [0] == seen
+            next(stream)
         assert page == info.value.page
         assert "bad.pdf" in str(info.value)
         assert f"page {page}" in str(info.value)
@@ -635,7 +633,7 @@ def test_skip_bad_pages_goes_on_and_reports_them() -> None:
 def test_unreadable_page_count_fails_at_open() -> None:
     """A page count MuPDF cannot read is a PdfError when opening, not later."""
     with (
-        pytest.raises(PdfError, match="page count.*Invalid number of pages"),
+        pytest.raises(PdfError, match=r"page count.*Invalid number of pages"),
         pdf.open_pdf(bad_page_count_pdf()),
     ):
         pass
@@ -811,3 +809,128 @@ def test_blocks_never_have_a_nonsense_bbox() -> None:
     assert set(blocks) <= set(native)
     missing = "".join(block[4] for block in native if block not in blocks)
     assert set("cdgh") == set(missing.replace("\n", ""))
+
+
+# arguments and installation (issue 14) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("dpi", [-72, 0, "150", 1.5, True, None])
+def test_dpi_is_validated_naming_the_value(pdf_dir: Path, dpi: object) -> None:
+    """render_pages and pixmap refuse a dpi that is not a positive integer, up front."""
+    with pytest.raises(ConfigError, match=f"dpi.*{dpi!r}"):
+        pdf.render_pages(pdf_dir / "text.pdf", dpi=dpi)  # type: ignore[arg-type]
+    with (
+        pdf.open_pdf(pdf_dir / "text.pdf") as doc,
+        pytest.raises(ConfigError, match="dpi"),
+        pdf.pixmap(doc[0], dpi=dpi),  # type: ignore[arg-type]
+    ):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("options", "shown"),
+    [
+        ({"budget": -1}, "budget must not be negative, got -1"),
+        ({"budget": "lots"}, "budget must be a size such as 512M, 1.5G or 4096, got 'lots'"),
+        ({"budget": True}, "budget must be a size such as 512M, not True"),
+        ({"max_pixels": 0}, "max_pixels must be an integer of at least 1, got 0"),
+        ({"max_pixels": 2.5}, "max_pixels must be an integer of at least 1, got 2.5"),
+        ({"pages": [0, "1"]}, "pages must hold integer page numbers, got '1'"),
+        ({"pages": [True]}, "pages must hold integer page numbers, got True"),
+        ({"pages": 3}, "pages must be an iterable of page numbers, got 3"),
+    ],
+)
+def test_numeric_arguments_are_validated_naming_the_value(
+    pdf_dir: Path, options: dict[str, Any], shown: str
+) -> None:
+    """Every numeric argument of render_pages and iter_text is checked when it is called, with
+    a ConfigError naming the argument and the value."""
+    for function in (pdf.render_pages, pdf.iter_text):
+        if "max_pixels" in options and function is pdf.iter_text:
+            continue
+        with pytest.raises(ConfigError) as info:
+            function(pdf_dir / "text.pdf", **options)
+        assert shown == str(info.value)
+
+
+def test_budget_accepts_a_size_string(pdf_dir: Path) -> None:
+    """budget takes "64M" as MemoryGuard's limit does."""
+    assert 64 * 1024**2 == pdf.open_pdf(pdf_dir / "text.pdf", budget="64M").budget
+
+
+@pytest.mark.parametrize("source", [12345, None, 3.5, ["a.pdf"]])
+def test_open_pdf_wrong_source_type_says_what_it_accepts(source: object) -> None:
+    """A source that is neither a path, bytes nor a binary file is a TypeError listing those."""
+    with pytest.raises(TypeError, match=r"path.*bytes.*file object"):
+        pdf.open_pdf(source)  # type: ignore[arg-type]
+
+
+def _run_without_pymupdf(
+    code: str, *, installed: tuple[str, ...]
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` where ``import pymupdf`` fails and pip's metadata lists ``installed``."""
+    prelude = textwrap.dedent(
+        f"""
+        import importlib.metadata, sys
+        sys.modules["pymupdf"] = None
+        real = importlib.metadata.version
+        def version(name):
+            if name in {installed!r}:
+                return "2.0"
+            if name in ("pymupdf", "pymupdf-lite"):
+                raise importlib.metadata.PackageNotFoundError(name)
+            return real(name)
+        importlib.metadata.version = version
+        """
+    )
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True)
+
+
+def test_import_without_the_extra_names_the_extra() -> None:
+    """Importing boundkit.pdf with no PyMuPDF installed is an ImportError naming the extra."""
+    out = _run_without_pymupdf("import boundkit.pdf", installed=())
+    assert "ImportError" in out.stderr
+    assert "pip install 'boundkit[pdf]'" in out.stderr
+
+
+def test_broken_pymupdf_files_name_the_reinstall() -> None:
+    """When pip lists a distribution whose files no longer import, the error names the exact
+    reinstall, through `from boundkit import open_pdf` too, not the extra."""
+    code = "from boundkit import open_pdf"
+    out = _run_without_pymupdf(code, installed=("pymupdf-lite",))
+    assert "pip install --force-reinstall --no-deps 'pymupdf-lite==2.0'" in out.stderr
+    assert "boundkit[pdf]" not in out.stderr
+
+
+def test_both_distributions_name_the_repair(tmp_path: Path) -> None:
+    """With pymupdf and pymupdf-lite both listed by pip, first use warns with the repair, and
+    boundkit.pdf still works with the pymupdf that imports."""
+    others = {"pymupdf": "PyMuPDF-2.0", "pymupdf-lite": "pymupdf_lite-2.0"}
+    for name, dist in others.items():
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            info = tmp_path / f"{dist}.dist-info"
+            info.mkdir()
+            (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 2.0\n")
+    code = textwrap.dedent(
+        """
+        import sys, warnings
+        sys.path.insert(0, sys.argv[1])
+        from boundkit.pdf import iter_text
+        import pymupdf
+        doc = pymupdf.open(); doc.new_page(); data = doc.tobytes()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            print(len(list(iter_text(data))))
+        print(caught[0].category.__name__, caught[0].message)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    count, warning = out.stdout.split("\n", 1)
+    assert "1" == count
+    assert warning.startswith("RuntimeWarning")
+    assert "pip uninstall -y pymupdf-lite && pip install --force-reinstall --no-deps" in warning
+    assert "pip uninstall -y pymupdf && pip install --force-reinstall --no-deps" in warning
