@@ -866,13 +866,16 @@ def test_open_pdf_wrong_source_type_says_what_it_accepts(source: object) -> None
 
 
 def _run_without_pymupdf(
-    code: str, *, installed: tuple[str, ...]
+    code: str, *, installed: tuple[str, ...], leftover: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` where ``import pymupdf`` fails and pip's metadata lists ``installed``."""
+    """Run ``code`` where ``import pymupdf`` fails, or with ``leftover`` gives the empty
+    namespace package an uninstall leaves, and pip's metadata lists ``installed``."""
     prelude = textwrap.dedent(
         f"""
-        import importlib.metadata, sys
-        sys.modules["pymupdf"] = None
+        import importlib.machinery, importlib.metadata, sys, types
+        leftover = types.ModuleType("pymupdf")
+        leftover.__spec__ = importlib.machinery.ModuleSpec("pymupdf", None, is_package=True)
+        sys.modules["pymupdf"] = leftover if {leftover!r} else None
         real = importlib.metadata.version
         def version(name):
             if name in {installed!r}:
@@ -893,11 +896,13 @@ def test_import_without_the_extra_names_the_extra() -> None:
     assert "pip install 'boundkit[pdf]'" in out.stderr
 
 
-def test_broken_pymupdf_files_name_the_reinstall() -> None:
-    """When pip lists a distribution whose files no longer import, the error names the exact
-    reinstall, through `from boundkit import open_pdf` too, not the extra."""
-    code = "from boundkit import open_pdf"
-    out = _run_without_pymupdf(code, installed=("pymupdf-lite",))
+@pytest.mark.parametrize("leftover", [False, True], ids=["missing", "empty-namespace"])
+def test_broken_pymupdf_files_name_the_reinstall(leftover: bool) -> None:
+    """When pip lists a distribution whose files no longer import (or import as the empty
+    namespace package an uninstall of its twin leaves), the error names the exact reinstall,
+    through `from boundkit import open_pdf` too, not the extra."""
+    code = "from boundkit import open_pdf\nwith open_pdf(b'%PDF-1.7'):\n    pass"
+    out = _run_without_pymupdf(code, installed=("pymupdf-lite",), leftover=leftover)
     assert "pip install --force-reinstall --no-deps 'pymupdf-lite==2.0'" in out.stderr
     assert "boundkit[pdf]" not in out.stderr
 

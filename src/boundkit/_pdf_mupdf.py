@@ -77,6 +77,8 @@ def load() -> Any:
         import pymupdf
     except ImportError as exc:
         raise missing_error(found) from exc
+    if not hasattr(pymupdf, "open"):  # what an uninstall leaves imports as an empty namespace
+        raise missing_error(found)
     if len(found) > 1:
         warnings.warn(repair_advice(found), RuntimeWarning, stacklevel=3)
     _loaded.append(pymupdf)

@@ -58,8 +58,9 @@ from .errors import (
 if TYPE_CHECKING:
     import pymupdf
 
-if importlib.util.find_spec("pymupdf") is None:
-    raise missing_error(installed_distributions())
+with contextlib.suppress(ValueError):  # ValueError: a pymupdf module without a spec is loaded
+    if importlib.util.find_spec("pymupdf") is None:
+        raise missing_error(installed_distributions())
 
 __all__ = [
     "DEFAULT_BUDGET",
