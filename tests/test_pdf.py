@@ -467,6 +467,25 @@ def test_no_growth_iter_text(pdf_dir: Path, mode: str) -> None:
     assert_no_growth(lambda: list(pdf.iter_text(path, mode=mode)), calls=15, rounds=5)
 
 
+def test_no_growth_bad_pages_refusals_and_kept_views(pdf_dir: Path) -> None:
+    """Skipped bad pages, refused oversized pages and sample views kept past the block then
+    dropped hold memory flat."""
+    cycle, poster = page_tree_cycle_pdf(), poster_pdf()
+    path = pdf_dir / "images.pdf"
+
+    def hostile() -> None:
+        list(pdf.iter_text(cycle, skip_bad_pages=True))
+        with pytest.raises(PdfLimitError):
+            list(pdf.render_pages(poster))
+        with pdf.open_pdf(path) as doc:
+            with pdf.pixmap(doc[0], dpi=30) as pix:
+                view = pix.samples_mv[1:]
+            assert len(view) > 0
+            del view
+
+    assert_no_growth(hostile, calls=10, rounds=5, detach_logging=True)
+
+
 def test_upstream_blocks_leak_still_there(pdf_dir: Path) -> None:
     """PyMuPDF's get_text("blocks") still grows (#5067): when this fails, drop _blocks()."""
     with pymupdf.open(pdf_dir / "text.pdf") as doc:
