@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("pymupdf", reason="the pdf extra (PyMuPDF) is not installed")
 
 import boundkit
-from boundkit import _pdf_memory, pdf
+from boundkit import _pdf_context, _pdf_memory, pdf
 from boundkit.errors import (
     ConfigError,
     PdfError,
@@ -177,7 +177,7 @@ def test_failed_enter_leaves_no_document(pdf_dir: Path, name: str, options: dict
     with pytest.raises(PdfError), context:
         pass
     assert before == _pymupdf_objects()  # while the context itself is still alive
-    assert {} == pdf._contexts
+    assert {} == _pdf_context.contexts
 
 
 def test_repaired_file_warns_or_raises_when_strict(
@@ -228,7 +228,7 @@ def test_cycle_made_in_block_is_collected_at_exit(pdf_dir: Path, promoted: bool)
 
 
 @pytest.mark.usefixtures("no_auto_gc")
-@pytest.mark.skipif(not pdf._watch.exact, reason="generational guarantee only before 3.14")
+@pytest.mark.skipif(not _pdf_memory._watch.exact, reason="generational guarantee only before 3.14")
 def test_exit_collects_young_generations_unless_older_ran(pdf_dir: Path) -> None:
     """The exit collects generations 0-1 only, unless an older collection ran in the block."""
     seen: list[int] = []
@@ -309,9 +309,9 @@ def test_render_pages_closes_document_when_stopped_early(pdf_dir: Path) -> None:
     """Closing the generator after one page closes the document."""
     pages = pdf.render_pages(pdf_dir / "text.pdf", dpi=20)
     next(pages)
-    (doc_id,) = pdf._contexts
+    (doc_id,) = _pdf_context.contexts
     pages.close()
-    assert doc_id not in pdf._contexts
+    assert doc_id not in _pdf_context.contexts
 
 
 def test_iter_text_blocks_match_pymupdf(pdf_dir: Path) -> None:

@@ -24,36 +24,27 @@ processes. PyMuPDF is imported on first use, never by ``import boundkit``.
 from __future__ import annotations
 
 import contextlib
-import errno
 import importlib.util
 import itertools
 import logging
-import os
 from collections.abc import Callable, Generator, Iterable, Iterator
-from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, Union, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-from ._pdf_memory import _Guard, _shrink_store, _trim_heap, _watch
-from ._pdf_mupdf import (
-    MupdfMessages,
-    drop_samples,
-    installed_distributions,
-    load,
-    missing_error,
-    own_samples,
-    reason,
+from ._pdf_context import (
+    DEFAULT_BUDGET,
+    PdfContext,
+    PdfSource,
+    check_max_pixels,
+    contexts,
+    messages,
+    mupdf_errors,
+    page_error,
+    release_pdf_memory,
 )
-from ._sizes import parse_bytes
+from ._pdf_memory import _Guard
+from ._pdf_mupdf import drop_samples, installed_distributions, load, missing_error, own_samples
 from ._window import check_count
-from .errors import (
-    ConfigError,
-    PdfError,
-    PdfLimitError,
-    PdfPageError,
-    PdfPasswordError,
-    PdfWrongPasswordError,
-    ResourceClosedError,
-)
+from .errors import ConfigError, PdfLimitError, PdfPageError
 
 if TYPE_CHECKING:
     import pymupdf
@@ -78,218 +69,8 @@ logger = logging.getLogger(__name__)
 
 _pymupdf = load  # PyMuPDF, imported on first use (demo.py calls it too)
 
-#: Resident growth (bytes) over a document's opening that triggers the guard. The page
-#: being rendered (decoded images, pixmap, output) comes on top (docs/pdf.md).
-DEFAULT_BUDGET = 64 * 1024 * 1024
-
-PdfSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
 TextMode = Literal["text", "dict", "words", "blocks"]
 _T = TypeVar("_T")
-
-_messages = MupdfMessages()
-
-
-def _mupdf_errors(fitz: Any) -> tuple[type[BaseException], ...]:
-    """What PyMuPDF raises for a file it cannot read (MuPDF's own errors are not RuntimeErrors)."""
-    return (RuntimeError, ValueError, IndexError, fitz.mupdf.FzErrorBase)
-
-
-def release_pdf_memory() -> None:
-    """Empty MuPDF's process-wide store and return free heap pages to the system.
-
-    Costs microseconds when the store is already empty; the next document
-    that needs an evicted image or font decodes it again.
-    """
-    _shrink_store(100)  # all of it
-    _trim_heap()
-
-
-# id(document) -> the open_pdf context that holds it open
-_contexts: dict[int, PdfContext] = {}
-
-
-def _describe(source: object) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return repr(os.fspath(source))
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return f"<{len(source)} bytes>"
-    name = getattr(source, "name", None)
-    return repr(name) if isinstance(name, str) else f"<{type(source).__name__}>"
-
-
-def _check_source(source: object) -> None:
-    readable = callable(getattr(source, "read", None))
-    if not isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)) and not readable:
-        raise TypeError(
-            "source must be a path (str or os.PathLike), bytes, bytearray, memoryview or a "
-            f"binary file object with .read(), got {type(source).__name__}: {source!r:.80}"
-        )
-
-
-def _check_max_pixels(max_pixels: object) -> int | None:
-    return None if max_pixels is None else check_count("max_pixels", max_pixels)
-
-
-class PdfContext:
-    """The context manager :func:`open_pdf` returns; entering it yields the document.
-
-    After the block, ``warnings`` holds MuPDF's warning and error lines from
-    while it ran (nested blocks keep their own), and ``repaired`` says whether
-    MuPDF had to repair the file, at open or while reading pages.
-    """
-
-    def __init__(
-        self,
-        source: PdfSource,
-        *,
-        password: str | None,
-        filetype: str | None,
-        budget: int | str,
-        strict: bool,
-        max_pixels: int | None,
-    ) -> None:
-        _check_source(source)
-        self._source = source
-        self._password = password
-        self._filetype = filetype
-        self.budget = parse_bytes(budget, name="budget")
-        self.max_pixels = _check_max_pixels(max_pixels)
-        self._strict = strict
-        self._document: pymupdf.Document | None = None
-        self._entered = False
-        self._mark = 0
-        self._lines: list[str] = []
-        self.name = _describe(source)
-        self.warnings: tuple[str, ...] = ()
-        self.repaired = False
-
-    def __repr__(self) -> str:
-        state = "open" if self._document is not None else "closed"
-        return f"<PdfContext {self.name} {state}>"
-
-    def __enter__(self) -> pymupdf.Document:
-        if self._entered:
-            raise ResourceClosedError(f"open_pdf({self.name}) can be entered only once")
-        self._entered = True
-        fitz = _pymupdf()
-        self._mark = _watch.older
-        self._lines = _messages.open(fitz)
-        self.guard = _Guard(self.budget)
-        try:
-            self._document = self._open(fitz)
-            self._check(fitz, self._document)
-        except BaseException:
-            self._finish(fitz, failed=True)
-            raise
-        _contexts[id(self._document)] = self
-        return self._document
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._finish(_pymupdf(), failed=exc_type is not None)
-
-    def _open(self, fitz: Any) -> Any:
-        source = self._source
-        try:
-            if isinstance(source, (str, os.PathLike)):
-                path = os.fspath(source)
-                if not os.path.exists(path):
-                    raise FileNotFoundError(errno.ENOENT, "no such PDF file", path)
-                return fitz.open(path, filetype=self._filetype)
-            if isinstance(source, memoryview):
-                source = source.tobytes()
-            elif not isinstance(source, (bytes, bytearray)):
-                source = source.read()
-            if not source:
-                raise PdfError(f"cannot open {self.name}: the data is empty")
-            return fitz.open(stream=source, filetype=self._filetype)
-        except fitz.FileNotFoundError as exc:
-            raise FileNotFoundError(errno.ENOENT, "no such PDF file", str(source)) from exc
-        except _mupdf_errors(fitz) as exc:
-            _messages.drain(fitz)
-            cause = reason(exc)
-            if "encryption handler" in cause:
-                raise PdfError(
-                    f"cannot open {self.name}: it is encrypted for certificate holders "
-                    f"(public-key security), which MuPDF does not support; no password opens "
-                    f"it ({cause})"
-                ) from exc
-            words = "; ".join(self._lines[:2]) or cause
-            kind = self._filetype or "a document"
-            raise PdfError(f"cannot open {self.name} as {kind}: {words}") from exc
-
-    def _check(self, fitz: Any, doc: Any) -> None:
-        if doc.needs_pass:
-            if self._password is None:
-                raise PdfPasswordError(f"{self.name} is encrypted: pass password=")
-            if not doc.authenticate(self._password):
-                raise PdfWrongPasswordError(f"the password given does not open {self.name}")
-        try:
-            doc.page_count  # noqa: B018 (MuPDF counts the pages now, or fails)
-        except _mupdf_errors(fitz) as exc:
-            raise PdfError(
-                f"cannot open {self.name}: its page count is unreadable: {reason(exc)}"
-            ) from exc
-        self._note_repair(doc, "to open it")
-
-    def _note_repair(self, doc: Any, when: str) -> None:
-        """Record a repair MuPDF made (``when`` it was noticed); strict raises."""
-        if self.repaired or not doc.is_repaired:
-            return
-        self.repaired = True
-        if self._strict:
-            raise PdfError(f"{self.name} is damaged: MuPDF had to repair it {when}")
-        logger.warning("%s is damaged: MuPDF repaired it %s", self.name, when)
-
-    def after_page(self, doc: Any, page: int) -> None:
-        """Collect MuPDF's lines, note a repair and apply the budget guard after one page."""
-        _messages.drain(_pymupdf())
-        self._note_repair(doc, f"while reading page {page}")
-        self.guard.check()
-
-    def page_error(self, exc: BaseException, page: int) -> PdfPageError:
-        """The PdfPageError for MuPDF's ``exc`` on ``page``."""
-        return _page_error(self.name, exc, page)
-
-    def _finish(self, fitz: Any, *, failed: bool) -> None:
-        doc: Any = self._document
-        self._document = None
-        damaged = None
-        try:
-            if doc is not None:
-                _contexts.pop(id(doc), None)
-                if not doc.is_closed:
-                    try:
-                        self._note_repair(doc, "while the block read it")
-                    except PdfError as exc:  # strict: raised once the document is closed
-                        damaged = exc
-                    doc.close()
-        finally:
-            del doc  # ours must go before the collection
-            _watch.collect_since(self._mark)
-            release_pdf_memory()
-            _messages.close(fitz, self._lines)
-            self.warnings = tuple(self._lines)
-        if damaged is not None and not failed:
-            raise damaged
-
-    def page_numbers(self, doc: Any, pages: tuple[int, ...] | None) -> list[int]:
-        """``pages`` as page numbers from 0 (``-1`` is the last page), checked against ``doc``."""
-        count: int = doc.page_count
-        if pages is None:
-            return list(range(count))
-        numbers = []
-        for number in pages:
-            if not -count <= number < count:
-                raise PdfPageError(
-                    f"page {number} is not in {self.name}, which has {count} pages", page=number
-                )
-            numbers.append(number % count)
-        return numbers
 
 
 def open_pdf(
@@ -360,12 +141,6 @@ def _fit_dpi(
 _CHANNELS = {"gray": 1, "rgb": 3, "cmyk": 4}
 
 
-def _page_error(name: str, exc: BaseException, page: int) -> PdfPageError:
-    """The PdfPageError for MuPDF's ``exc`` on ``page`` of the document ``name``."""
-    _messages.drain(_pymupdf())
-    return PdfPageError(f"cannot read page {page} of {name}: {reason(exc)}", page=page)
-
-
 @contextlib.contextmanager
 def pixmap(
     page: pymupdf.Page,
@@ -390,16 +165,16 @@ def pixmap(
     stay valid after it and keep the samples alive until the last one goes.
     """
     check_count("dpi", dpi)
-    limit = _check_max_pixels(max_pixels)
+    limit = check_max_pixels(max_pixels)
     fitz = _pymupdf()
     doc: Any = page.parent
-    context = _contexts.get(id(doc))
+    context = contexts.get(id(doc))
     lines = None
-    if context is None:  # a document PyMuPDF opened directly
+    if context is None:  # a document PyMuPDF opened directly: a guard and lines of its own
         name, budget, guard = repr(doc.name or "<document>"), DEFAULT_BUDGET, _Guard(DEFAULT_BUDGET)
-        lines = _messages.open(fitz)
+        lines = messages.open(fitz)
     else:
-        name, budget, guard = context.name, context.budget, context.guard
+        name, budget, guard = context.name, context.budget, None
         limit = limit or context.max_pixels
     channels = _CHANNELS.get(str(colorspace).lower(), 3) + bool(alpha)
     try:
@@ -409,21 +184,21 @@ def pixmap(
             pix = cast(Any, page).get_pixmap(
                 dpi=fitted, alpha=alpha, colorspace=colorspace, clip=clip
             )
-        except _mupdf_errors(fitz) as exc:
-            raise _page_error(name, exc, page.number) from exc
+        except mupdf_errors(fitz) as exc:
+            raise page_error(name, exc, page.number) from exc
         own_samples(fitz, pix)
         try:
             yield pix
         finally:
             drop_samples(pix)
             del pix
-            if context is None:
+            if guard is not None:
                 guard.check()
-            else:
-                context.after_page(doc, page.number)
+            elif context is not None:
+                context._after_page(doc, page.number)
     finally:
         if lines is not None:
-            _messages.close(fitz, lines)
+            messages.close(fitz, lines)
 
 
 class PageStream(Iterator[tuple[int, _T]]):
@@ -450,20 +225,24 @@ class PageStream(Iterator[tuple[int, _T]]):
 
     @property
     def skipped(self) -> tuple[PdfPageError, ...]:
+        """The errors of the pages left out so far, in page order."""
         return tuple(self._skipped)
 
     @property
     def warnings(self) -> tuple[str, ...]:
+        """MuPDF's lines for the document, once the stream is finished or closed."""
         return self.context.warnings
 
     @property
     def repaired(self) -> bool:
+        """Whether MuPDF repaired the document (at open or while reading a page)."""
         return self.context.repaired
 
     def __next__(self) -> tuple[int, _T]:
         return next(self._iterator)
 
     def close(self) -> None:
+        """Stop early: the document is closed and cleaned up now."""
         self._iterator.close()
 
     def __enter__(self) -> PageStream[_T]:
@@ -477,7 +256,7 @@ class PageStream(Iterator[tuple[int, _T]]):
     ) -> Generator[tuple[int, _T], None, None]:
         context = self.context
         with context as doc:
-            for number in context.page_numbers(doc, pages):
+            for number in context._page_numbers(doc, pages):
                 try:
                     result = read(context, doc, number)
                 except PdfPageError as error:
@@ -532,14 +311,14 @@ def render_pages(
     def read(context: PdfContext, doc: Any, number: int) -> bytes:
         try:
             page = doc[number]
-        except _mupdf_errors(_pymupdf()) as exc:
-            raise context.page_error(exc, number) from exc
+        except mupdf_errors(_pymupdf()) as exc:
+            raise context._page_error(exc, number) from exc
         pix: Any
         with pixmap(page, dpi=dpi, downscale=downscale) as pix:
             try:
                 return cast(bytes, pix.tobytes("png")) if fmt == "png" else bytes(pix.samples_mv)
-            except _mupdf_errors(_pymupdf()) as exc:
-                raise context.page_error(exc, number) from exc
+            except mupdf_errors(_pymupdf()) as exc:
+                raise context._page_error(exc, number) from exc
 
     return PageStream(context, pages, read, skip_bad_pages)
 
@@ -588,10 +367,10 @@ def iter_text(
         try:
             page: Any = doc[number]
             result = _blocks(fitz, page) if mode == "blocks" else page.get_text(mode)
-        except _mupdf_errors(fitz) as exc:
-            raise context.page_error(exc, number) from exc
+        except mupdf_errors(fitz) as exc:
+            raise context._page_error(exc, number) from exc
         del page
-        context.after_page(doc, number)
+        context._after_page(doc, number)
         return result
 
     return PageStream(context, pages, read, skip_bad_pages)
