@@ -23,6 +23,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fix_pdf import text_pdf  # noqa: E402
 
 _IMPORT_COST = """
 import json, resource, sys, time
@@ -35,12 +38,10 @@ print(json.dumps({"seconds": time.perf_counter() - start,
 """
 
 _RENDER = """
-import warnings
+import sys, warnings
 warnings.simplefilter("always")
-import pymupdf
 from boundkit.pdf import render_pages
-doc = pymupdf.open(); doc.new_page(); data = doc.tobytes()
-print("render_pages ok:", [number for number, _ in render_pages(data, dpi=20)])
+print("render_pages ok:", [number for number, _ in render_pages(sys.argv[1], dpi=20)])
 """
 
 SETUPS = {
@@ -63,7 +64,7 @@ def _venv(root: Path, name: str) -> Path:
     return python
 
 
-def _state(python: Path) -> None:
+def _state(python: Path, sample: Path) -> None:
     listed = _run(str(python), "-m", "pip", "list", "--format", "json").stdout
     names = [f"{p['name']} {p['version']}" for p in json.loads(listed)]
     print("  pip lists:", ", ".join(n for n in names if "mupdf" in n.lower() or "onnx" in n))
@@ -71,10 +72,11 @@ def _state(python: Path) -> None:
     site = next(python.parent.parent.glob("lib/python*/site-packages"))
     size = sum(f.stat().st_size for f in site.rglob("*") if f.is_file())
     print(f"  site-packages: {size / 1e6:.0f} MB")
-    out = _run(str(python), "-c", _RENDER)
-    print("  " + (out.stdout.strip() or out.stderr.strip().splitlines()[-1])[:300])
-    if "Warning" in out.stderr:
-        print("  warning:", out.stderr.strip().splitlines()[-1][:300])
+    out = _run(str(python), "-c", _RENDER, str(sample))
+    print("  " + (out.stdout.strip() or out.stderr.strip().splitlines()[-1]))
+    for line in out.stderr.splitlines():
+        if "RuntimeWarning" in line:
+            print("  " + line.strip())
 
 
 def _import_cost(python: Path, repeats: int) -> tuple[float, float, bool]:
@@ -92,11 +94,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = args.keep or Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
+        sample = root / "sample.pdf"
+        sample.write_bytes(text_pdf(2))
         costs = {}
         for name in SETUPS:
             print(f"== {name}: " + " then ".join(" ".join(p) for p in SETUPS[name]))
             python = _venv(root, name)
-            _state(python)
+            _state(python, sample)
             costs[name] = _import_cost(python, args.repeats)
         lite_seconds, lite_mib, _ = costs["lite"]
         print(f"\nimport pymupdf, median of {args.repeats} fresh processes")
@@ -109,7 +113,7 @@ def main() -> None:
         print("\n== both, then pip uninstall -y pymupdf-lite")
         python = root / "both" / "bin" / "python"
         subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "pymupdf-lite"])
-        _state(python)
+        _state(python, sample)
 
 
 if __name__ == "__main__":

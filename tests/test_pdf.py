@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("pymupdf", reason="the pdf extra (PyMuPDF) is not installed")
 
 import boundkit
-from boundkit import _pdf_context, _pdf_memory, pdf
+from boundkit import _pdf_memory, pdf
 from boundkit.errors import (
     ConfigError,
     PdfError,
@@ -177,7 +177,9 @@ def test_failed_enter_leaves_no_document(pdf_dir: Path, name: str, options: dict
     with pytest.raises(PdfError), context:
         pass
     assert before == _pymupdf_objects()  # while the context itself is still alive
-    assert {} == _pdf_context.contexts
+    from boundkit._pdf_context import contexts
+
+    assert {} == contexts
 
 
 def test_repaired_file_warns_or_raises_when_strict(
@@ -309,9 +311,11 @@ def test_render_pages_closes_document_when_stopped_early(pdf_dir: Path) -> None:
     """Closing the generator after one page closes the document."""
     pages = pdf.render_pages(pdf_dir / "text.pdf", dpi=20)
     next(pages)
-    (doc_id,) = _pdf_context.contexts
+    from boundkit._pdf_context import contexts
+
+    (doc_id,) = contexts
     pages.close()
-    assert doc_id not in _pdf_context.contexts
+    assert doc_id not in contexts
 
 
 def test_iter_text_blocks_match_pymupdf(pdf_dir: Path) -> None:
