@@ -81,6 +81,8 @@ def _state(python: Path, sample: Path) -> None:
 
 def _import_cost(python: Path, repeats: int) -> tuple[float, float, bool]:
     runs = [json.loads(_run(str(python), "-c", _IMPORT_COST).stdout) for _ in range(repeats)]
+    print("  import pymupdf:", ", ".join(f"{r['seconds'] * 1000:.0f} ms" for r in runs))
+    print("  peak RSS added:", ", ".join(f"{r['rss_kib'] / 1024:.1f} MiB" for r in runs))
     seconds = statistics.median(run["seconds"] for run in runs)
     mib = statistics.median(run["rss_kib"] for run in runs) / 1024
     return seconds, mib, any(run["onnxruntime"] for run in runs)

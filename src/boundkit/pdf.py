@@ -93,7 +93,8 @@ def open_pdf(
     happens while pages are read). ``budget`` (bytes, or a size such as
     ``"64M"``) is the guard's; ``max_pixels`` bounds :func:`pixmap` in the block.
 
-    Raises :class:`FileNotFoundError` for a missing path,
+    Raises :class:`TypeError` for a source of another type,
+    :class:`FileNotFoundError` for a missing path,
     :class:`~boundkit.PdfPasswordError` when a password is needed,
     :class:`~boundkit.PdfWrongPasswordError` when it is wrong, and
     :class:`~boundkit.PdfError` for anything that is not a readable document
@@ -119,7 +120,8 @@ def _pixmap_size(fitz: Any, page: Any, dpi: int, clip: Any) -> tuple[int, int]:
 def _fit_dpi(
     fitz: Any, page: Any, dpi: int, clip: Any, limit: int, downscale: bool, name: str
 ) -> int:
-    """``dpi``, or with ``downscale`` the largest dpi below it whose pixmap has ``limit`` pixels."""
+    """``dpi`` if its pixmap has at most ``limit`` pixels, or with ``downscale`` the largest
+    dpi whose pixmap has; otherwise PdfLimitError."""
     width, height = _pixmap_size(fitz, page, dpi, clip)
     if width * height <= limit:
         return dpi
