@@ -768,6 +768,11 @@ def test_repair_after_open_is_seen(caplog: pytest.LogCaptureFixture) -> None:
     ):
         [page.get_text() for page in doc]
     assert doc.is_closed
+    strict = pdf.iter_text(late_repair_pdf(), strict=True, skip_bad_pages=True)
+    assert 0 == next(strict)[0]
+    with pytest.raises(PdfError, match="while reading page 1") as info:
+        next(strict)
+    assert not isinstance(info.value, PdfPageError)
 
 
 _STDOUT_SCRIPT = textwrap.dedent(

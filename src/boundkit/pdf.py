@@ -294,6 +294,7 @@ def render_pages(
     max_pixels: int | None = None,
     downscale: bool = False,
     skip_bad_pages: bool = False,
+    strict: bool = False,
 ) -> PageStream[bytes]:
     """Yield ``(page_number, image bytes)`` for each page, one pixmap alive at a time.
 
@@ -302,13 +303,17 @@ def render_pages(
     yields PNG files; ``"raw"`` the RGB samples, row by row. ``max_pixels``
     and ``downscale`` are :func:`pixmap`'s. A page MuPDF cannot read raises
     :class:`~boundkit.PdfPageError`; with ``skip_bad_pages=True`` it is left
-    out and listed in the stream's ``skipped``. The document is closed and
-    cleaned up as by :func:`open_pdf` when the stream finishes or is closed.
+    out and listed in the stream's ``skipped``. ``strict=True`` ends the stream
+    with :class:`~boundkit.PdfError` when MuPDF has to repair the file (at open
+    or at a page). The document is closed and cleaned up as by
+    :func:`open_pdf` when the stream finishes or is closed.
     """
     if fmt not in ("png", "raw"):
         raise ConfigError(f"fmt must be 'png' or 'raw', got {fmt!r}")
     check_count("dpi", dpi)
-    context = open_pdf(source, password=password, budget=budget, max_pixels=max_pixels)
+    context = open_pdf(
+        source, password=password, budget=budget, strict=strict, max_pixels=max_pixels
+    )
 
     def read(context: PdfContext, doc: Any, number: int) -> bytes:
         try:
@@ -352,17 +357,18 @@ def iter_text(
     password: str | None = None,
     budget: int | str = DEFAULT_BUDGET,
     skip_bad_pages: bool = False,
+    strict: bool = False,
 ) -> PageStream[Any]:
     """Yield ``(page_number, page.get_text(mode))`` per page, streaming as :func:`render_pages`.
 
     ``mode="blocks"`` returns PyMuPDF's tuples, derived from the "dict" output
     because ``get_text("blocks")`` leaks ~1.6 KB per page; characters whose box
     is empty (zero-size glyphs) are missing from them (docs/pdf.md).
-    ``pages`` and ``skip_bad_pages`` are as in :func:`render_pages`.
+    ``pages``, ``skip_bad_pages`` and ``strict`` are as in :func:`render_pages`.
     """
     if mode not in ("text", "dict", "words", "blocks"):
         raise ConfigError(f"mode must be one of text, dict, words, blocks, got {mode!r}")
-    context = open_pdf(source, password=password, budget=budget)
+    context = open_pdf(source, password=password, budget=budget, strict=strict)
 
     def read(context: PdfContext, doc: Any, number: int) -> Any:
         fitz = _pymupdf()
