@@ -98,6 +98,121 @@ def corrupt_pdf() -> bytes:
     return b"%PDF-1.7\n" + bytes(range(256)) * 4
 
 
+def raw_pdf(objects: list[bytes], *, trailer: bytes = b"") -> bytes:
+    """A PDF written byte by byte: ``objects`` are numbered from 1 and object 1 is the catalog.
+
+    ``b"stream:" + data`` becomes a stream object of ``data`` with its /Length.
+    """
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        if body.startswith(b"stream:"):
+            data = body[len(b"stream:") :]
+            body = b"<< /Length %d >>\nstream\n%s\nendstream" % (len(data), data)
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R %s >>\n" % (len(objects) + 1, trailer)
+    out += b"startxref\n%d\n%%%%EOF\n" % xref
+    return bytes(out)
+
+
+CATALOG = b"<< /Type /Catalog /Pages 2 0 R >>"
+HELLO = b"stream:BT /F1 12 Tf 20 100 Td (hello) Tj ET"
+FONT = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
+
+
+def _page(content: int, size: int = 200) -> bytes:
+    return (
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Contents %d 0 R "
+        % (
+            size,
+            size,
+            content,
+        )
+        + b"/Resources << /Font << /F1 5 0 R >> >> >>"
+    )
+
+
+def page_tree_cycle_pdf() -> bytes:
+    """Three pages claimed; the second kid is a /Pages node whose only kid is the root."""
+    return raw_pdf(
+        [
+            CATALOG,
+            b"<< /Type /Pages /Kids [3 0 R 6 0 R] /Count 3 >>",
+            _page(4),
+            HELLO,
+            FONT,
+            b"<< /Type /Pages /Parent 2 0 R /Kids [2 0 R] /Count 2 >>",
+        ]
+    )
+
+
+def bad_page_count_pdf() -> bytes:
+    """One page under a root whose /Count is negative: MuPDF opens it, then cannot count."""
+    return raw_pdf([CATALOG, b"<< /Type /Pages /Kids [3 0 R] /Count -1 >>", _page(4), HELLO, FONT])
+
+
+def lying_page_count_pdf() -> bytes:
+    """One page under a root that claims five: pages 1-4 cannot be loaded."""
+    return raw_pdf([CATALOG, b"<< /Type /Pages /Kids [3 0 R] /Count 5 >>", _page(4), HELLO, FONT])
+
+
+def certificate_pdf() -> bytes:
+    """A trailer encrypted for certificate holders (Adobe.PubSec), which MuPDF cannot open."""
+    encrypt = (
+        b"<< /Filter /Adobe.PubSec /SubFilter /adbe.pkcs7.s5 /V 4 /R 4 /Length 128 "
+        b"/Recipients [<3082>] >>"
+    )
+    file_id = b"<00112233445566778899aabbccddeeff>"
+    return raw_pdf(
+        [CATALOG, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>", _page(4), HELLO, FONT, encrypt],
+        trailer=b"/Encrypt 6 0 R /ID [%s %s]" % (file_id, file_id),
+    )
+
+
+def late_repair_pdf() -> bytes:
+    """Two pages that open cleanly; page 1's content sits at a wrong xref offset.
+
+    MuPDF repairs the file only when page 1 is read, so ``is_repaired`` turns
+    true after opening.
+    """
+    data = raw_pdf(
+        [
+            CATALOG,
+            b"<< /Type /Pages /Kids [3 0 R 6 0 R] /Count 2 >>",
+            _page(4),
+            HELLO,
+            FONT,
+            _page(7),
+            HELLO,
+        ]
+    )
+    start = data.index(b"xref\n")
+    lines = data[start:].split(b"\n")
+    lines[2 + 7] = b"%010d 00000 n " % 5  # object 7 "starts" inside the header
+    return data[:start] + b"\n".join(lines)
+
+
+def poster_pdf(*, side: int = 14400) -> bytes:
+    """One ``side`` x ``side`` pt page (200 in): 30,000 pixels a side at 150 dpi."""
+    return raw_pdf(
+        [CATALOG, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>", _page(4, side), HELLO, FONT]
+    )
+
+
+def zero_size_text_pdf() -> bytes:
+    """Text in which "cd" is set at font size 0, in its own blocks, and a block of only such
+    characters: MuPDF gives them empty boxes."""
+    content = (
+        b"stream:BT /F1 12 Tf 20 100 Td (ab) Tj /F1 0 Tf (cd) Tj /F1 12 Tf (ef) Tj ET "
+        b"BT /F1 0 Tf 20 150 Td (gh) Tj ET BT /F1 12 Tf 20 50 Td (xy) Tj ET"
+    )
+    return raw_pdf([CATALOG, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>", _page(4), content, FONT])
+
+
 @pytest.fixture(scope="session")
 def pdf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding one file of each kind, written once per session."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.metadata
 import io
 import json
 import subprocess
@@ -22,12 +23,27 @@ from boundkit import _pdf_memory, pdf
 from boundkit.errors import (
     ConfigError,
     PdfError,
+    PdfLimitError,
+    PdfPageError,
     PdfPasswordError,
     PdfWrongPasswordError,
     ResourceClosedError,
 )
 from boundkit.testing import assert_no_growth, measure_growth
-from fix_pdf import PASSWORD, encrypted_pdf, image_pdf, pymupdf, text_pdf
+from fix_pdf import (
+    PASSWORD,
+    bad_page_count_pdf,
+    certificate_pdf,
+    encrypted_pdf,
+    image_pdf,
+    late_repair_pdf,
+    lying_page_count_pdf,
+    page_tree_cycle_pdf,
+    poster_pdf,
+    pymupdf,
+    text_pdf,
+    zero_size_text_pdf,
+)
 
 pytestmark = pytest.mark.pdf
 
@@ -161,7 +177,9 @@ def test_failed_enter_leaves_no_document(pdf_dir: Path, name: str, options: dict
     with pytest.raises(PdfError), context:
         pass
     assert before == _pymupdf_objects()  # while the context itself is still alive
-    assert {} == pdf._guards
+    from boundkit._pdf_context import contexts
+
+    assert {} == contexts
 
 
 def test_repaired_file_warns_or_raises_when_strict(
@@ -173,7 +191,7 @@ def test_repaired_file_warns_or_raises_when_strict(
         assert 3 == doc.page_count
     assert context.repaired
     assert any("repair" in line for line in context.warnings)
-    assert ["boundkit.pdf"] == [record.name for record in caplog.records]
+    assert 1 == sum(record.name == "boundkit.pdf" for record in caplog.records)
     with (
         pytest.raises(PdfError, match="repair"),
         pdf.open_pdf(pdf_dir / "truncated.pdf", strict=True),
@@ -212,7 +230,7 @@ def test_cycle_made_in_block_is_collected_at_exit(pdf_dir: Path, promoted: bool)
 
 
 @pytest.mark.usefixtures("no_auto_gc")
-@pytest.mark.skipif(not pdf._watch.exact, reason="generational guarantee only before 3.14")
+@pytest.mark.skipif(not _pdf_memory._watch.exact, reason="generational guarantee only before 3.14")
 def test_exit_collects_young_generations_unless_older_ran(pdf_dir: Path) -> None:
     """The exit collects generations 0-1 only, unless an older collection ran in the block."""
     seen: list[int] = []
@@ -256,13 +274,10 @@ def test_pixmap_is_freed_at_exit(pdf_dir: Path) -> None:
     """pixmap() yields a rendered Pixmap that is unusable after the block."""
     with pdf.open_pdf(pdf_dir / "text.pdf") as doc:
         with pdf.pixmap(doc[0], dpi=72) as pix:
-            view = pix.samples_mv
             assert (612, 792) == (pix.width, pix.height)
             assert pix.tobytes("png").startswith(b"\x89PNG")
         with pytest.raises((TypeError, AttributeError)):
             _ = pix.width
-        with pytest.raises(ValueError, match="released"):
-            view[0]
 
 
 def test_pixmap_options_reach_pymupdf(pdf_dir: Path) -> None:
@@ -296,9 +311,11 @@ def test_render_pages_closes_document_when_stopped_early(pdf_dir: Path) -> None:
     """Closing the generator after one page closes the document."""
     pages = pdf.render_pages(pdf_dir / "text.pdf", dpi=20)
     next(pages)
-    (doc_id,) = pdf._guards
+    from boundkit._pdf_context import contexts
+
+    (doc_id,) = contexts
     pages.close()
-    assert doc_id not in pdf._guards
+    assert doc_id not in contexts
 
 
 def test_iter_text_blocks_match_pymupdf(pdf_dir: Path) -> None:
@@ -332,7 +349,7 @@ def test_guard_fires_only_past_budget(pdf_dir: Path, monkeypatch: pytest.MonkeyP
     list(pdf.render_pages(path, dpi=20, budget=2**40))
     assert [100] == calls  # the exit cleanup
     calls.clear()
-    list(pdf.render_pages(path, dpi=20, budget=0))
+    list(pdf.render_pages(path, dpi=20, budget=0, max_pixels=10**6))
     assert len(calls) >= 2
     assert {99} == set(calls[:-1])  # the guard's shrinks
     assert 100 == calls[-1]
@@ -444,7 +461,7 @@ def test_no_growth_failing_opens(pdf_dir: Path) -> None:
             with pytest.raises(PdfError), pdf.open_pdf(path, password="wrong"):
                 pass
 
-    assert_no_growth(fail_each, calls=10, rounds=5)
+    assert_no_growth(fail_each, calls=10, rounds=5, detach_logging=True)
 
 
 @pytest.mark.parametrize("mode", ["text", "dict", "words", "blocks"])
@@ -452,6 +469,25 @@ def test_no_growth_iter_text(pdf_dir: Path, mode: str) -> None:
     """iter_text holds memory flat in every mode, "blocks" included."""
     path = pdf_dir / "text.pdf"
     assert_no_growth(lambda: list(pdf.iter_text(path, mode=mode)), calls=15, rounds=5)
+
+
+def test_no_growth_bad_pages_refusals_and_kept_views(pdf_dir: Path) -> None:
+    """Skipped bad pages, refused oversized pages and sample views kept past the block then
+    dropped hold memory flat."""
+    cycle, poster = page_tree_cycle_pdf(), poster_pdf()
+    path = pdf_dir / "images.pdf"
+
+    def hostile() -> None:
+        list(pdf.iter_text(cycle, skip_bad_pages=True))
+        with pytest.raises(PdfLimitError):
+            list(pdf.render_pages(poster))
+        with pdf.open_pdf(path) as doc:
+            with pdf.pixmap(doc[0], dpi=30) as pix:
+                view = pix.samples_mv[1:]
+            assert len(view) > 0
+            del view
+
+    assert_no_growth(hostile, calls=10, rounds=5, detach_logging=True)
 
 
 def test_upstream_blocks_leak_still_there(pdf_dir: Path) -> None:
@@ -523,3 +559,411 @@ def test_encrypted_generator_is_really_encrypted() -> None:
         assert doc.needs_pass
     with pymupdf.open(stream=text_pdf(1), filetype="pdf") as doc:
         assert not doc.needs_pass
+
+
+# views of pixmap samples --------------------------------------------------------------
+
+_VIEWS_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import pymupdf
+    from boundkit.pdf import open_pdf, pixmap
+
+    doc = pymupdf.open()
+    for side in (2000, 200):  # a 48 MB pixmap, and a small one whose memory glibc reuses
+        page = doc.new_page(width=side, height=side)
+        page.draw_rect(page.rect, fill=(0.2, 0.4, 0.6))
+    data = doc.tobytes()
+    with open_pdf(data) as document:
+        for page in document:
+            with pixmap(page, dpi=144) as pix:
+                array = np.frombuffer(pix.samples_mv, dtype=np.uint8)
+                view = pix.samples_mv[0:]
+                again = memoryview(pix.samples_mv)
+                expected = bytes(pix.samples_mv)
+            churn = [bytearray(len(expected)) for _ in range(3)]  # reuse freed memory
+            assert array.tobytes() == expected
+            assert bytes(view) == expected and bytes(again) == expected
+            del churn, array, view, again
+    print("ok")
+    """
+)
+
+
+def test_views_of_samples_stay_valid_after_the_block() -> None:
+    """numpy arrays, slices and memoryviews of samples_mv read the right pixels after pixmap()'s
+    block, on a 48 MB pixmap (a segfault before) and a small one (reused heap before)."""
+    pytest.importorskip("numpy")
+    out = subprocess.run([sys.executable, "-c", _VIEWS_SCRIPT], capture_output=True, text=True)
+    assert (0, "ok") == (out.returncode, out.stdout.strip()), out.stderr[-2000:]
+
+
+def test_samples_are_freed_with_the_last_view(pdf_dir: Path) -> None:
+    """A view kept past the block holds the samples; they are freed when the last view goes."""
+    with pdf.open_pdf(pdf_dir / "text.pdf") as doc:
+        with pdf.pixmap(doc[0], dpi=36) as pix:
+            view = pix.samples_mv[10:]
+            owner = weakref.ref(view.obj)
+        with pdf.pixmap(doc[0], dpi=36) as pix:
+            unused = weakref.ref(pix.samples_mv.obj)
+    assert unused() is None
+    assert owner() is not None
+    assert 306 * 396 * 3 - 10 == len(bytes(view))
+    del view
+    assert owner() is None
+
+
+# hostile files: typed errors naming the source and the page ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "page", "cause"),
+    [
+        (page_tree_cycle_pdf, 1, "cycle in page tree"),
+        (lying_page_count_pdf, 1, "not in document"),
+    ],
+)
+def test_bad_page_raises_page_error_naming_source_and_page(
+    tmp_path: Path, make: Any, page: int, cause: str
+) -> None:
+    """A page MuPDF cannot load raises PdfPageError with the file, the page and MuPDF's reason,
+    from render_pages and iter_text alike, after the good pages were yielded."""
+    path = tmp_path / "bad.pdf"
+    path.write_bytes(make())
+    for stream in (pdf.render_pages(path, dpi=20), pdf.iter_text(path)):
+        assert 0 == next(stream)[0]
+        with pytest.raises(PdfPageError) as info:
+            next(stream)
+        assert page == info.value.page
+        assert "bad.pdf" in str(info.value)
+        assert f"page {page}" in str(info.value)
+        assert cause in str(info.value)
+
+
+def test_skip_bad_pages_goes_on_and_reports_them() -> None:
+    """skip_bad_pages=True yields the readable pages and lists the others with their errors."""
+    stream = pdf.render_pages(lying_page_count_pdf(), dpi=20, skip_bad_pages=True)
+    assert [0] == [number for number, _ in stream]
+    assert [1, 2, 3, 4] == [error.page for error in stream.skipped]
+    assert all(isinstance(error, PdfPageError) for error in stream.skipped)
+    text = pdf.iter_text(page_tree_cycle_pdf(), skip_bad_pages=True)
+    assert [0] == [number for number, _ in text]
+    assert [1, 2] == [error.page for error in text.skipped]
+    assert any("cycle in page tree" in line for line in text.warnings)
+
+
+def test_unreadable_page_count_fails_at_open() -> None:
+    """A page count MuPDF cannot read is a PdfError when opening, not later."""
+    with (
+        pytest.raises(PdfError, match=r"page count.*Invalid number of pages"),
+        pdf.open_pdf(bad_page_count_pdf()),
+    ):
+        pass
+
+
+def test_oversized_page_is_refused_typed_or_scaled_down() -> None:
+    """A 14,400 pt page at 150 dpi: PdfLimitError before rendering by default; MuPDF's own
+    'Overly large image' is a PdfPageError when the bound allows it; downscale renders it."""
+    data = poster_pdf()
+    with pytest.raises(PdfLimitError, match="30000 x 30000") as refused:
+        list(pdf.render_pages(data))
+    assert 0 == refused.value.page
+    with pytest.raises(PdfPageError, match="Overly large image") as mupdf_limit:
+        list(pdf.render_pages(data, max_pixels=10**10))
+    assert not isinstance(mupdf_limit.value, PdfLimitError)
+    ((number, png),) = list(pdf.render_pages(data, downscale=True, max_pixels=250_000))
+    with pymupdf.open(stream=png) as image:
+        width, height = image[0].rect.width, image[0].rect.height
+    assert 0 == number
+    assert width * height <= 250_000
+    assert width >= 400
+
+
+def test_pixel_bound_is_checked_before_rendering(pdf_dir: Path) -> None:
+    """pixmap() refuses by size alone (PyMuPDF's get_pixmap is never called) and computes the
+    size exactly: a bound of the page's own pixel count passes, one pixel less refuses."""
+    with pdf.open_pdf(pdf_dir / "text.pdf") as doc:
+        page = doc[0]
+        with pdf.pixmap(page, dpi=36, max_pixels=306 * 396) as pix:
+            assert (306, 396) == (pix.width, pix.height)
+        with pytest.raises(PdfLimitError), pdf.pixmap(page, dpi=36, max_pixels=306 * 396 - 1):
+            pass
+        with pdf.pixmap(page, dpi=150, clip=(0, 0, 72, 72), max_pixels=150 * 150) as pix:
+            assert (150, 150) == (pix.width, pix.height)
+        with pdf.pixmap(page, dpi=150, max_pixels=306 * 396, downscale=True) as pix:
+            assert pix.width * pix.height <= 306 * 396
+            assert 36 == pix.xres
+
+
+def test_default_pixel_bound_follows_the_budget(pdf_dir: Path) -> None:
+    """Without max_pixels, a pixmap may take as many bytes as the budget."""
+    path = pdf_dir / "text.pdf"
+    assert 1 == len(list(pdf.render_pages(path, dpi=36, pages=[0], budget=306 * 396 * 3)))
+    with pytest.raises(PdfLimitError, match="budget"):
+        list(pdf.render_pages(path, dpi=36, pages=[0], budget=306 * 396 * 3 - 1))
+    assert 1 == len(list(pdf.render_pages(path, dpi=36, pages=[0], budget="1M")))
+
+
+def test_certificate_encryption_has_its_own_message() -> None:
+    """A certificate-encrypted file says so, and keeps MuPDF's reason; no password helps."""
+    with pytest.raises(PdfError, match="certificate") as info, pdf.open_pdf(certificate_pdf()):
+        pass
+    assert "Adobe.PubSec" in str(info.value)
+    assert not isinstance(info.value, PdfPasswordError)
+
+
+def test_open_error_keeps_mupdf_reason_from_the_exception_chain(tmp_path: Path) -> None:
+    """When MuPDF logged nothing, the error still gives its reason, and names the file once."""
+    path = tmp_path / "cert.pdf"
+    path.write_bytes(certificate_pdf())
+    with pytest.raises(PdfError) as info, pdf.open_pdf(path):
+        pass
+    assert 1 == str(info.value).count("cert.pdf")
+    assert "unknown encryption handler" in str(info.value)
+
+
+def test_nested_blocks_keep_each_their_warnings(pdf_dir: Path) -> None:
+    """An inner open_pdf (merging one file into another) leaves the outer block's lines alone;
+    the outer block also has the lines MuPDF wrote while the inner one ran."""
+    outer = pdf.open_pdf(pdf_dir / "truncated.pdf")
+    with outer as target:
+        inner = pdf.open_pdf(lying_page_count_pdf())
+        with inner as source:
+            target.insert_pdf(source, from_page=0, to_page=0)
+    assert any("broken xref" in line for line in outer.warnings)
+    assert any("claims to have 5 pages" in line for line in inner.warnings)
+    assert not any("broken xref" in line for line in inner.warnings)
+    assert set(inner.warnings) <= set(outer.warnings)
+
+
+def test_interleaved_streams_keep_each_their_warnings(pdf_dir: Path) -> None:
+    """Two streams stepped in turn, the first closed first, each keep their own lines."""
+    first = pdf.iter_text(pdf_dir / "truncated.pdf")
+    second = pdf.iter_text(late_repair_pdf())
+    next(first)
+    next(second)
+    first.close()
+    assert [1] == [number for number, _ in second]  # page 1 makes MuPDF repair the file
+    assert any("broken xref" in line for line in first.warnings)
+    assert not any("expected object number" in line for line in first.warnings)
+    assert any("expected object number" in line for line in second.warnings)
+    assert not any("broken xref" in line for line in second.warnings)
+
+
+def test_repair_after_open_is_seen(caplog: pytest.LogCaptureFixture) -> None:
+    """A file MuPDF repairs only when page 1 is read: repaired is true at exit, strict raises."""
+    context = pdf.open_pdf(late_repair_pdf())
+    with context as doc:
+        assert not context.repaired
+        assert ["hello\n", "hello\n"] == [page.get_text() for page in doc]
+    assert context.repaired
+    stream = pdf.render_pages(late_repair_pdf(), dpi=20)
+    assert [0, 1] == [number for number, _ in stream]
+    assert stream.repaired
+    assert any("while reading page 1" in record.getMessage() for record in caplog.records)
+    with (
+        pytest.raises(PdfError, match="damaged"),
+        pdf.open_pdf(late_repair_pdf(), strict=True) as doc,
+    ):
+        [page.get_text() for page in doc]
+    assert doc.is_closed
+    strict = pdf.iter_text(late_repair_pdf(), strict=True, skip_bad_pages=True)
+    assert 0 == next(strict)[0]
+    with pytest.raises(PdfError, match="while reading page 1") as info:
+        next(strict)
+    assert not isinstance(info.value, PdfPageError)
+
+
+_STDOUT_SCRIPT = textwrap.dedent(
+    """
+    import logging, sys
+    import pymupdf
+    from boundkit.pdf import open_pdf
+    logging.basicConfig(stream=sys.stderr, format="%(name)s: %(message)s")
+    with open_pdf(sys.stdin.buffer.read()) as doc:
+        try:
+            doc.load_page(1)
+        except Exception:
+            pass
+    print("display", pymupdf.TOOLS.mupdf_display_errors())
+    """
+)
+
+
+def test_mupdf_errors_go_to_logging_not_stdout() -> None:
+    """Inside boundkit's contexts MuPDF's error lines reach the log, not stdout (a process's
+    data channel); PyMuPDF's own display setting is restored after."""
+    out = subprocess.run(
+        [sys.executable, "-c", _STDOUT_SCRIPT],
+        input=page_tree_cycle_pdf(),
+        capture_output=True,
+        check=True,
+    )
+    assert "display True" == out.stdout.decode().strip()
+    assert "boundkit.pdf.mupdf: format error: cycle in page tree" in out.stderr.decode()
+
+
+def test_negative_page_numbers_are_yielded_as_real_numbers(pdf_dir: Path) -> None:
+    """pages=[-1] is the last page, yielded as its number; out of range is a PdfPageError."""
+    path = pdf_dir / "text.pdf"
+    assert [2, 0] == [number for number, _ in pdf.render_pages(path, dpi=10, pages=[-1, -3])]
+    assert [2] == [number for number, _ in pdf.iter_text(path, pages=[-1])]
+    with pytest.raises(PdfPageError, match="page 3 is not in") as info:
+        list(pdf.iter_text(path, pages=[3]))
+    assert 3 == info.value.page
+
+
+def test_page_errors_survive_pickling() -> None:
+    """A PdfPageError from a stream keeps its class, message and page through pickle."""
+    import pickle
+
+    stream = pdf.iter_text(lying_page_count_pdf(), skip_bad_pages=True)
+    list(stream)
+    error = pickle.loads(pickle.dumps(stream.skipped[0]))
+    assert (PdfPageError, 1) == (type(error), error.page)
+    assert str(stream.skipped[0]) == str(error)
+
+
+def test_blocks_never_have_a_nonsense_bbox() -> None:
+    """Blocks whose characters all have empty boxes are left out, never given +-2**31 corners;
+    every other block is PyMuPDF's own, and only the zero-size characters are missing."""
+    data = zero_size_text_pdf()
+    with pymupdf.open(stream=data) as doc:
+        native = doc[0].get_text("blocks")
+    ((_, blocks),) = list(pdf.iter_text(data, mode="blocks"))
+    assert all(0 <= x0 <= x1 <= 200 and 0 <= y0 <= y1 <= 200 for x0, y0, x1, y1, *_ in blocks)
+    assert ["ab\n", "ef\n", "xy\n"] == [block[4] for block in blocks]
+    assert set(blocks) <= set(native)
+    missing = "".join(block[4] for block in native if block not in blocks)
+    assert set("cdgh") == set(missing.replace("\n", ""))
+
+
+# arguments and installation (issue 14) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("dpi", [-72, 0, "150", 1.5, True, None])
+def test_dpi_is_validated_naming_the_value(pdf_dir: Path, dpi: object) -> None:
+    """render_pages and pixmap refuse a dpi that is not a positive integer, up front."""
+    with pytest.raises(ConfigError, match=f"dpi.*{dpi!r}"):
+        pdf.render_pages(pdf_dir / "text.pdf", dpi=dpi)  # type: ignore[arg-type]
+    with (
+        pdf.open_pdf(pdf_dir / "text.pdf") as doc,
+        pytest.raises(ConfigError, match="dpi"),
+        pdf.pixmap(doc[0], dpi=dpi),  # type: ignore[arg-type]
+    ):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("options", "shown"),
+    [
+        ({"budget": -1}, "budget must not be negative, got -1"),
+        ({"budget": "lots"}, "budget must be a size such as 512M, 1.5G or 4096, got 'lots'"),
+        ({"budget": True}, "budget must be a size such as 512M, not True"),
+        ({"max_pixels": 0}, "max_pixels must be an integer of at least 1, got 0"),
+        ({"max_pixels": 2.5}, "max_pixels must be an integer of at least 1, got 2.5"),
+        ({"pages": [0, "1"]}, "pages must hold integer page numbers, got '1'"),
+        ({"pages": [True]}, "pages must hold integer page numbers, got True"),
+        ({"pages": 3}, "pages must be an iterable of page numbers, got 3"),
+    ],
+)
+def test_numeric_arguments_are_validated_naming_the_value(
+    pdf_dir: Path, options: dict[str, Any], shown: str
+) -> None:
+    """Every numeric argument of render_pages and iter_text is checked when it is called, with
+    a ConfigError naming the argument and the value."""
+    for function in (pdf.render_pages, pdf.iter_text):
+        if "max_pixels" in options and function is pdf.iter_text:
+            continue
+        with pytest.raises(ConfigError) as info:
+            function(pdf_dir / "text.pdf", **options)
+        assert shown == str(info.value)
+
+
+def test_budget_accepts_a_size_string(pdf_dir: Path) -> None:
+    """budget takes "64M" as MemoryGuard's limit does."""
+    assert 64 * 1024**2 == pdf.open_pdf(pdf_dir / "text.pdf", budget="64M").budget
+
+
+@pytest.mark.parametrize("source", [12345, None, 3.5, ["a.pdf"]])
+def test_open_pdf_wrong_source_type_says_what_it_accepts(source: object) -> None:
+    """A source that is neither a path, bytes nor a binary file is a TypeError listing those."""
+    with pytest.raises(TypeError, match=r"path.*bytes.*file object"):
+        pdf.open_pdf(source)  # type: ignore[arg-type]
+
+
+def _run_without_pymupdf(
+    code: str, *, installed: tuple[str, ...], leftover: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` where ``import pymupdf`` fails, or with ``leftover`` gives the empty
+    namespace package an uninstall leaves, and pip's metadata lists ``installed``."""
+    prelude = textwrap.dedent(
+        f"""
+        import importlib.machinery, importlib.metadata, sys, types
+        leftover = types.ModuleType("pymupdf")
+        leftover.__spec__ = importlib.machinery.ModuleSpec("pymupdf", None, is_package=True)
+        sys.modules["pymupdf"] = leftover if {leftover!r} else None
+        real = importlib.metadata.version
+        def version(name):
+            if name in {installed!r}:
+                return "2.0"
+            if name in ("pymupdf", "pymupdf-lite"):
+                raise importlib.metadata.PackageNotFoundError(name)
+            return real(name)
+        importlib.metadata.version = version
+        """
+    )
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True)
+
+
+def test_import_without_the_extra_names_the_extra() -> None:
+    """Importing boundkit.pdf with no PyMuPDF installed is an ImportError naming the extra."""
+    out = _run_without_pymupdf("import boundkit.pdf", installed=())
+    assert "ImportError" in out.stderr
+    assert "pip install 'boundkit[pdf]'" in out.stderr
+
+
+@pytest.mark.parametrize("leftover", [False, True], ids=["missing", "empty-namespace"])
+def test_broken_pymupdf_files_name_the_reinstall(leftover: bool) -> None:
+    """When pip lists a distribution whose files no longer import (or import as the empty
+    namespace package an uninstall of its twin leaves), the error names the exact reinstall,
+    through `from boundkit import open_pdf` too, not the extra."""
+    code = "from boundkit import open_pdf\nwith open_pdf(b'%PDF-1.7'):\n    pass"
+    out = _run_without_pymupdf(code, installed=("pymupdf-lite",), leftover=leftover)
+    assert "pip install --force-reinstall --no-deps 'pymupdf-lite==2.0'" in out.stderr
+    assert "boundkit[pdf]" not in out.stderr
+
+
+def test_both_distributions_name_the_repair(tmp_path: Path) -> None:
+    """With pymupdf and pymupdf-lite both listed by pip, first use warns with the repair, and
+    boundkit.pdf still works with the pymupdf that imports."""
+    others = {"pymupdf": "PyMuPDF-2.0", "pymupdf-lite": "pymupdf_lite-2.0"}
+    for name, dist in others.items():
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            info = tmp_path / f"{dist}.dist-info"
+            info.mkdir()
+            (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 2.0\n")
+    code = textwrap.dedent(
+        """
+        import sys, warnings
+        sys.path.insert(0, sys.argv[1])
+        from boundkit.pdf import iter_text
+        import pymupdf
+        doc = pymupdf.open(); doc.new_page(); data = doc.tobytes()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            print(len(list(iter_text(data))))
+        print(caught[0].category.__name__, caught[0].message)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    count, warning = out.stdout.split("\n", 1)
+    assert "1" == count
+    assert warning.startswith("RuntimeWarning")
+    assert "pip uninstall -y pymupdf-lite && pip install --force-reinstall --no-deps" in warning
+    assert "pip uninstall -y pymupdf && pip install --force-reinstall --no-deps" in warning

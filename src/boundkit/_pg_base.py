@@ -80,6 +80,7 @@ def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> floa
         raise ConfigError(f"{name} must be seconds {bound}, got {value!r}")
     return seconds
 
+
 def resolve_conninfo(conninfo: str | None) -> str:
     """Return ``conninfo``, else ``DATABASE_URL``; raise :class:`ConfigError` with neither."""
     if conninfo is None:
