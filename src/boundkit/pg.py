@@ -17,9 +17,14 @@ from collections import deque
 from time import monotonic
 from typing import Any
 
-import psycopg
-import psycopg_pool
-from psycopg_pool import ConnectionPool, PoolTimeout
+from ._extras import missing_extra
+
+try:
+    import psycopg
+    import psycopg_pool
+    from psycopg_pool import ConnectionPool, PoolTimeout
+except ImportError as _exc:  # the 'postgres' extra is not installed
+    raise (missing_extra("boundkit.pg", _exc) or _exc) from _exc
 
 from ._pg_base import (
     ALIVE,

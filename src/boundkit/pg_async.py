@@ -10,8 +10,13 @@ import os
 from time import monotonic
 from typing import Any
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from ._extras import missing_extra
+
+try:
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool, PoolTimeout
+except ImportError as _exc:  # the 'postgres' extra is not installed
+    raise (missing_extra("boundkit.pg_async", _exc) or _exc) from _exc
 
 from ._pg_base import (
     ALIVE,
