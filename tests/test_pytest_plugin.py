@@ -20,9 +20,9 @@ def thing():
 """
 
 
-def run(pytester: pytest.Pytester, body: str) -> pytest.RunResult:
+def run(pytester: pytest.Pytester, body: str, *args: str) -> pytest.RunResult:
     pytester.makepyfile(HEADER + body)
-    return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-W", "error")
+    return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-W", "error", *args)
 
 
 def test_leaking_marked_test_fails_with_report(pytester: pytest.Pytester) -> None:
@@ -39,6 +39,64 @@ def test_leaks():
     result.stdout.fnmatch_lines(
         ["*LeakError: memory grew * per call in test_leaks*", "*attempt 2: 400 calls per round*"]
     )
+
+
+@pytest.mark.parametrize("calls", [50, 200, 500])
+def test_marker_catches_one_small_object_per_call(pytester: pytest.Pytester, calls: int) -> None:
+    """One ~300-byte string kept per call is caught at the calls the docs show, and below.
+
+    In a pytest process the heap has free space, so resident memory does not move: only
+    the blocks count sees this leak, one block per call.
+    """
+    result = run(
+        pytester,
+        f"""
+SMALL = 251  # + 49 bytes of str header: 300 bytes
+
+@pytest.mark.no_growth(calls={calls})
+def test_keeps_a_string():
+    KEPT.append("x" * SMALL)
+""",
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*LeakError: memory grew * 1.0 Python blocks per call*"])
+
+
+def test_failure_shows_the_report_not_the_plugin_source(pytester: pytest.Pytester) -> None:
+    """A failing marked test prints the report without the plugin's hook source."""
+    result = run(
+        pytester,
+        """
+@pytest.mark.no_growth(calls=200)
+def test_leaks():
+    KEPT.append(b"x" * SIZE)
+""",
+    )
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert "LeakError: memory grew" in output
+    for plugin_line in ("def pytest_pyfunc_call", "return (yield)", "def repeated"):
+        assert plugin_line not in output
+
+
+def test_verbose_says_what_a_passing_check_could_see(pytester: pytest.Pytester) -> None:
+    """With -v, each passing marked test is listed with its rounds, calls and sensitivity."""
+    body = """
+@pytest.mark.no_growth(calls=200, rounds=3)
+def test_clean():
+    assert 10 == len([str(i) for i in range(10)])
+"""
+    result = run(pytester, body, "-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*no_growth: what each passing check could see*",
+            "test_*.py::test_clean: 3 rounds of 200 calls after a warm-up round; "
+            "sees leaks from * B or 0.5 Python blocks per call",
+        ]
+    )
+    quiet = run(pytester, body)
+    assert "sees leaks from" not in quiet.stdout.str()
 
 
 def test_clean_marked_test_passes(pytester: pytest.Pytester) -> None:

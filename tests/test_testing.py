@@ -177,6 +177,19 @@ def test_clean_report_has_no_trace_pass() -> None:
     assert "tracemalloc" not in str(report)
 
 
+@pytest.mark.parametrize("calls", [32, 200])
+def test_one_small_object_per_call_is_seen_at_few_calls(calls: int) -> None:
+    """A quiet process sees one ~100-byte object per call even at a few dozen calls a round.
+
+    The blocks threshold follows the rounds' own noise, so with no other thread it
+    stays low, and the report's sensitivity line says so.
+    """
+    report = measure_growth(python_leak(100), calls=calls, trace=False)
+    assert report.leaked, str(report)
+    assert report.attempts[0].block_threshold < calls
+    assert f"{report.rounds} rounds of {calls} calls" in report.sensitivity
+
+
 def test_str_reports_rounds_threshold_and_verdict() -> None:
     """``str(report)`` reads as a report: verdict, function, rounds and threshold."""
     report = measure_growth(python_leak(1024), calls=200, trace=False)

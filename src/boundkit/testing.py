@@ -54,7 +54,8 @@ def measure_growth(
     1000. Then ``rounds`` rounds follow, each read after ``gc.collect()`` and
     ``malloc_trim`` as anonymous RSS and as allocated Python blocks. A round
     grows if RSS rose by more than ``max(bytes_per_call * calls, min_pages
-    pages)`` or blocks by more than ``max(calls / 2, 256)``; an attempt is
+    pages)`` or blocks by more than ``max(calls / 2, 16 + 3 * spread)`` (the
+    rounds' median absolute deviation: other threads' noise); an attempt is
     suspicious when its median round grew. With ``confirm``, growth is found only if a
     second attempt with twice the calls is suspicious too. Then, with
     ``trace``, a tracemalloc pass says where. ``detach_logging`` swaps the root
