@@ -170,4 +170,44 @@ def memory_snapshot(
 
 def _peak_rss() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+    peak = peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+    return max(peak, _peak_before_reset)  # memory_scope() resets the kernel's figure
+
+
+# The process's peak RSS before boundkit last reset the kernel's high-water mark.
+_peak_before_reset = 0
+
+
+def _high_water() -> int | None:
+    """Peak RSS in bytes since the process started or its last reset (Linux ``VmHWM``)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            text = status.read()
+    except OSError:
+        return None
+    start = text.find(b"VmHWM:")
+    if start < 0:
+        return None
+    return int(text[start + 6 : text.index(b"kB", start)]) * 1024
+
+
+def _reset_high_water() -> int | None:
+    """Reset ``VmHWM`` to the current RSS; return the peak it held, None where it cannot.
+
+    Writes 5 to ``/proc/self/clear_refs`` (Linux 4.0+). The peak before the reset
+    is kept for :func:`memory_snapshot`'s ``peak_rss_mb``.
+    """
+    global _peak_before_reset
+    peak = _high_water()
+    if peak is None:
+        return None
+    try:
+        fd = os.open("/proc/self/clear_refs", os.O_WRONLY)
+        try:
+            os.write(fd, b"5")
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    _peak_before_reset = max(_peak_before_reset, peak)
+    return peak
