@@ -138,3 +138,55 @@ def test_root_name_without_extra_names_the_extra_once(core_only_env: dict[str, s
     assert last.endswith(
         "boundkit.pooled_connection needs the 'postgres' extra: pip install 'boundkit[postgres]'"
     )
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_license_file_is_the_mit_licence_pyproject_declares() -> None:
+    """The repository carries the MIT licence that pyproject.toml names, as its licence file."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'license = "MIT"' in pyproject
+    assert 'license-files = ["LICENSE"]' in pyproject
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")
+
+
+@pytest.mark.slow
+def test_wheel_carries_the_license(tmp_path: Path) -> None:
+    """A wheel built from a copy of the sources holds LICENSE and names it in its metadata."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "src",
+        source / "src",
+        ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.egg-info"),
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    [wheel] = tmp_path.glob("boundkit-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        [metadata] = [name for name in names if name.endswith(".dist-info/METADATA")]
+        text = archive.read(metadata).decode()
+        [licence] = [name for name in names if name.endswith(".dist-info/licenses/LICENSE")]
+        assert archive.read(licence) == (ROOT / "LICENSE").read_bytes()
+    assert "License-Expression: MIT" in text
+    assert "License-File: LICENSE" in text
+
+
+def test_readme_says_what_the_demo_and_the_suite_need() -> None:
+    """The README says the demo's database row needs DATABASE_URL and what the suite costs."""
+    readme = (ROOT / "README.md").read_text()
+    demo = readme.partition("<!-- test-command -->")[0]
+    assert "database row runs only when `DATABASE_URL`" in demo
+    before_tests = demo.rsplit("```", 1)[-1]
+    for promise in ("Django", "Flask", "FastAPI", "gunicorn", "a few minutes"):
+        assert promise in before_tests, promise
