@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 
 import pytest
 
@@ -436,6 +437,36 @@ def test_memory_scope_keeps_the_lifetime_peak_in_snapshots() -> None:
     with memory_scope("small"):
         pass
     assert lifetime <= memory_snapshot()["peak_rss_mb"]
+
+
+@pytest.mark.parametrize("level", ["INFO", True, -1, 1.5, None])
+def test_memory_scope_and_monitor_memory_refuse_a_bad_level(level: object) -> None:
+    """level must be a logging level: ConfigError naming it, at the scope or the decoration."""
+    message = f"level must be a logging level [(]an int >= 0[)], got {level!r}"
+    with pytest.raises(ConfigError, match=message), memory_scope("x", level=level):  # type: ignore[arg-type]
+        pass
+    with pytest.raises(ConfigError, match=message):
+        monitor_memory(level=level)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda g: g.stop(timeout=-1), "timeout must be a number of seconds zero or more, got -1"),
+        (
+            lambda g: g.stop(timeout="1"),
+            "timeout must be a number of seconds zero or more, got '1'",
+        ),
+        (lambda g: g.stop(timeout=math.nan), "timeout must be .* got nan"),
+        (lambda g: MemoryGuard(limit="1G", interval=10**30), "interval must be .* got 10+$"),
+    ],
+)
+def test_guard_seconds_are_validated(call: Callable[[MemoryGuard], object], message: str) -> None:
+    """stop()'s timeout and an interval beyond what a thread can wait are ConfigErrors."""
+    guard = MemoryGuard(limit="1G")
+    with pytest.raises(ConfigError, match=message):
+        call(guard)
+    guard.close()
 
 
 def test_memory_scope_records_after_on_error() -> None:

@@ -330,6 +330,8 @@ def test_detach_logging_hides_capture_then_restores_it(keeping_handler: KeepingH
         ("round_seconds", float("nan")),
         ("round_seconds", float("inf")),
         ("bytes_per_call", -1),
+        ("bytes_per_call", "1Q"),
+        ("bytes_per_call", True),
         ("min_pages", 0),
     ],
 )
@@ -342,3 +344,9 @@ def test_bad_option_raises_config_error_naming_it(option: str, value: object) ->
     assert option in str(caught.value)
     assert repr(value) in str(caught.value)
     assert [] == calls
+
+
+def test_bytes_per_call_takes_a_size_string() -> None:
+    """bytes_per_call="1K" is parsed like every size argument: 1024 bytes per call."""
+    report = measure_growth(lambda: None, calls=100, bytes_per_call="1K", min_pages=1)
+    assert 100 * 1024 == report.threshold

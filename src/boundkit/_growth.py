@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ._sizes import format_bytes
+from ._sizes import format_bytes, parse_bytes
 from .errors import ConfigError
 from .memory import _PAGE_SIZE, _malloc_trim, process_memory
 
@@ -276,12 +276,14 @@ def start_check(
     calls: int | None,
     rounds: int,
     round_seconds: float,
-    bytes_per_call: int,
+    bytes_per_call: int | str,
     min_pages: int,
     confirm: bool,
     trace: bool,
 ) -> _Check:
     """Validate the options and return the check for ``fn``, not yet started."""
+    if isinstance(bytes_per_call, str):
+        bytes_per_call = parse_bytes(bytes_per_call, name="bytes_per_call")
     _check_options(calls, rounds, round_seconds, bytes_per_call, min_pages)
     return _check(
         _name(fn),

@@ -128,6 +128,13 @@ def trim_memory() -> int:
 _MB = 1024 * 1024
 
 
+def _check_fraction(name: str, value: float) -> float:
+    """Return ``value`` as a float if it is a fraction in (0, 1], else raise ConfigError."""
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 < value <= 1):
+        raise ConfigError(f"{name} must be a fraction in (0, 1], got {value!r}")
+    return float(value)
+
+
 def memory_snapshot(
     *, warning: float = 0.80, critical: float = 0.90, limit: MemoryLimit | None = None
 ) -> dict[str, Any]:
@@ -141,7 +148,7 @@ def memory_snapshot(
     ``system_total_mb``, ``system_available_mb``, ``gc_counts``, ``pid``,
     ``timestamp`` (ISO 8601, UTC).
     """
-    if not 0 < warning <= critical:
+    if not _check_fraction("warning", warning) <= _check_fraction("critical", critical):
         raise ConfigError(
             f"thresholds must satisfy 0 < warning <= critical, got {warning!r} and {critical!r}"
         )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from ._sizes import format_bytes
+from .errors import ConfigError
 from .memory import _high_water, _reset_high_water, process_memory
 
 __all__ = ["MemoryDelta", "memory_scope", "monitor_memory"]
@@ -106,6 +107,7 @@ def memory_scope(
     ``/proc/self`` (microseconds); no garbage collection, so the delta includes
     garbage not yet collected.
     """
+    _check_level(level)
     scope = MemoryDelta(name=name, before=process_memory().rss)
     peak = _Peak(scope.before)
     try:
@@ -130,6 +132,11 @@ def memory_scope(
             )
 
 
+def _check_level(level: int) -> None:
+    if isinstance(level, bool) or not isinstance(level, int) or level < 0:
+        raise ConfigError(f"level must be a logging level (an int >= 0), got {level!r}")
+
+
 @overload
 def monitor_memory(fn: F, /) -> F: ...
 @overload
@@ -150,6 +157,8 @@ def monitor_memory(
     (``@monitor_memory(name="render", level=logging.DEBUG)``); the scope is
     named after the function's qualified name by default.
     """
+
+    _check_level(level)
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         label = name or func.__qualname__
