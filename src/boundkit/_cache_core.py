@@ -11,7 +11,6 @@ import itertools
 import logging
 import math
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -150,17 +149,13 @@ class CacheCore(Generic[K, V]):
 
     def __init__(
         self,
-        maxsize: int | None = None,
-        *,
-        max_bytes: int | str | None = None,
-        ttl: float | None = None,
-        sizeof: Callable[[Any], int] = estimate_size,
-        timer: Callable[[], float] = time.monotonic,
-        on_evict: Callable[[K, V, EvictReason], object] | None = None,
+        bounds: tuple[float, float, float],
+        sizeof: Callable[[Any], int],
+        timer: Callable[[], float],
+        on_evict: Callable[[K, V, EvictReason], object] | None,
     ) -> None:
-        self._max_entries = check_bound("maxsize", maxsize, integer=True)
-        self._max_bytes = check_byte_bound(max_bytes)
-        self._ttl = check_bound("ttl", ttl, integer=False)
+        """Set up an empty cache; ``bounds`` are entries, bytes and ttl, ``inf`` for none."""
+        self._max_entries, self._max_bytes, self._ttl = bounds
         if math.inf == self._max_entries == self._max_bytes == self._ttl:
             raise ConfigError("give at least one finite bound: maxsize, max_bytes or ttl")
         self._sizeof = sizeof

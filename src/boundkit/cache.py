@@ -137,9 +137,12 @@ class BoundedCache(_Lookups[K, V], MutableMapping[K, V]):
                 "bounds the sum of getsizeof by maxsize, give BoundedCache(max_bytes=..., "
                 f"sizeof=...) (maxsize counts entries), got getsizeof={getsizeof!r}"
             )
-        super().__init__(
-            maxsize, max_bytes=max_bytes, ttl=ttl, sizeof=sizeof, timer=timer, on_evict=on_evict
+        bounds = (
+            check_bound("maxsize", maxsize, integer=True),
+            check_byte_bound(max_bytes),
+            check_bound("ttl", ttl, integer=False),
         )
+        super().__init__(bounds, sizeof, timer, on_evict)
 
     # -- reading -----------------------------------------------------------
 
