@@ -118,12 +118,15 @@ def test_dir_lists_public_names_not_implementation_imports() -> None:
     assert "__version__" in listed
 
 
-@pytest.mark.parametrize("module", ["boundkit.pg", "boundkit.pg_async"])
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [("boundkit.pg", "pooled_connection"), ("boundkit.pg_async", "apooled_connection")],
+)
 def test_pg_module_without_extra_names_the_extra(
-    core_only_env: dict[str, str], module: str
+    core_only_env: dict[str, str], module: str, name: str
 ) -> None:
-    """Importing boundkit.pg / pg_async without psycopg names the extra, as the root does."""
-    code = f"from {module} import *\n"
+    """Importing from boundkit.pg / pg_async without psycopg names the extra, as the root does."""
+    code = f"from {module} import {name}\n"
     done = run_core_only(core_only_env, code)
     assert 1 == done.returncode
     last = done.stderr.strip().splitlines()[-1]
