@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._extras import NEEDS_EXTRA, missing_extra
+from ._extras import NEEDS_EXTRA, raise_if_extra_missing
 from .errors import (
     BoundkitError,
     ConfigError,
@@ -193,10 +193,8 @@ def __getattr__(name: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        error = missing_extra(f"boundkit.{name}", exc)
-        if error is None:
-            raise
-        raise error from exc.__cause__ or exc
+        raise_if_extra_missing(f"boundkit.{name}", exc)
+        raise
     value = getattr(module, name)
     globals()[name] = value
     return value

@@ -17,14 +17,15 @@ from collections import deque
 from time import monotonic
 from typing import Any
 
-from ._extras import missing_extra
+from ._extras import raise_if_extra_missing
 
 try:
     import psycopg
     import psycopg_pool
     from psycopg_pool import ConnectionPool, PoolTimeout
 except ImportError as _exc:  # the 'postgres' extra is not installed
-    raise (missing_extra("boundkit.pg", _exc) or _exc) from _exc
+    raise_if_extra_missing("boundkit.pg", _exc)
+    raise
 
 from ._pg_base import (
     ALIVE,

@@ -10,13 +10,14 @@ import os
 from time import monotonic
 from typing import Any
 
-from ._extras import missing_extra
+from ._extras import raise_if_extra_missing
 
 try:
     import psycopg
     from psycopg_pool import AsyncConnectionPool, PoolTimeout
 except ImportError as _exc:  # the 'postgres' extra is not installed
-    raise (missing_extra("boundkit.pg_async", _exc) or _exc) from _exc
+    raise_if_extra_missing("boundkit.pg_async", _exc)
+    raise
 
 from ._pg_base import (
     ALIVE,
