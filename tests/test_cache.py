@@ -215,13 +215,43 @@ class TestCachetoolsContractAlwaysLocked(TestCachetoolsContract):
         ({"ttl": math.nan}, "ttl must be positive, got nan"),
         ({"ttl": -3}, "ttl must be positive, got -3"),
         ({"maxsize": True}, "maxsize must be a positive number, got True"),
-        ({"max_bytes": "64M"}, "max_bytes must be a positive number, got '64M'"),
+        ({"max_bytes": "64Q"}, "max_bytes must be a size such as 512M, 1.5G or 4096, got '64Q'"),
+        ({"max_bytes": "0M"}, "max_bytes must be positive, got 0"),
+        ({"max_bytes": 2.5}, "max_bytes must be a whole number, got 2.5"),
+        ({"max_bytes": [1]}, r"max_bytes must be a positive number, got \[1\]"),
     ],
 )
 def test_bad_bounds_raise_config_error_naming_the_value(options: Any, message: str) -> None:
     """Missing, zero, negative, NaN, fractional and non-numeric bounds are refused clearly."""
     with pytest.raises(ConfigError, match=message):
         BoundedCache(**options)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("64M", 64 * 1024**2), ("1.5K", 1536), ("4096", 4096)]
+)
+def test_max_bytes_takes_a_size_string_as_memory_guard_does(text: str, expected: int) -> None:
+    """max_bytes and resize(max_bytes=) parse "64M" with the parser MemoryGuard's limit uses."""
+    assert expected == BoundedCache(max_bytes=text).max_bytes
+    cache: BoundedCache[str, bytes] = BoundedCache(10)
+    cache.resize(max_bytes=text)
+    assert expected == cache.max_bytes
+
+
+def test_cachetools_getsizeof_points_to_sizeof_and_max_bytes() -> None:
+    """cachetools' getsizeof= is refused naming BoundedCache, sizeof= and max_bytes=."""
+    with pytest.raises(TypeError) as caught:
+        BoundedCache(1000, getsizeof=len)  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert message.startswith("BoundedCache takes sizeof=, not cachetools' getsizeof=")
+    assert "max_bytes=" in message
+    assert "CacheCore" not in message
+
+
+def test_unknown_keyword_names_the_public_class() -> None:
+    """A misspelt keyword is a TypeError naming BoundedCache, not an internal base class."""
+    with pytest.raises(TypeError, match=r"^BoundedCache\.__init__\(\) got an unexpected"):
+        BoundedCache(max_size=3)  # type: ignore[call-arg]
 
 
 def test_bad_input_raises_and_leaves_the_cache_usable() -> None:

@@ -43,6 +43,21 @@ def test_default_is_a_bounded_cache_of_128() -> None:
     assert 128 == ident.cache.maxsize
 
 
+def test_ttl_alone_gets_the_default_entry_bound() -> None:
+    """@cached(ttl=60) holds at most 128 entries, as lru_cache would; max_bytes alone does not."""
+
+    @cached(ttl=60)
+    def ident(n: int) -> int:
+        return n
+
+    for n in range(300):
+        ident(n)
+    assert 128 == ident.cache.maxsize
+    assert 128 == ident.cache_info().currsize
+    assert 60 == ident.cache.ttl
+    assert cached(max_bytes="1M")(ident).cache.maxsize is None
+
+
 def test_accepts_any_cache_but_not_a_cache_and_bounds() -> None:
     """A given cache is used as is; giving bounds as well is a ConfigError."""
     cache = cachetools.LRUCache(maxsize=4)

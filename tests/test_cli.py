@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
+import boundkit
 from boundkit.cli import main
 from test_memory import SNAPSHOT_KEYS
 
@@ -36,3 +38,61 @@ def test_unknown_command_exits_with_usage(capsys: pytest.CaptureFixture[str]) ->
         main(["frobnicate"])
     assert 2 == info.value.code
     assert "invalid choice" in capsys.readouterr().err
+
+
+def boundkit_command(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m boundkit ARGS` with ``env`` added to the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "boundkit", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **env},
+    )
+
+
+def test_version_prints_the_package_version() -> None:
+    """`boundkit --version` prints the installed version and exits 0."""
+    done = boundkit_command("--version")
+    assert 0 == done.returncode
+    assert f"boundkit {boundkit.__version__}" == done.stdout.strip()
+
+
+def test_bare_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """`boundkit` alone prints the help, naming the commands, and exits 0."""
+    assert 0 == main([])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: boundkit")
+    assert "snapshot" in out
+    assert "demo" in out
+
+
+def test_bad_memory_limit_is_one_line_not_a_traceback() -> None:
+    """A malformed BOUNDKIT_MEMORY_LIMIT prints the ConfigError on one line, exit status 2."""
+    done = boundkit_command("snapshot", BOUNDKIT_MEMORY_LIMIT="12Q")
+    assert 2 == done.returncode
+    expected = (
+        "boundkit: error: BOUNDKIT_MEMORY_LIMIT must be a size such as 512M, 1.5G or 4096, "
+        "got '12Q'"
+    )
+    assert [expected] == done.stderr.splitlines()
+    assert "" == done.stdout
+
+
+def test_limit_below_own_rss_warns() -> None:
+    """BOUNDKIT_MEMORY_LIMIT=100 (bytes) is below any process's RSS: a warning says so."""
+    done = boundkit_command("snapshot", "--json", BOUNDKIT_MEMORY_LIMIT="100")
+    assert 0 == done.returncode
+    assert done.stderr.startswith(
+        "boundkit: warning: the limit from BOUNDKIT_MEMORY_LIMIT (100 B) is below this "
+        "command's own resident memory"
+    )
+    assert "a bare number is bytes" in done.stderr
+    assert json.loads(done.stdout)["within_limit"] is False  # stdout stays JSON
+
+
+def test_limit_above_rss_does_not_warn() -> None:
+    """A limit the process fits in prints no warning."""
+    done = boundkit_command("snapshot", BOUNDKIT_MEMORY_LIMIT="4G")
+    assert 0 == done.returncode
+    assert "" == done.stderr

@@ -15,12 +15,12 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from boundkit import ConfigError, MemoryLimit, ResourceClosedError, memory_limit
+from boundkit import ConfigError, MemoryLimit, ResourceClosedError, memory_limit, memory_snapshot
 from boundkit.cache import BoundedCache
 from boundkit.guard import MemoryGuard
 from boundkit.scope import memory_scope, monitor_memory
@@ -389,6 +389,87 @@ def test_memory_scope_logs_before_after_and_delta(caplog: pytest.LogCaptureFixtu
     [record] = caplog.records
     assert record.getMessage().startswith("grow: rss ")
     assert "(+" in record.getMessage()
+
+
+def test_memory_scope_reports_the_peak_inside_the_block(caplog: pytest.LogCaptureFixture) -> None:
+    """A block that allocates 64 MiB and frees it shows a flat delta but a 64 MiB peak."""
+    with caplog.at_level(logging.INFO, logger="boundkit.scope"), memory_scope("spike") as scope:
+        block = bytearray(b"\x01") * (64 * MB)
+        del block
+    assert scope.after is not None
+    assert scope.peak is not None
+    assert scope.peak - scope.before >= 56 * MB
+    assert scope.after - scope.before < 16 * MB
+    [record] = caplog.records
+    assert ", peak " in record.getMessage()
+
+
+def test_memory_scope_samples_where_the_peak_cannot_be_reset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without /proc/self/clear_refs, a sampling thread still sees a peak held 0.2 s."""
+    monkeypatch.setattr("boundkit.scope._reset_high_water", lambda: None)
+    threads = threading.active_count()
+    with memory_scope("sampled") as scope:
+        block = bytearray(b"\x01") * (64 * MB)
+        time.sleep(0.2)
+        del block
+    assert scope.peak is not None
+    assert scope.peak - scope.before >= 56 * MB
+    assert threads == threading.active_count()  # the sampler has stopped
+
+
+def test_nested_scope_does_not_hide_the_outer_peak() -> None:
+    """An inner scope resets the process-wide mark; the outer scope keeps its earlier peak."""
+    with memory_scope("outer") as outer:
+        block = bytearray(b"\x01") * (64 * MB)
+        del block
+        with memory_scope("inner") as inner:
+            pass
+    assert outer.peak is not None
+    assert inner.peak is not None
+    assert outer.peak - outer.before >= 56 * MB
+    assert inner.peak - inner.before < 16 * MB
+
+
+def test_memory_scope_keeps_the_lifetime_peak_in_snapshots() -> None:
+    """Resetting the kernel's mark does not lower memory_snapshot()'s peak_rss_mb."""
+    block = bytearray(b"\x01") * (64 * MB)
+    del block
+    lifetime = memory_snapshot()["peak_rss_mb"]
+    with memory_scope("small"):
+        pass
+    assert lifetime <= memory_snapshot()["peak_rss_mb"]
+
+
+@pytest.mark.parametrize("level", ["INFO", True, -1, 1.5, None])
+def test_memory_scope_and_monitor_memory_refuse_a_bad_level(level: object) -> None:
+    """level must be a logging level: ConfigError naming it, at the scope or the decoration."""
+    message = f"level must be a logging level [(]an int >= 0[)], got {level!r}"
+    with pytest.raises(ConfigError, match=message), memory_scope("x", level=level):  # type: ignore[arg-type]
+        pass
+    with pytest.raises(ConfigError, match=message):
+        monitor_memory(level=level)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda g: g.stop(timeout=-1), "timeout must be a number of seconds zero or more, got -1"),
+        (
+            lambda g: g.stop(timeout="1"),
+            "timeout must be a number of seconds zero or more, got '1'",
+        ),
+        (lambda g: g.stop(timeout=math.nan), "timeout must be .* got nan"),
+        (lambda g: MemoryGuard(limit="1G", interval=10**30), "interval must be .* got 10+$"),
+    ],
+)
+def test_guard_seconds_are_validated(call: Callable[[MemoryGuard], object], message: str) -> None:
+    """stop()'s timeout and an interval beyond what a thread can wait are ConfigErrors."""
+    guard = MemoryGuard(limit="1G")
+    with pytest.raises(ConfigError, match=message):
+        call(guard)
+    guard.close()
 
 
 def test_memory_scope_records_after_on_error() -> None:

@@ -325,3 +325,20 @@ def test_snapshot_rejects_bad_thresholds(warning: float, critical: float) -> Non
     """Thresholds out of order or not positive raise ConfigError naming them."""
     with pytest.raises(ConfigError, match=repr(warning)):
         memory_snapshot(warning=warning, critical=critical)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"warning": "0.8"}, "warning must be a fraction in [(]0, 1], got '0.8'"),
+        ({"warning": None}, "warning must be a fraction in [(]0, 1], got None"),
+        ({"critical": True}, "critical must be a fraction in [(]0, 1], got True"),
+        ({"critical": 1.5}, "critical must be a fraction in [(]0, 1], got 1.5"),
+        ({"critical": float("inf")}, "critical must be a fraction in [(]0, 1], got inf"),
+        ({"warning": 0.95, "critical": 0.9}, "0 < warning <= critical, got 0.95 and 0.9"),
+    ],
+)
+def test_snapshot_thresholds_are_validated(options: dict[str, object], message: str) -> None:
+    """memory_snapshot's thresholds must be fractions in order: ConfigError names the value."""
+    with pytest.raises(ConfigError, match=message):
+        memory_snapshot(**options)  # type: ignore[arg-type]

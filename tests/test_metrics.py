@@ -701,3 +701,26 @@ def test_sketch_holds_no_growth_over_a_million_adds() -> None:
     rng = random.Random(2)
     assert_no_growth(lambda: sketch.add(rng.lognormvariate(0, 3)), calls=200_000, bytes_per_call=4)
     assert sketch.count >= 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: RollingWindow(10).add(True), "sample must be a finite number, got True"),
+        (lambda: QuantileSketch().add(True), "value must be a finite number, got True"),
+        (lambda: RollingWindow(10).percentile(True), "must be a finite number, got True"),
+        (lambda: QuantileSketch().quantile(True), "quantile must be a finite number, got True"),
+        (lambda: RollingWindow(10, max_age=True), "max_age must be a finite number, got True"),
+        (lambda: RequestStats(max_age=True), "max_age must be a finite number, got True"),
+        (lambda: RequestStats().observe("/", True, 200), "seconds must be a finite number"),
+        (lambda: RollingWindow(sys.maxsize + 1), f"maxlen must be at most {sys.maxsize}"),
+        (lambda: BoundedCounter(2**70), f"max_keys must be at most {sys.maxsize}"),
+        (lambda: RequestStats(window=2**70), f"window must be at most {sys.maxsize}"),
+    ],
+)
+def test_bools_and_oversized_counts_are_config_errors(
+    call: Callable[[], object], message: str
+) -> None:
+    """True is not a sample, a quantile or an age; a count beyond sys.maxsize is refused."""
+    with pytest.raises(ConfigError, match=message):
+        call()

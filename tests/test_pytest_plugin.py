@@ -20,13 +20,16 @@ def thing():
 """
 
 
-def run(pytester: pytest.Pytester, body: str) -> pytest.RunResult:
+def run(pytester: pytest.Pytester, body: str, *args: str) -> pytest.RunResult:
     pytester.makepyfile(HEADER + body)
-    return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-W", "error")
+    return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-W", "error", *args)
 
 
 def test_leaking_marked_test_fails_with_report(pytester: pytest.Pytester) -> None:
-    """A marked test whose body keeps 4 KiB per run fails with the growth report."""
+    """A marked test whose body keeps 4 KiB per run fails with the growth report alone.
+
+    The plugin's own frames (its hook's source) are hidden from the failure.
+    """
     result = run(
         pytester,
         """
@@ -39,6 +42,50 @@ def test_leaks():
     result.stdout.fnmatch_lines(
         ["*LeakError: memory grew * per call in test_leaks*", "*attempt 2: 400 calls per round*"]
     )
+    output = result.stdout.str()
+    for plugin_line in ("def pytest_pyfunc_call", "return (yield)", "def repeated"):
+        assert plugin_line not in output
+
+
+@pytest.mark.parametrize("calls", [50, 200, 500])
+def test_marker_catches_one_small_object_per_call(pytester: pytest.Pytester, calls: int) -> None:
+    """One ~300-byte string kept per call is caught at the calls the docs show, and below.
+
+    In a pytest process the heap has free space, so resident memory does not move: only
+    the blocks count sees this leak, one block per call.
+    """
+    result = run(
+        pytester,
+        f"""
+SMALL = 251  # + 49 bytes of str header: 300 bytes
+
+@pytest.mark.no_growth(calls={calls})
+def test_keeps_a_string():
+    KEPT.append("x" * SMALL)
+""",
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*LeakError: memory grew * 1.0 Python blocks per call*"])
+
+
+def test_verbose_says_what_a_passing_check_could_see(pytester: pytest.Pytester) -> None:
+    """With -v, each passing marked test is listed with its rounds, calls and sensitivity."""
+    body = """
+@pytest.mark.no_growth(calls=200, rounds=3)
+def test_clean():
+    assert 10 == len([str(i) for i in range(10)])
+"""
+    result = run(pytester, body, "-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*no_growth: what each passing check could see*",
+            "test_*.py::test_clean: 3 rounds of 200 calls after a warm-up round; "
+            "sees leaks from * B or 0.5 Python blocks per call",
+        ]
+    )
+    quiet = run(pytester, body)
+    assert "sees leaks from" not in quiet.stdout.str()
 
 
 def test_clean_marked_test_passes(pytester: pytest.Pytester) -> None:

@@ -174,3 +174,10 @@ def test_huge_and_deep_inputs_are_bounded_work() -> None:
 def test_small_flat_fast_path_agrees_with_the_walker(value: object) -> None:
     """Small containers of flat values, sized without the walker, come out the same."""
     assert _sizes._Estimate().measure(value) == estimate_size(value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "1", None, True])
+def test_format_bytes_refuses_what_is_not_a_finite_number(value: object) -> None:
+    """format_bytes raises ConfigError naming a value that is not a finite number."""
+    with pytest.raises(ConfigError, match=f"finite number of bytes, got {value!r}"):
+        format_bytes(value)  # type: ignore[arg-type]

@@ -177,6 +177,19 @@ def test_clean_report_has_no_trace_pass() -> None:
     assert "tracemalloc" not in str(report)
 
 
+@pytest.mark.parametrize("calls", [32, 200])
+def test_one_small_object_per_call_is_seen_at_few_calls(calls: int) -> None:
+    """A quiet process sees one ~100-byte object per call even at a few dozen calls a round.
+
+    The blocks threshold follows the rounds' own noise, so with no other thread it
+    stays low, and the report's sensitivity line says so.
+    """
+    report = measure_growth(python_leak(100), calls=calls, trace=False)
+    assert report.leaked, str(report)
+    assert report.attempts[0].block_threshold < calls
+    assert f"{report.rounds} rounds of {calls} calls" in report.sensitivity
+
+
 def test_str_reports_rounds_threshold_and_verdict() -> None:
     """``str(report)`` reads as a report: verdict, function, rounds and threshold."""
     report = measure_growth(python_leak(1024), calls=200, trace=False)
@@ -317,6 +330,8 @@ def test_detach_logging_hides_capture_then_restores_it(keeping_handler: KeepingH
         ("round_seconds", float("nan")),
         ("round_seconds", float("inf")),
         ("bytes_per_call", -1),
+        ("bytes_per_call", "1Q"),
+        ("bytes_per_call", True),
         ("min_pages", 0),
     ],
 )
@@ -329,3 +344,9 @@ def test_bad_option_raises_config_error_naming_it(option: str, value: object) ->
     assert option in str(caught.value)
     assert repr(value) in str(caught.value)
     assert [] == calls
+
+
+def test_bytes_per_call_takes_a_size_string() -> None:
+    """bytes_per_call="1K" is parsed like every size argument: 1024 bytes per call."""
+    report = measure_growth(lambda: None, calls=100, bytes_per_call="1K", min_pages=1)
+    assert 100 * 1024 == report.threshold

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._extras import NEEDS_EXTRA, raise_if_extra_missing
 from .errors import (
     BoundkitError,
     ConfigError,
@@ -122,8 +123,6 @@ _LAZY = {
     "render_pages": "boundkit.pdf",
     "trim_memory": "boundkit.memory",
 }
-# third-party top-level package -> the extra that installs it
-_EXTRA_OF = {"psycopg": "postgres", "psycopg_pool": "postgres", "pymupdf": "pdf", "fitz": "pdf"}
 
 __all__ = [
     "ASGIMiddleware",
@@ -194,18 +193,18 @@ def __getattr__(name: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        missing = (exc.name or "").partition(".")[0]
-        extra = _EXTRA_OF.get(missing)
-        if extra is None:
-            raise
-        raise ImportError(
-            f"boundkit.{name} needs the {extra!r} extra: pip install 'boundkit[{extra}]'",
-            name=exc.name,
-        ) from exc
+        raise_if_extra_missing(f"boundkit.{name}", exc)
+        raise
     value = getattr(module, name)
     globals()[name] = value
     return value
 
 
+# `from boundkit import *` gives the names that need no optional extra (and so never
+# imports psycopg or PyMuPDF); the others are imported by name.
+__all__ = [name for name in __all__ if _LAZY.get(name) not in NEEDS_EXTRA]
+
+
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    dunders = {name for name in globals() if name.startswith("__")}
+    return sorted(dunders | set(__all__) | set(_LAZY))

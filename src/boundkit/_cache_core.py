@@ -11,14 +11,13 @@ import itertools
 import logging
 import math
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from ._accel import speedups
-from ._sizes import estimate_size
+from ._sizes import estimate_size, parse_bytes
 from .errors import ConfigError
 
 K = TypeVar("K")
@@ -102,6 +101,13 @@ def check_bound(name: str, value: float | None, *, integer: bool) -> float:
     return value
 
 
+def check_byte_bound(max_bytes: float | str | None) -> float:
+    """Validate ``max_bytes``: bytes or a size such as ``"64M"``; ``inf`` for no bound."""
+    if isinstance(max_bytes, str):
+        max_bytes = parse_bytes(max_bytes, name="max_bytes")
+    return check_bound("max_bytes", max_bytes, integer=True)
+
+
 def check_fraction(fraction: float) -> float:
     """Validate a fraction for ``shrink()``."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
@@ -143,17 +149,13 @@ class CacheCore(Generic[K, V]):
 
     def __init__(
         self,
-        maxsize: int | None = None,
-        *,
-        max_bytes: int | None = None,
-        ttl: float | None = None,
-        sizeof: Callable[[Any], int] = estimate_size,
-        timer: Callable[[], float] = time.monotonic,
-        on_evict: Callable[[K, V, EvictReason], object] | None = None,
+        bounds: tuple[float, float, float],
+        sizeof: Callable[[Any], int],
+        timer: Callable[[], float],
+        on_evict: Callable[[K, V, EvictReason], object] | None,
     ) -> None:
-        self._max_entries = check_bound("maxsize", maxsize, integer=True)
-        self._max_bytes = check_bound("max_bytes", max_bytes, integer=True)
-        self._ttl = check_bound("ttl", ttl, integer=False)
+        """Set up an empty cache; ``bounds`` are entries, bytes and ttl, ``inf`` for none."""
+        self._max_entries, self._max_bytes, self._ttl = bounds
         if math.inf == self._max_entries == self._max_bytes == self._ttl:
             raise ConfigError("give at least one finite bound: maxsize, max_bytes or ttl")
         self._sizeof = sizeof

@@ -230,15 +230,17 @@ def cached(
     *,
     key: Callable[..., Hashable] = hashkey,
     maxsize: int | None = None,
-    max_bytes: int | None = None,
+    max_bytes: int | str | None = None,
     ttl: float | None = None,
     shared: Any = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
     """Memoise a function or method, sync or ``async def``, in a bounded cache.
 
     Pass a ``cache`` (any mutable mapping: a :class:`~boundkit.BoundedCache`
-    or a ``cachetools`` cache), or bounds for a new ``BoundedCache``
-    (``maxsize=128`` when none is given). ``key`` turns the arguments into a
+    or a ``cachetools`` cache), or bounds for a new ``BoundedCache``:
+    ``maxsize=128`` unless ``maxsize`` or ``max_bytes`` is given, so
+    ``@cached(ttl=60)`` holds at most 128 entries too (for a ttl-only cache,
+    pass ``BoundedCache(ttl=60)``). ``key`` turns the arguments into a
     cache key (default ``cachetools.keys.hashkey``). Concurrent misses on one
     key compute once; the others wait for that result, and an exception
     reaches every waiter without being cached. ``shared`` (a ``redis://``
@@ -255,8 +257,8 @@ def cached(
     if cache is None:
         from .cache import BoundedCache
 
-        if bounds == (None, None, None):
-            maxsize = 128
+        if maxsize is None and max_bytes is None:
+            maxsize = 128  # as functools.lru_cache: a ttl alone does not bound the entries
         cache = BoundedCache(maxsize, max_bytes=max_bytes, ttl=ttl)
     elif bounds != (None, None, None):
         raise ConfigError("give either a cache or bounds for a new one, not both")

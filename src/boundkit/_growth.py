@@ -6,10 +6,12 @@ make next and returns the report; ``run`` and ``arun`` make the calls, sync or a
 
 from __future__ import annotations
 
+import array
 import contextlib
 import gc
 import itertools
 import logging
+import math
 import statistics
 import sys
 import time
@@ -18,17 +20,20 @@ from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ._sizes import format_bytes
+from ._sizes import format_bytes, parse_bytes
 from .errors import ConfigError
 from .memory import _PAGE_SIZE, _malloc_trim, process_memory
 
 # With calls=None, a round gets as many calls as fit in round_seconds, up to this.
 _MAX_AUTO_CALLS = 1000
-# A round grows in Python blocks past max(_BLOCKS_PER_CALL * calls, _MIN_BLOCKS): a
-# Python leak adds at least one block per call; other threads' transient objects
-# stay under the floor.
+# A round grows in Python blocks past max(_BLOCKS_PER_CALL * calls, _MIN_BLOCKS +
+# _NOISE_SPREADS * spread), the spread being the median absolute deviation of the
+# rounds' block growth: a Python leak adds at least one block per call, every round
+# alike; other threads' transient objects move the readings up and down, and raise
+# the floor only where they exist.
 _BLOCKS_PER_CALL = 0.5
-_MIN_BLOCKS = 256
+_MIN_BLOCKS = 16
+_NOISE_SPREADS = 3
 _TRACE_FRAMES = 10
 _TOP_SITES = 5
 
@@ -112,6 +117,15 @@ class GrowthReport:
         """``"growth"`` or ``"no growth"``."""
         return "growth" if self.leaked else "no growth"
 
+    @property
+    def sensitivity(self) -> str:
+        """What the first attempt measured and the smallest leak per call it could see."""
+        return (
+            f"{self.rounds} rounds of {self.calls} calls after a warm-up round; sees leaks "
+            f"from {format_bytes(self.threshold / self.calls)} or "
+            f"{self.attempts[0].block_threshold / self.calls:.2g} Python blocks per call"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """Return the report as a JSON-ready dict, per-round growth included."""
         result = asdict(self)
@@ -129,13 +143,7 @@ class GrowthReport:
             if self.leaked
             else "no growth"
         )
-        first = self.attempts[0]
-        lines = [
-            f"{head} in {self.function} ({self.seconds:.2f} s)",
-            f"  {self.rounds} rounds of {self.calls} calls after a warm-up round; sees leaks "
-            f"from {format_bytes(self.threshold / self.calls)} or "
-            f"{first.block_threshold / self.calls:.2g} Python blocks per call",
-        ]
+        lines = [f"{head} in {self.function} ({self.seconds:.2f} s)", f"  {self.sensitivity}"]
         for number, attempt in enumerate(self.attempts, 1):
             mark = "suspicious" if attempt.suspicious else "held"
             lines.append(f"  attempt {number}: {attempt.calls} calls per round: {mark}")
@@ -213,17 +221,30 @@ def _warm_up(calls: int | None, round_seconds: float) -> Generator[int, None, in
 def _attempt(
     calls: int, rounds: int, bytes_per_call: int, min_pages: int
 ) -> Generator[int, None, GrowthAttempt]:
-    settled = [_settled()]
-    for _ in range(rounds):
+    # preallocated arrays: a reading kept as Python ints would count as growth itself
+    rss = array.array("q", bytes(8 * (rounds + 1)))
+    blocks = array.array("q", rss)
+    rss[0], blocks[0] = _settled()
+    for number in range(1, rounds + 1):
         yield calls
-        settled.append(_settled())
+        rss[number], blocks[number] = _settled()
+    readings = tuple(blocks)
     return GrowthAttempt(
         calls=calls,
         threshold=max(bytes_per_call * calls, min_pages * _PAGE_SIZE),
-        block_threshold=max(int(_BLOCKS_PER_CALL * calls), _MIN_BLOCKS),
-        readings=tuple(rss for rss, _ in settled),
-        blocks=tuple(blocks for _, blocks in settled),
+        block_threshold=max(
+            int(_BLOCKS_PER_CALL * calls),
+            _MIN_BLOCKS + _NOISE_SPREADS * _spread(_deltas(readings)),
+        ),
+        readings=tuple(rss),
+        blocks=readings,
     )
+
+
+def _spread(values: tuple[int, ...]) -> int:
+    """The median absolute deviation of ``values`` from their median, rounded up."""
+    middle = statistics.median(values)
+    return math.ceil(statistics.median(abs(value - middle) for value in values))
 
 
 def _where(calls: int) -> Generator[int, None, tuple[str, ...]]:
@@ -255,12 +276,14 @@ def start_check(
     calls: int | None,
     rounds: int,
     round_seconds: float,
-    bytes_per_call: int,
+    bytes_per_call: int | str,
     min_pages: int,
     confirm: bool,
     trace: bool,
 ) -> _Check:
     """Validate the options and return the check for ``fn``, not yet started."""
+    if isinstance(bytes_per_call, str):
+        bytes_per_call = parse_bytes(bytes_per_call, name="bytes_per_call")
     _check_options(calls, rounds, round_seconds, bytes_per_call, min_pages)
     return _check(
         _name(fn),

@@ -79,6 +79,8 @@ def format_bytes(n: float) -> str:
     >>> format_bytes(-3 * 1024**2)
     '-3.0 MiB'
     """
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n):
+        raise ConfigError(f"format_bytes needs a finite number of bytes, got {n!r}")
     sign = "-" if n < 0 else ""
     value = abs(float(n))
     if value < 1024:

@@ -7,6 +7,7 @@ metrics classes share.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from array import array
@@ -19,16 +20,18 @@ __all__ = ["RollingWindow"]
 
 
 def check_count(name: str, value: object, *, minimum: int = 1) -> int:
-    """Return ``value`` if it is an int of at least ``minimum``, else raise ConfigError."""
+    """Return ``value`` if it is an int from ``minimum`` to ``sys.maxsize``, else raise."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+    if value > sys.maxsize:
+        raise ConfigError(f"{name} must be at most {sys.maxsize}, got {value!r}")
     return value
 
 
 def check_finite(name: str, value: object) -> float:
-    """Return ``value`` as a float if it is a finite real number, else raise ConfigError."""
+    """Return ``value`` as a float if it is a finite real number (not a bool), else raise."""
     try:
-        if math.isfinite(value):  # type: ignore[arg-type]
+        if not isinstance(value, bool) and math.isfinite(value):  # type: ignore[arg-type]
             return float(value)  # type: ignore[arg-type]
     except (TypeError, OverflowError):
         pass

@@ -14,7 +14,8 @@ reach the LRU end, and by :meth:`BoundedCache.expire`.
 from __future__ import annotations
 
 import math
-from collections.abc import ItemsView, Iterator, MutableMapping, ValuesView
+import time
+from collections.abc import Callable, ItemsView, Iterator, MutableMapping, ValuesView
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._accel import GIL_ENABLED, speedups
@@ -26,10 +27,12 @@ from ._cache_core import (
     Evicted,
     EvictReason,
     check_bound,
+    check_byte_bound,
     check_fraction,
     snapshot,
 )
 from ._cached import CachedFunction, CacheInfo, cached
+from ._sizes import estimate_size
 from .errors import ConfigError
 
 __all__ = [
@@ -105,7 +108,8 @@ class BoundedCache(_Lookups[K, V], MutableMapping[K, V]):
     operation both ``maxsize`` and ``max_bytes`` hold: the least recently used
     entries are evicted first. A value whose size alone exceeds ``max_bytes``
     is not stored, replacing any older value under its key, and counts as a
-    rejection. ``sizeof`` is only called when ``max_bytes`` is set.
+    rejection. ``max_bytes`` takes bytes or a size such as ``"64M"``.
+    ``sizeof`` is only called when ``max_bytes`` is set.
     ``on_evict(key, value, reason)`` is told of every entry the cache drops by
     itself, outside the lock; an exception it raises is logged and ignored.
 
@@ -115,6 +119,30 @@ class BoundedCache(_Lookups[K, V], MutableMapping[K, V]):
     >>> sorted(cache)
     ['a', 'c']
     """
+
+    def __init__(
+        self,
+        maxsize: int | None = None,
+        *,
+        max_bytes: int | str | None = None,
+        ttl: float | None = None,
+        sizeof: Callable[[Any], int] = estimate_size,
+        timer: Callable[[], float] = time.monotonic,
+        on_evict: Callable[[K, V, EvictReason], object] | None = None,
+        getsizeof: None = None,
+    ) -> None:
+        if getsizeof is not None:
+            raise TypeError(
+                "BoundedCache takes sizeof=, not cachetools' getsizeof=; where cachetools "
+                "bounds the sum of getsizeof by maxsize, give BoundedCache(max_bytes=..., "
+                f"sizeof=...) (maxsize counts entries), got getsizeof={getsizeof!r}"
+            )
+        bounds = (
+            check_bound("maxsize", maxsize, integer=True),
+            check_byte_bound(max_bytes),
+            check_bound("ttl", ttl, integer=False),
+        )
+        super().__init__(bounds, sizeof, timer, on_evict)
 
     # -- reading -----------------------------------------------------------
 
@@ -244,7 +272,9 @@ class BoundedCache(_Lookups[K, V], MutableMapping[K, V]):
             dropped.append((key, entry.value, "expired"))
         self._expirations += len(expired)
 
-    def resize(self, maxsize: int | None = UNCHANGED, *, max_bytes: int | None = UNCHANGED) -> None:
+    def resize(
+        self, maxsize: int | None = UNCHANGED, *, max_bytes: int | str | None = UNCHANGED
+    ) -> None:
         """Change the bounds (None removes one) and evict down to them at once.
 
         Turning ``max_bytes`` on estimates every entry held, under the lock.
@@ -252,7 +282,7 @@ class BoundedCache(_Lookups[K, V], MutableMapping[K, V]):
         entries = self._max_entries if maxsize is UNCHANGED else maxsize
         budget = self._max_bytes if max_bytes is UNCHANGED else max_bytes
         new_entries = check_bound("maxsize", None if entries == math.inf else entries, integer=True)
-        new_bytes = check_bound("max_bytes", None if budget == math.inf else budget, integer=True)
+        new_bytes = check_byte_bound(None if budget == math.inf else budget)
         if math.inf == new_entries == new_bytes == self._ttl:
             raise ConfigError("give at least one finite bound: maxsize, max_bytes or ttl")
         dropped: Evicted = []

@@ -7,6 +7,11 @@ import json
 import sys
 from collections.abc import Sequence
 
+from . import __version__
+from ._limits import ENV_LIMIT
+from ._sizes import format_bytes
+from .errors import BoundkitError
+
 __all__ = ["main"]
 
 
@@ -14,7 +19,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="boundkit", description="Keep a Python process inside a fixed memory budget."
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"boundkit {__version__}")
+    commands = parser.add_subparsers(dest="command")
     snapshot = commands.add_parser("snapshot", help="print this process's memory and its limit")
     snapshot.add_argument("--json", action="store_true", help="print JSON instead of a table")
     commands.add_parser("demo", help="run naive workloads beside boundkit's and compare memory")
@@ -22,9 +28,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _snapshot(as_json: bool) -> int:
-    from .memory import memory_snapshot
+    from .memory import memory_limit, memory_snapshot, process_memory
 
-    snap = memory_snapshot()
+    limit = memory_limit()
+    snap = memory_snapshot(limit=limit)
+    rss = process_memory().rss
+    if limit.bytes < rss:
+        hint = "; a bare number is bytes (512M is megabytes)" if limit.source == ENV_LIMIT else ""
+        print(
+            f"boundkit: warning: the limit from {limit.source} ({format_bytes(limit.bytes)}) "
+            f"is below this command's own resident memory ({format_bytes(rss)}){hint}",
+            file=sys.stderr,
+        )
     if as_json:
         print(json.dumps(snap, indent=2, sort_keys=True))
     else:
@@ -35,10 +50,22 @@ def _snapshot(as_json: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
-    args = _build_parser().parse_args(argv)
-    if args.command == "snapshot":
-        return _snapshot(args.json)
-    from .demo import run_demo
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
 
-    return run_demo(sys.stdout)
+    Without a command it prints the help. A configuration error (such as a bad
+    ``BOUNDKIT_MEMORY_LIMIT``) is printed as one line, with exit status 2.
+    """
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "snapshot":
+            return _snapshot(args.json)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(sys.stdout)
+    except BoundkitError as exc:
+        print(f"boundkit: error: {exc}", file=sys.stderr)
+        return 2
+    parser.print_help()
+    return 0

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 
 from ._sizes import format_bytes, parse_bytes
 from .errors import ConfigError, ResourceClosedError
-from .memory import MemoryLimit, memory_limit, process_memory, trim_memory
+from .memory import MemoryLimit, _check_fraction, memory_limit, process_memory, trim_memory
 
 __all__ = ["MemoryGuard", "default_guard"]
 
@@ -55,15 +55,9 @@ def _release_idle_connections() -> None:
         logger.info("memory cleanup closed %s idle database connections", released)
 
 
-def _check_fraction(name: str, value: float) -> float:
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 < value <= 1):
-        raise ConfigError(f"{name} must be a fraction in (0, 1], got {value!r}")
-    return float(value)
-
-
 def _check_seconds(name: str, value: float, *, allow_zero: bool) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
+    if not ok or value < 0 or (value == 0 and not allow_zero) or value > threading.TIMEOUT_MAX:
         bound = "zero or more" if allow_zero else "more than zero"
         raise ConfigError(f"{name} must be a number of seconds {bound}, got {value!r}")
     return float(value)
@@ -360,7 +354,9 @@ class MemoryGuard:
                 logger.exception("memory guard check failed")
 
     def stop(self, timeout: float | None = 5.0) -> None:
-        """Stop the watcher thread and wait up to ``timeout`` seconds for it."""
+        """Stop the watcher thread and wait up to ``timeout`` seconds for it (None: no limit)."""
+        if timeout is not None:
+            timeout = _check_seconds("timeout", timeout, allow_zero=True)
         thread, self._thread = self._thread, None
         self._stop.set()
         if thread is not None and thread is not threading.current_thread():

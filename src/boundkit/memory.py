@@ -128,6 +128,13 @@ def trim_memory() -> int:
 _MB = 1024 * 1024
 
 
+def _check_fraction(name: str, value: float) -> float:
+    """Return ``value`` as a float if it is a fraction in (0, 1], else raise ConfigError."""
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 < value <= 1):
+        raise ConfigError(f"{name} must be a fraction in (0, 1], got {value!r}")
+    return float(value)
+
+
 def memory_snapshot(
     *, warning: float = 0.80, critical: float = 0.90, limit: MemoryLimit | None = None
 ) -> dict[str, Any]:
@@ -141,7 +148,7 @@ def memory_snapshot(
     ``system_total_mb``, ``system_available_mb``, ``gc_counts``, ``pid``,
     ``timestamp`` (ISO 8601, UTC).
     """
-    if not 0 < warning <= critical:
+    if not _check_fraction("warning", warning) <= _check_fraction("critical", critical):
         raise ConfigError(
             f"thresholds must satisfy 0 < warning <= critical, got {warning!r} and {critical!r}"
         )
@@ -170,4 +177,44 @@ def memory_snapshot(
 
 def _peak_rss() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+    peak = peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+    return max(peak, _peak_before_reset)  # memory_scope() resets the kernel's figure
+
+
+# The process's peak RSS before boundkit last reset the kernel's high-water mark.
+_peak_before_reset = 0
+
+
+def _high_water() -> int | None:
+    """Peak RSS in bytes since the process started or its last reset (Linux ``VmHWM``)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            text = status.read()
+    except OSError:
+        return None
+    start = text.find(b"VmHWM:")
+    if start < 0:
+        return None
+    return int(text[start + 6 : text.index(b"kB", start)]) * 1024
+
+
+def _reset_high_water() -> int | None:
+    """Reset ``VmHWM`` to the current RSS; return the peak it held, None where it cannot.
+
+    Writes 5 to ``/proc/self/clear_refs`` (Linux 4.0+). The peak before the reset
+    is kept for :func:`memory_snapshot`'s ``peak_rss_mb``.
+    """
+    global _peak_before_reset
+    peak = _high_water()
+    if peak is None:
+        return None
+    try:
+        fd = os.open("/proc/self/clear_refs", os.O_WRONLY)
+        try:
+            os.write(fd, b"5")
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    _peak_before_reset = max(_peak_before_reset, peak)
+    return peak

@@ -16,8 +16,14 @@ import os
 from time import monotonic
 from typing import Any
 
-import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from ._extras import raise_if_extra_missing
+
+try:
+    import psycopg
+    from psycopg_pool import ConnectionPool, PoolTimeout
+except ImportError as _exc:  # the 'postgres' extra is not installed
+    raise_if_extra_missing("boundkit.pg", _exc)
+    raise
 
 from ._pg_base import (
     ALIVE,

@@ -20,8 +20,14 @@ import weakref
 from time import monotonic
 from typing import Any
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from ._extras import raise_if_extra_missing
+
+try:
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool, PoolTimeout
+except ImportError as _exc:  # the 'postgres' extra is not installed
+    raise_if_extra_missing("boundkit.pg_async", _exc)
+    raise
 
 from ._pg_base import (
     ALIVE,

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from .errors import ConfigError
-from .testing import aassert_no_growth, assert_no_growth
+from .testing import GrowthReport, aassert_no_growth, assert_no_growth
 
 _OPTIONS = frozenset(inspect.signature(assert_no_growth).parameters) - {"fn"}
 
@@ -45,6 +45,7 @@ def _options(marker: pytest.Mark) -> dict[str, Any]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+    __tracebackhide__ = True  # a failure shows the report, not this hook's source
     marker = pyfuncitem.get_closest_marker("no_growth")
     if marker is None:
         return (yield)
@@ -59,7 +60,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
             test(*args, **kwargs)
 
         body.__qualname__ = test.__qualname__
-        assert_no_growth(body, **options)
+        _record(pyfuncitem, assert_no_growth(body, **options))
 
     @functools.wraps(test)
     async def arepeated(*args: Any, **kwargs: Any) -> None:
@@ -69,7 +70,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
             await test(*args, **kwargs)
 
         body.__qualname__ = test.__qualname__
-        await aassert_no_growth(body, **options)
+        _record(pyfuncitem, await aassert_no_growth(body, **options))
 
     pyfuncitem.obj = arepeated if inspect.iscoroutinefunction(test) else repeated
     try:
@@ -77,3 +78,24 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
     finally:
         # plugins that rerun the hook (rerunfailures) must see the original test
         pyfuncitem.obj = test
+
+
+def _record(item: pytest.Function, report: GrowthReport) -> None:
+    """Keep a passing check's sensitivity with the test (JUnit XML shows it too)."""
+    item.user_properties.append(("no_growth", report.sensitivity))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """With ``-v``, say for each passing ``no_growth`` test how small a leak it could see."""
+    if terminalreporter.config.get_verbosity() < 1:
+        return
+    lines = [
+        f"{report.nodeid}: {value}"
+        for report in terminalreporter.stats.get("passed", [])
+        for name, value in getattr(report, "user_properties", ())
+        if name == "no_growth"
+    ]
+    if lines:
+        terminalreporter.write_sep("-", "no_growth: what each passing check could see")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -41,7 +41,7 @@ def measure_growth(
     calls: int | None = None,
     rounds: int = 5,
     round_seconds: float = 0.5,
-    bytes_per_call: int = 50,
+    bytes_per_call: int | str = 50,
     min_pages: int = 16,
     confirm: bool = True,
     trace: bool = True,
@@ -54,8 +54,10 @@ def measure_growth(
     1000. Then ``rounds`` rounds follow, each read after ``gc.collect()`` and
     ``malloc_trim`` as anonymous RSS and as allocated Python blocks. A round
     grows if RSS rose by more than ``max(bytes_per_call * calls, min_pages
-    pages)`` or blocks by more than ``max(calls / 2, 256)``; an attempt is
-    suspicious when its median round grew. With ``confirm``, growth is found only if a
+    pages)`` (``bytes_per_call`` may be a size such as ``"1K"``) or blocks by
+    more than ``max(calls / 2, 16 + 3 * spread)`` (the rounds' median absolute
+    deviation: other threads' noise); an attempt is suspicious when its
+    median round grew. With ``confirm``, growth is found only if a
     second attempt with twice the calls is suspicious too. Then, with
     ``trace``, a tracemalloc pass says where. ``detach_logging`` swaps the root
     logger's handlers (pytest's log capture among them) for a NullHandler
@@ -81,7 +83,7 @@ def assert_no_growth(
     calls: int | None = None,
     rounds: int = 5,
     round_seconds: float = 0.5,
-    bytes_per_call: int = 50,
+    bytes_per_call: int | str = 50,
     min_pages: int = 16,
     confirm: bool = True,
     trace: bool = True,
@@ -114,7 +116,7 @@ async def ameasure_growth(
     calls: int | None = None,
     rounds: int = 5,
     round_seconds: float = 0.5,
-    bytes_per_call: int = 50,
+    bytes_per_call: int | str = 50,
     min_pages: int = 16,
     confirm: bool = True,
     trace: bool = True,
@@ -145,7 +147,7 @@ async def aassert_no_growth(
     calls: int | None = None,
     rounds: int = 5,
     round_seconds: float = 0.5,
-    bytes_per_call: int = 50,
+    bytes_per_call: int | str = 50,
     min_pages: int = 16,
     confirm: bool = True,
     trace: bool = True,
