@@ -1,4 +1,4 @@
-"""What the sync and async PostgreSQL pools share: settings, BEGIN, reset, probes, stats.
+"""What the sync and async PostgreSQL pools share: settings, reset, probes, stats.
 
 Nothing here waits on the network: :mod:`boundkit.pg` and :mod:`boundkit.pg_async`
 add the I/O.
@@ -15,48 +15,15 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import psycopg
-from psycopg import generators, pq
-from psycopg.abc import PQGen
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .errors import ConfigError, ResourceClosedError
 
-# A block ends with one round trip: its COMMIT or ROLLBACK, then DISCARD ALL
-# (session settings, roles, temp tables, LISTEN, advisory locks, cursors,
-# prepared statements, sequence caches), pipelined without a Sync between them
-# (DISCARD ALL cannot run in the transaction block a multi-statement query
-# makes). COMMIT first: when it fails (a deferred constraint) that is the error
-# the block raises, and the server skips the DISCARD ALL, so the rollback path
-# sends DISCARD ALL again. Measured cheaper than the six-statement reset string
-# it replaced (benchmarks/bench_pg.py, docs/pg.md).
-COMMIT, ROLLBACK, DISCARD = b"COMMIT", b"ROLLBACK", b"DISCARD ALL"
-_INTRANS, _INERROR, _IDLE = (
-    pq.TransactionStatus.INTRANS,
-    pq.TransactionStatus.INERROR,
-    pq.TransactionStatus.IDLE,
-)
-
-# psycopg sends a block's BEGIN in a round trip of its own before the first
-# statement. boundkit sends it in the first statement's round trip instead (as
-# Npgsql does): one round trip fewer per block. That takes psycopg internals;
-# without them (another psycopg release) statements go as psycopg sends them.
-_CURSOR_INTERNALS = (
-    "_start_query",
-    "_convert_query",
-    "_get_prepared",
-    "_maybe_prepare_gen",
-    "_execute_send",
-    "_send_query_prepared",
-    "_check_results",
-    "_set_results",
-)
-CAN_SHARE_BEGIN = all(
-    hasattr(psycopg.Connection, name) for name in ("_get_tx_start_command", "_exec_command")
-) and all(hasattr(psycopg.Cursor, name) for name in _CURSOR_INTERNALS)
-_PLAIN_EXECUTES = (psycopg.Cursor.execute, psycopg.AsyncCursor.execute)
-# cursors that bind parameters into the query text: simple query protocol always
-_CLIENT_SIDE = (psycopg.ClientCursor, psycopg.AsyncClientCursor)
+# The statement that resets a session when its block ends, in autocommit after
+# the COMMIT or ROLLBACK: settings, roles, temp tables, LISTEN, advisory locks,
+# cursors, prepared statements, sequence caches.
+RESET_SESSION = "DISCARD ALL"
 
 # connection attributes a block may change that psycopg_pool does not restore
 SESSION_ATTRS = ("autocommit", "isolation_level", "read_only", "deferrable")
@@ -354,152 +321,6 @@ class LeaseBase:
         return f"<{type(self).__name__} {state}>"
 
 
-def begin_command(conn: Any, cursor: Any) -> bytes | None:
-    """The ``BEGIN`` psycopg is about to send before ``cursor``'s statement, or ``None``.
-
-    ``None`` when psycopg would send none (``autocommit``, a transaction or a
-    pipeline already open), when ``cursor``'s class has an ``execute()`` of its
-    own (a ``cursor_factory`` that logs, say: it must see every statement) or
-    asks for binary results, or when boundkit cannot send the ``BEGIN`` for
-    psycopg. Call it under
-    ``conn.lock``, then run :func:`execute_after_begin` under the same hold.
-    """
-    if (
-        conn.pgconn.transaction_status != _IDLE  # first: every later statement stops here
-        or not CAN_SHARE_BEGIN
-        or type(cursor).execute not in _PLAIN_EXECUTES
-        or cursor.format != pq.Format.TEXT
-        or getattr(conn, "_autocommit", True)
-        or conn.pgconn.pipeline_status != pq.PipelineStatus.OFF
-    ):
-        return None
-    begin: bytes = conn._get_tx_start_command()
-    return begin
-
-
-def execute_after_begin(cursor: Any, begin: bytes, query: Any, params: Any) -> PQGen[None]:
-    """``cursor.execute(query, params)`` with ``begin`` sent in the same round trip.
-
-    For ``conn.wait()``: psycopg's own ``execute()``, the ``BEGIN`` moved. A
-    query psycopg sends by the simple query protocol (no parameters, or bound
-    into the text by a ``ClientCursor``; it may hold several statements) goes
-    as one message, ``BEGIN;``
-    then a newline then the query: the server's ``LINE n:`` in an error is one
-    more than psycopg alone gives. Any other, or one psycopg prepared before,
-    goes in a libpq pipeline behind the ``BEGIN``, with one Sync. A query
-    psycopg prepares now (``prepare_threshold`` reached) goes as psycopg sends
-    it, ``BEGIN`` apart. A query psycopg refuses before sending (a parameter
-    missing) leaves no transaction open, where psycopg alone has opened one.
-    """
-    conn = cursor.connection
-    pgconn = conn.pgconn
-    conn._autocommit = True  # so psycopg's own _start_query() sends no BEGIN
-    try:
-        yield from cursor._start_query(query)
-    finally:
-        conn._autocommit = False
-    pgq = cursor._convert_query(query, params)
-    prepare, name = cursor._get_prepared(pgq)
-    if prepare is type(prepare).SHOULD:  # a statement to prepare first: psycopg's way
-        yield from conn._exec_command(begin)
-        yield from cursor._maybe_prepare_gen(pgq)
-    else:
-        if name or (pgq.params and not isinstance(cursor, _CLIENT_SIDE)):
-            pgconn.enter_pipeline_mode()
-            pgconn.send_query_params(begin, None)
-            if name:  # prepared by an earlier block (reset_session=False)
-                cursor._send_query_prepared(name, pgq)
-            else:
-                cursor._execute_send(pgq, force_extended=True)
-            results = (yield from synced_pipeline(pgconn))[1:]
-        else:
-            pgconn.send_query(begin + b";\n" + pgq.query)
-            results = (yield from generators.execute(pgconn))[1:]
-            if not results:  # the query held no statement: let the server answer it alone
-                cursor._execute_send(pgq)
-                results = yield from generators.execute(pgconn)
-        key = conn._prepared.maybe_add_to_cache(pgq, prepare, name)  # counts toward preparing
-        if key is not None:
-            conn._prepared.validate(key, prepare, name, results)
-        cursor._check_results(results)
-        cursor._set_results(results)
-    cursor._last_query = query
-    yield from conn._prepared.maintain_gen(conn)
-
-
-def synced_pipeline(pgconn: pq.abc.PGconn) -> PQGen[list[Any]]:
-    """End the libpq pipeline the caller filled with one Sync: one round trip.
-
-    Returns every statement's results in order, the Sync's left out, and leaves
-    pipeline mode.
-    """
-    pgconn.pipeline_sync()
-    yield from generators.send(pgconn)
-    results: list[Any] = []
-    while not results or results[-1].status != pq.ExecStatus.PIPELINE_SYNC:
-        results += yield from generators.fetch_many(pgconn)
-    pgconn.exit_pipeline_mode()
-    return results[:-1]
-
-
-def closing_statements(
-    status: int, *, commit: bool, used: bool, reset: bool = True
-) -> tuple[bytes, ...]:
-    """The statements that end a block's transaction and reset the session.
-
-    With ``reset=False`` (``create_pool(reset_session=False)``) only the
-    ``COMMIT`` or ``ROLLBACK``. Empty: nothing to send (the connection was not
-    used, or is broken or busy and will be discarded). Send them with
-    :func:`closing_gen`: they run whatever psycopg's ``autocommit`` says.
-
-    >>> INTRANS, INERROR, IDLE = 2, 3, 0  # pq.TransactionStatus
-    >>> closing_statements(INTRANS, commit=True, used=True)
-    (b'COMMIT', b'DISCARD ALL')
-    >>> closing_statements(INERROR, commit=True, used=True)
-    (b'ROLLBACK', b'DISCARD ALL')
-    >>> closing_statements(IDLE, commit=True, used=True)
-    (b'DISCARD ALL',)
-    >>> closing_statements(IDLE, commit=True, used=False)
-    ()
-    >>> closing_statements(INTRANS, commit=True, used=True, reset=False)
-    (b'COMMIT',)
-    >>> closing_statements(IDLE, commit=True, used=True, reset=False)
-    ()
-    """
-    if status == _INTRANS:
-        end = COMMIT if commit else ROLLBACK
-    elif status == _INERROR:
-        end = ROLLBACK
-    elif status == _IDLE and used:
-        return (DISCARD,) if reset else ()
-    else:
-        return ()
-    return (end, DISCARD) if reset else (end,)
-
-
-def closing_gen(pgconn: pq.abc.PGconn, statements: tuple[bytes, ...]) -> PQGen[Any]:
-    """Send ``statements`` (from :func:`closing_statements`); return the first failure.
-
-    For ``conn.wait()`` under ``conn.lock``. Straight through libpq, as
-    ``conn.commit()`` does: a psycopg cursor's ``execute()`` cost ~30 us more
-    client CPU per block. Two statements go in one libpq pipeline with a single
-    Sync: one round trip. Returns ``None``, or the ``PGresult`` of the first
-    statement that failed, for the caller to raise as psycopg's error class.
-    """
-    if len(statements) == 1:
-        pgconn.send_query(statements[0])
-        results = yield from generators.execute(pgconn)
-    else:
-        pgconn.enter_pipeline_mode()
-        for statement in statements:
-            pgconn.send_query_params(statement, None)
-        results = yield from synced_pipeline(pgconn)
-    for result in results:
-        if result.status == pq.ExecStatus.FATAL_ERROR:
-            return result
-    return None
-
-
 def forget_prepared(conn: Any) -> None:
     """Make psycopg forget the statements it prepared, after a DISCARD ALL dropped them.
 
@@ -513,9 +334,10 @@ def forget_prepared(conn: Any) -> None:
 
 
 def is_clean(pgconn: pq.abc.PGconn) -> bool:
-    """Whether a returned connection can go back to the pool: idle, no pipeline left open."""
+    """Whether a returned connection can go back to the pool: open, idle, no pipeline open."""
     return (
-        pgconn.transaction_status == pq.TransactionStatus.IDLE
+        pgconn.status == pq.ConnStatus.OK
+        and pgconn.transaction_status == pq.TransactionStatus.IDLE
         and pgconn.pipeline_status == pq.PipelineStatus.OFF
     )
 

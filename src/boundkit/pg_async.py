@@ -16,17 +16,14 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from ._pg_base import (
     ALIVE,
     DIAGNOSE_AFTER,
+    RESET_SESSION,
     SESSION_ATTRS,
     UNSURE,
     LeaseBase,
     PoolSettings,
     PoolState,
     Registry,
-    begin_command,
-    closing_gen,
-    closing_statements,
     connect_failed_message,
-    execute_after_begin,
     exhausted_message,
     forget_prepared,
     idle_state,
@@ -108,21 +105,8 @@ class AsyncPooledConnection(LeaseBase):
         return self._track(self._live().cursor(*args, **kwargs))
 
     async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        """``AsyncConnection.execute()``; the cursor it returns closes when the block ends.
-
-        The transaction's ``BEGIN`` goes in the block's first statement's round
-        trip (as in :class:`boundkit.pg.PooledConnection`).
-        """
-        conn = self._live()
-        if kwargs:  # prepare= or binary=: psycopg's own way
-            return self._track(await conn.execute(query, params, **kwargs))
-        cursor = self._track(conn.cursor())
-        async with conn.lock:
-            begin = begin_command(conn, cursor)
-            if begin is not None:
-                await conn.wait(execute_after_begin(cursor, begin, query, params))
-                return cursor
-        return await cursor.execute(query, params)
+        """``AsyncConnection.execute()``; the cursor it returns closes when the block ends."""
+        return self._track(await self._live().execute(query, params, **kwargs))
 
 
 def apooled_connection(
@@ -230,26 +214,15 @@ async def _give_back(
 ) -> None:
     ended = lease._end()
     discard = ended.discard
-    failed: Exception | None = None  # the COMMIT's error, raised once the connection is back
+    failed: Exception | None = None  # the commit's error, raised once the connection is back
     try:
         for cursor in ended.cursors:
             with contextlib.suppress(Exception):
                 await cursor.close()
-        if commit:
-            try:
-                await _close_transaction(conn, commit=True, used=ended.used, reset=state.reset)
-            except Exception as exc:
-                failed = exc
-        if failed is not None or not commit:
-            try:
-                await _close_transaction(conn, commit=False, used=True, reset=state.reset)
-            except Exception:
-                discard = True  # its session may not be reset
-        for name, value in needs_reset(conn, ended.saved).items():
-            if name in SESSION_ATTRS:
-                await getattr(conn, f"set_{name}")(value)
-            else:
-                setattr(conn, name, value)
+        if ended.used:
+            failed, ended_cleanly = await _end_transaction(conn, commit=commit)
+            if not (ended_cleanly and await _reset(conn, ended.saved, session=state.reset)):
+                discard = True
     except BaseException:
         discard = True
         raise
@@ -263,20 +236,45 @@ async def _give_back(
         raise failed
 
 
-async def _close_transaction(
-    conn: psycopg.AsyncConnection[Any], *, commit: bool, used: bool, reset: bool
-) -> None:
-    # one round trip: COMMIT or ROLLBACK, then DISCARD ALL
-    statements = closing_statements(
-        conn.pgconn.transaction_status, commit=commit, used=used, reset=reset
-    )
-    if statements:
-        async with conn.lock:
-            failed = await conn.wait(closing_gen(conn.pgconn, statements))
-            if reset:
-                forget_prepared(conn)
-        if failed is not None:
-            raise psycopg.errors.error_from_result(failed, encoding=conn.info.encoding)
+async def _end_transaction(
+    conn: psycopg.AsyncConnection[Any], *, commit: bool
+) -> tuple[Exception | None, bool]:
+    """As :func:`boundkit.pg._end_transaction`: ``commit()``, else ``rollback()``."""
+    failed = None
+    if commit:
+        try:
+            await conn.commit()
+            return None, True
+        except Exception as exc:
+            failed = exc
+    try:
+        await conn.rollback()
+    except Exception:
+        return failed, False
+    return failed, True
+
+
+async def _reset(
+    conn: psycopg.AsyncConnection[Any], saved: tuple[Any, ...], *, session: bool
+) -> bool:
+    """Restore the attributes the block changed and reset the session; False if that failed."""
+    try:
+        for name, value in needs_reset(conn, saved).items():
+            if name in SESSION_ATTRS:
+                await getattr(conn, f"set_{name}")(value)
+            else:
+                setattr(conn, name, value)
+        if session:
+            autocommit = conn.autocommit
+            if not autocommit:  # DISCARD ALL cannot run in a transaction
+                await conn.set_autocommit(True)
+            await (await conn.execute(RESET_SESSION)).close()
+            if not autocommit:
+                await conn.set_autocommit(False)
+            forget_prepared(conn)
+    except Exception:  # psycopg.Error: broken, or the server failed the reset
+        return False
+    return True
 
 
 def apool_stats() -> dict[str, dict[str, Any]]:
