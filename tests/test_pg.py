@@ -449,6 +449,72 @@ def test_a_fatal_error_keeps_its_class_and_sqlstate(make_pool, pg_dsn, where):
     assert 1 == _count_after_reuse(pool)
 
 
+def test_the_lent_connection_passes_psycopgs_own_checks(make_pool):
+    """The lent object is a psycopg.Connection: TypeInfo.fetch, `with conn:`, .connection.
+
+    Cursors, transactions and pipelines it makes name it as their connection; `with conn:`
+    commits as psycopg's does for a pooled connection, without closing it.
+    """
+    pool = make_pool(max_size=1)
+    with pooled_connection(pool=pool) as conn:
+        assert isinstance(conn, psycopg.Connection)
+        info = psycopg.types.TypeInfo.fetch(conn, "text")
+        assert (25, 1009) == (info.oid, info.array_oid)
+        cursor = conn.cursor()
+        assert (conn, conn) == (cursor.connection, conn.execute("SELECT 1").connection)
+        with conn.transaction() as tx:
+            assert conn is tx.connection
+        with conn:
+            conn.execute("SELECT 1")
+        assert (psycopg.pq.TransactionStatus.IDLE, False) == (
+            conn.info.transaction_status,
+            conn.closed,
+        )
+        conn.my_attribute = 1
+        del conn.my_attribute
+        assert not hasattr(conn, "my_attribute")
+    assert 0 == pool_stats()[pool.name]["discards"]
+
+
+def test_python_side_state_does_not_reach_next_borrower(make_pool, pg_dsn):
+    """Adapters, notice and notify handlers, queued notifications and cursor factories end too."""
+    pool = make_pool(max_size=1)
+
+    class Hex(psycopg.adapt.Loader):
+        def load(self, data: bytes) -> str:
+            return bytes(data).hex()
+
+    class Named(psycopg.ServerCursor):  # type: ignore[type-arg]
+        pass
+
+    seen: list[object] = []
+    with pooled_connection(pool=pool) as conn:
+        conn.adapters.register_loader("text", Hex)
+        assert "6869" == conn.execute("SELECT 'hi'::text").fetchone()[0]
+        conn.add_notice_handler(seen.append)
+        conn.add_notify_handler(seen.append)
+        conn.server_cursor_factory = Named
+        conn.prepared_max = 7
+        conn.execute("LISTEN boundkit_queue")
+        conn.commit()
+        conn.remove_notify_handler(seen.append)  # notifications now queue for notifies()
+        with psycopg.connect(pg_dsn, autocommit=True) as other:
+            other.execute("NOTIFY boundkit_queue, 'for block one'")
+        conn.execute("SELECT pg_sleep(0.1)")  # reads the notification in
+    with pooled_connection(pool=pool) as conn:
+        value = conn.execute("SELECT 'hi'::text").fetchone()[0]
+        conn.execute("DO $$ BEGIN RAISE NOTICE 'to nobody'; END $$")
+        queued = list(conn.notifies(timeout=0))
+        factory, prepared_max = conn.server_cursor_factory, conn.prepared_max
+    assert ("hi", [], psycopg.ServerCursor, 100, []) == (
+        value,
+        queued,
+        factory,
+        prepared_max,
+        seen,
+    )
+
+
 def test_use_after_block_is_refused(make_pool):
     """The connection and its cursors refuse use once the block has ended."""
     pool = make_pool(max_size=1)
@@ -459,8 +525,9 @@ def test_use_after_block_is_refused(make_pool):
         conn.execute("SELECT 1")
     with pytest.raises(ResourceClosedError):
         conn.commit()
-    for stale in (cursor, other):
-        with pytest.raises(psycopg.InterfaceError, match="closed"):
+    for stale in (cursor, other):  # closed, and their connection refuses them
+        assert stale.closed
+        with pytest.raises(ResourceClosedError):
             stale.execute("SELECT 1")
     with pooled_connection(pool=pool) as conn:
         assert psycopg.pq.TransactionStatus.IDLE == conn.info.transaction_status

@@ -486,3 +486,51 @@ def test_a_fatal_error_keeps_its_class_and_sqlstate(pg_dsn, where):
         return raised.value.sqlstate, await _one(pool)
 
     assert ("57P01", 1) == run(scenario)
+
+
+def test_the_lent_connection_passes_psycopgs_own_checks(pg_dsn):
+    """The lent object is a psycopg.AsyncConnection: TypeInfo.fetch, `async with`, .connection."""
+
+    async def scenario() -> list[bool]:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+        async with apooled_connection(pool=pool) as conn:
+            info = await psycopg.types.TypeInfo.fetch(conn, "text")
+            cursor = await conn.execute("SELECT 1")
+            async with conn:
+                await conn.execute("SELECT 1")
+            return [
+                isinstance(conn, psycopg.AsyncConnection),
+                info is not None and info.oid == 25,
+                cursor.connection is conn,
+                conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE,
+                not conn.closed,
+            ]
+
+    assert [True] * 5 == run(scenario)
+
+
+def test_python_side_state_does_not_reach_next_borrower(pg_dsn):
+    """Adapters, notice handlers and queued notifications end with the block."""
+
+    class Hex(psycopg.adapt.Loader):
+        def load(self, data: bytes) -> str:
+            return bytes(data).hex()
+
+    async def scenario() -> tuple[Any, ...]:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+        seen: list[object] = []
+        async with apooled_connection(pool=pool) as conn:
+            conn.adapters.register_loader("text", Hex)
+            conn.add_notice_handler(seen.append)
+            await conn.execute("LISTEN boundkit_queue")
+            await conn.commit()
+            async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as other:
+                await other.execute("NOTIFY boundkit_queue, 'for block one'")
+            await conn.execute("SELECT pg_sleep(0.1)")  # reads the notification in
+        async with apooled_connection(pool=pool) as conn:
+            value = (await (await conn.execute("SELECT 'hi'::text")).fetchone())[0]
+            await conn.execute("DO $$ BEGIN RAISE NOTICE 'to nobody'; END $$")
+            queued = [n async for n in conn.notifies(timeout=0)]
+        return value, queued, seen
+
+    assert ("hi", [], []) == run(scenario)

@@ -6,6 +6,7 @@ add the I/O.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
 import re
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from psycopg import pq
+from psycopg.adapt import AdaptersMap
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .errors import ConfigError, ResourceClosedError
@@ -27,7 +29,13 @@ RESET_SESSION = "DISCARD ALL"
 
 # connection attributes a block may change that psycopg_pool does not restore
 SESSION_ATTRS = ("autocommit", "isolation_level", "read_only", "deferrable")
-PLAIN_ATTRS = ("prepare_threshold", "row_factory", "cursor_factory")
+PLAIN_ATTRS = (
+    "prepare_threshold",
+    "prepared_max",
+    "row_factory",
+    "cursor_factory",
+    "server_cursor_factory",
+)
 _ATTRS = SESSION_ATTRS + PLAIN_ATTRS
 _read_attrs = operator.attrgetter(*_ATTRS)  # one C call: the tuple of their values
 
@@ -259,46 +267,104 @@ class Ended(NamedTuple):
     used: bool
     saved: tuple[Any, ...]
     cursors: list[Any]
+    handlers: list[tuple[str, Any]]  # (the remove_*_handler method, the callback)
+
+
+# What a lease answers itself; every other attribute is the lent connection's.
+# psycopg's own cursor(), execute(), transaction() and pipeline() run on the
+# lease, so the cursors, transactions and pipelines they make say
+# `.connection is conn`.
+_LEASE_OWN = frozenset(
+    {
+        "__class__",
+        "_bk_conn",
+        "_bk_cursors",
+        "_bk_discard",
+        "_bk_saved",
+        "_bk_used",
+        "_bk_adapters",
+        "_bk_handlers",
+        "_live",
+        "_track",
+        "_end",
+        "discard",
+        "cursor",
+        "execute",
+        "transaction",
+        "pipeline",
+        "adapters",
+        "add_notice_handler",
+        "add_notify_handler",
+    }
+)
 
 
 class LeaseBase:
     """The connection a block borrowed: forwards to it until the block ends.
 
-    After the block every attribute access raises
-    :class:`~boundkit.ResourceClosedError`, and the cursors it opened are closed,
-    so no later borrower's transaction can be touched through it.
+    Mixed into a subclass of ``psycopg.Connection`` (or ``AsyncConnection``),
+    so psycopg's own type checks (``TypeInfo.fetch()``, ``register_vector()``)
+    accept it, but never initialised as one: it holds no connection state of
+    its own. After the block every attribute access raises
+    :class:`~boundkit.ResourceClosedError`, and the cursors it opened are
+    closed, so no later borrower's transaction can be touched through it.
+    Adapters registered on it and handlers added through it live as long as
+    the block.
     """
 
-    __slots__ = ("_conn", "_cursors", "_discard", "_saved", "_used")
+    __slots__ = (
+        "_bk_adapters",
+        "_bk_conn",
+        "_bk_cursors",
+        "_bk_discard",
+        "_bk_handlers",
+        "_bk_saved",
+        "_bk_used",
+    )
 
-    def __init__(self, conn: Any) -> None:
-        object.__setattr__(self, "_conn", conn)
-        object.__setattr__(self, "_cursors", [])
-        object.__setattr__(self, "_discard", False)
-        object.__setattr__(self, "_used", False)
-        object.__setattr__(self, "_saved", _read_attrs(conn))
+    def __init__(self, conn: Any) -> None:  # not psycopg's: nothing of its own to set up
+        setattr_ = object.__setattr__
+        setattr_(self, "_bk_conn", conn)
+        setattr_(self, "_bk_cursors", [])
+        setattr_(self, "_bk_discard", False)
+        setattr_(self, "_bk_used", False)
+        setattr_(self, "_bk_saved", _read_attrs(conn))
+        setattr_(self, "_bk_adapters", None)
+        setattr_(self, "_bk_handlers", [])
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in _LEASE_OWN:
+            return object.__getattribute__(self, name)
+        return getattr(object.__getattribute__(self, "_live")(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._live(), name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._live(), name)
 
     def _live(self) -> Any:
-        conn = self._conn
+        conn = self._bk_conn
         if conn is None:
             raise ResourceClosedError(
                 "this connection went back to its pool when its block ended; "
                 "use it only inside the `with` block"
             )
-        if not self._used:
-            object.__setattr__(self, "_used", True)
+        if not self._bk_used:
+            object.__setattr__(self, "_bk_used", True)
         return conn
 
     def _track(self, cursor: Any) -> Any:
-        self._cursors.append(weakref.ref(cursor))
+        self._bk_cursors.append(weakref.ref(cursor))
         return cursor
 
     def _end(self) -> Ended:
         """Refuse further use; return what the block left to clean up."""
-        cursors = [cursor for ref in self._cursors if (cursor := ref()) is not None]
-        self._cursors.clear()
-        object.__setattr__(self, "_conn", None)
-        return Ended(self._discard, self._used, self._saved, cursors)
+        cursors = [cursor for ref in self._bk_cursors if (cursor := ref()) is not None]
+        object.__setattr__(self, "_bk_conn", None)
+        object.__setattr__(self, "_bk_cursors", [])
+        object.__setattr__(self, "_bk_adapters", None)
+        return Ended(self._bk_discard, self._bk_used, self._bk_saved, cursors, self._bk_handlers)
 
     def discard(self) -> None:
         """Close this connection when the block ends instead of returning it.
@@ -307,18 +373,41 @@ class LeaseBase:
         the largest message received, for as long as the connection lives.
         """
         self._live()
-        object.__setattr__(self, "_discard", True)
+        object.__setattr__(self, "_bk_discard", True)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._live(), name)
+    @property
+    def adapters(self) -> AdaptersMap:
+        """The connection's adapters, copied for this block: what it registers ends with it."""
+        mine: AdaptersMap | None = self._bk_adapters
+        if mine is None:
+            mine = AdaptersMap(self._live().adapters)
+            object.__setattr__(self, "_bk_adapters", mine)
+        return mine
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._live(), name, value)
+    def add_notice_handler(self, callback: Any) -> None:
+        """``Connection.add_notice_handler()``; the handler is removed when the block ends."""
+        self._live().add_notice_handler(callback)
+        self._bk_handlers.append(("remove_notice_handler", callback))
+
+    def add_notify_handler(self, callback: Any) -> None:
+        """``Connection.add_notify_handler()``; the handler is removed when the block ends."""
+        self._live().add_notify_handler(callback)
+        self._bk_handlers.append(("remove_notify_handler", callback))
 
     def __repr__(self) -> str:
-        conn = self._conn
+        conn = self._bk_conn
         state = "returned" if conn is None else repr(conn)
         return f"<{type(self).__name__} {state}>"
+
+    def __del__(self, *_: Any) -> None:  # psycopg's warns of an unclosed connection: not ours
+        pass
+
+
+def remove_handlers(conn: Any, handlers: list[tuple[str, Any]]) -> None:
+    """Remove the notice and notify handlers a block added (those it removed itself too)."""
+    for remove, callback in handlers:
+        with contextlib.suppress(ValueError):
+            getattr(conn, remove)(callback)
 
 
 def forget_prepared(conn: Any) -> None:
@@ -331,6 +420,16 @@ def forget_prepared(conn: Any) -> None:
     prepared = conn._prepared
     prepared.clear()
     prepared._to_flush.clear()
+
+
+def has_queued_notifies(conn: Any) -> bool:
+    """Whether psycopg queued notifications no handler took, for ``notifies()`` to yield.
+
+    psycopg 3.3 keeps them on the connection (3.2 drops them): drain them with
+    ``notifies(timeout=0)`` so the next borrower does not read them. psycopg has
+    no public way to ask without draining, which costs a poll per block.
+    """
+    return bool(getattr(conn, "_notifies_backlog", None))
 
 
 def is_clean(pgconn: pq.abc.PGconn) -> bool:

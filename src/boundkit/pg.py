@@ -26,6 +26,7 @@ from ._pg_base import (
     DIAGNOSE_AFTER,
     RESET_SESSION,
     UNSURE,
+    Ended,
     LeaseBase,
     PoolSettings,
     PoolState,
@@ -33,9 +34,11 @@ from ._pg_base import (
     connect_failed_message,
     exhausted_message,
     forget_prepared,
+    has_queued_notifies,
     idle_state,
     is_clean,
     needs_reset,
+    remove_handlers,
     resolve_conninfo,
     stats_of,
 )
@@ -117,22 +120,18 @@ def _regrow_if_waited_on(pool: ConnectionPool[Any]) -> None:
         pool.check()
 
 
-class PooledConnection(LeaseBase):
+class PooledConnection(LeaseBase, psycopg.Connection[Any]):
     """A ``psycopg.Connection`` lent for one block; refuses use after it.
 
-    Every ``psycopg.Connection`` attribute is forwarded. Cursors it made are
-    closed when the block ends.
+    An instance of ``psycopg.Connection`` whose every attribute is the lent
+    connection's. Cursors it made are closed when the block ends.
     """
 
     __slots__ = ()
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         """``Connection.cursor()``; the cursor closes when the block ends."""
-        return self._track(self._live().cursor(*args, **kwargs))
-
-    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        """``Connection.execute()``; the cursor it returns closes when the block ends."""
-        return self._track(self._live().execute(query, params, **kwargs))
+        return self._track(super().cursor(*args, **kwargs))
 
 
 def pooled_connection(
@@ -249,15 +248,15 @@ def _give_back(
     commit: bool,
 ) -> None:
     ended = lease._end()
-    discard = ended.discard
+    discard = ended.discard or conn.closed  # closed in the block: the pool replaces it
     failed: Exception | None = None  # the commit's error, raised once the connection is back
     try:
         for cursor in ended.cursors:
             with contextlib.suppress(Exception):
                 cursor.close()
-        if ended.used:
+        if ended.used and not discard:
             failed, ended_cleanly = _end_transaction(conn, commit=commit)
-            if not (ended_cleanly and _reset(conn, ended.saved, session=state.reset)):
+            if not (ended_cleanly and _reset(conn, ended, session=state.reset)):
                 discard = True
     except BaseException:
         discard = True
@@ -296,11 +295,16 @@ def _end_transaction(
     return failed, True
 
 
-def _reset(conn: psycopg.Connection[Any], saved: tuple[Any, ...], *, session: bool) -> bool:
-    """Restore the attributes the block changed and reset the session; False if that failed."""
+def _reset(conn: psycopg.Connection[Any], ended: Ended, *, session: bool) -> bool:
+    """Undo what the block changed on the connection and its session; False if that failed.
+
+    The attributes it set, the handlers it added, then the session (``DISCARD ALL``),
+    then the notifications that came for nobody.
+    """
     try:
-        for name, value in needs_reset(conn, saved).items():
+        for name, value in needs_reset(conn, ended.saved).items():
             setattr(conn, name, value)
+        remove_handlers(conn, ended.handlers)
         if session:
             autocommit = conn.autocommit
             if not autocommit:  # DISCARD ALL cannot run in a transaction
@@ -309,6 +313,9 @@ def _reset(conn: psycopg.Connection[Any], saved: tuple[Any, ...], *, session: bo
             if not autocommit:
                 conn.autocommit = False
             forget_prepared(conn)
+        if has_queued_notifies(conn):
+            for _ in conn.notifies(timeout=0):
+                pass
     except Exception:  # psycopg.Error: broken, or the server failed the reset
         return False
     return True

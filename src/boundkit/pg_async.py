@@ -19,6 +19,7 @@ from ._pg_base import (
     RESET_SESSION,
     SESSION_ATTRS,
     UNSURE,
+    Ended,
     LeaseBase,
     PoolSettings,
     PoolState,
@@ -26,9 +27,11 @@ from ._pg_base import (
     connect_failed_message,
     exhausted_message,
     forget_prepared,
+    has_queued_notifies,
     idle_state,
     is_clean,
     needs_reset,
+    remove_handlers,
     resolve_conninfo,
     stats_of,
 )
@@ -95,18 +98,14 @@ async def _regrow_if_waited_on(pool: AsyncConnectionPool[Any]) -> None:
         await pool.check()
 
 
-class AsyncPooledConnection(LeaseBase):
+class AsyncPooledConnection(LeaseBase, psycopg.AsyncConnection[Any]):
     """A ``psycopg.AsyncConnection`` lent for one block; refuses use after it."""
 
     __slots__ = ()
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         """``AsyncConnection.cursor()``; the cursor closes when the block ends."""
-        return self._track(self._live().cursor(*args, **kwargs))
-
-    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        """``AsyncConnection.execute()``; the cursor it returns closes when the block ends."""
-        return self._track(await self._live().execute(query, params, **kwargs))
+        return self._track(super().cursor(*args, **kwargs))
 
 
 def apooled_connection(
@@ -213,15 +212,15 @@ async def _give_back(
     commit: bool,
 ) -> None:
     ended = lease._end()
-    discard = ended.discard
+    discard = ended.discard or conn.closed  # closed in the block: the pool replaces it
     failed: Exception | None = None  # the commit's error, raised once the connection is back
     try:
         for cursor in ended.cursors:
             with contextlib.suppress(Exception):
                 await cursor.close()
-        if ended.used:
+        if ended.used and not discard:
             failed, ended_cleanly = await _end_transaction(conn, commit=commit)
-            if not (ended_cleanly and await _reset(conn, ended.saved, session=state.reset)):
+            if not (ended_cleanly and await _reset(conn, ended, session=state.reset)):
                 discard = True
     except BaseException:
         discard = True
@@ -254,16 +253,15 @@ async def _end_transaction(
     return failed, True
 
 
-async def _reset(
-    conn: psycopg.AsyncConnection[Any], saved: tuple[Any, ...], *, session: bool
-) -> bool:
-    """Restore the attributes the block changed and reset the session; False if that failed."""
+async def _reset(conn: psycopg.AsyncConnection[Any], ended: Ended, *, session: bool) -> bool:
+    """As :func:`boundkit.pg._reset`: attributes, handlers, session, queued notifications."""
     try:
-        for name, value in needs_reset(conn, saved).items():
+        for name, value in needs_reset(conn, ended.saved).items():
             if name in SESSION_ATTRS:
                 await getattr(conn, f"set_{name}")(value)
             else:
                 setattr(conn, name, value)
+        remove_handlers(conn, ended.handlers)
         if session:
             autocommit = conn.autocommit
             if not autocommit:  # DISCARD ALL cannot run in a transaction
@@ -272,6 +270,9 @@ async def _reset(
             if not autocommit:
                 await conn.set_autocommit(False)
             forget_prepared(conn)
+        if has_queued_notifies(conn):
+            async for _ in conn.notifies(timeout=0):
+                pass
     except Exception:  # psycopg.Error: broken, or the server failed the reset
         return False
     return True
