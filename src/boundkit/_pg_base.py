@@ -264,39 +264,48 @@ class Ended(NamedTuple):
     """What a lease knew when its block ended, for the twins to clean up with."""
 
     discard: bool
-    used: bool
     saved: tuple[Any, ...]
     cursors: list[Any]
     handlers: list[tuple[str, Any]]  # (the remove_*_handler method, the callback)
 
 
-# What a lease answers itself; every other attribute is the lent connection's.
-# psycopg's own cursor(), execute(), transaction() and pipeline() run on the
-# lease, so the cursors, transactions and pipelines they make say
-# `.connection is conn`.
-_LEASE_OWN = frozenset(
-    {
-        "__class__",
-        "_bk_conn",
-        "_bk_cursors",
-        "_bk_discard",
-        "_bk_saved",
-        "_bk_used",
-        "_bk_adapters",
-        "_bk_handlers",
-        "_live",
-        "_track",
-        "_end",
-        "discard",
-        "cursor",
-        "execute",
-        "transaction",
-        "pipeline",
-        "adapters",
-        "add_notice_handler",
-        "add_notify_handler",
-    }
-)
+class _Returned:
+    """Stands in for the lent connection once its block ended: every use raises."""
+
+    __slots__ = ()
+
+    def _refuse(self, *_: Any) -> Any:
+        raise ResourceClosedError(
+            "this connection went back to its pool when its block ended; "
+            "use it only inside the `with` block"
+        )
+
+    __getattr__ = __setattr__ = __delattr__ = _refuse
+
+
+_RETURNED = _Returned()
+
+# psycopg's own methods that run on the lease itself, so the cursors,
+# transactions and pipelines they make say `.connection is conn`
+_RUN_ON_LEASE = frozenset({"cursor", "execute", "transaction", "pipeline"})
+
+
+def forward_attributes(lease_class: type, connection_class: type) -> None:
+    """Give ``lease_class`` a forwarding property per attribute of ``connection_class``.
+
+    Each reads ``lease._bk_conn.<name>`` in C (``operator.attrgetter``): psycopg's
+    own code reads the connection through the lease a few dozen times per block,
+    and a Python ``__getattribute__`` cost ~15 us of client CPU per block. Names
+    the lease defines, dunders and :data:`_RUN_ON_LEASE` are left alone; instance
+    attributes get theirs at the first lend (:meth:`LeaseBase.__init__`).
+    """
+    for name in dir(connection_class):
+        if not (name.startswith("__") or name in _RUN_ON_LEASE or _defined_by_lease(name)):
+            setattr(lease_class, name, property(operator.attrgetter(f"_bk_conn.{name}")))
+
+
+def _defined_by_lease(name: str) -> bool:
+    return hasattr(LeaseBase, name)
 
 
 class LeaseBase:
@@ -305,7 +314,8 @@ class LeaseBase:
     Mixed into a subclass of ``psycopg.Connection`` (or ``AsyncConnection``),
     so psycopg's own type checks (``TypeInfo.fetch()``, ``register_vector()``)
     accept it, but never initialised as one: it holds no connection state of
-    its own. After the block every attribute access raises
+    its own, every attribute is the lent connection's (see
+    :func:`forward_attributes`). After the block every use raises
     :class:`~boundkit.ResourceClosedError`, and the cursors it opened are
     closed, so no later borrower's transaction can be touched through it.
     Adapters registered on it and handlers added through it live as long as
@@ -319,7 +329,6 @@ class LeaseBase:
         "_bk_discard",
         "_bk_handlers",
         "_bk_saved",
-        "_bk_used",
     )
 
     def __init__(self, conn: Any) -> None:  # not psycopg's: nothing of its own to set up
@@ -327,31 +336,29 @@ class LeaseBase:
         setattr_(self, "_bk_conn", conn)
         setattr_(self, "_bk_cursors", [])
         setattr_(self, "_bk_discard", False)
-        setattr_(self, "_bk_used", False)
         setattr_(self, "_bk_saved", _read_attrs(conn))
         setattr_(self, "_bk_adapters", None)
         setattr_(self, "_bk_handlers", [])
+        lease_class = type(self)
+        if not lease_class.__dict__.get("_bk_instance_attributes"):
+            for name in vars(conn):  # pgconn, lock, psycopg's private state...
+                if not hasattr(lease_class, name):
+                    setattr(lease_class, name, property(operator.attrgetter(f"_bk_conn.{name}")))
+            lease_class._bk_instance_attributes = True  # type: ignore[attr-defined]
 
-    def __getattribute__(self, name: str) -> Any:
-        if name in _LEASE_OWN:
-            return object.__getattribute__(self, name)
-        return getattr(object.__getattribute__(self, "_live")(), name)
+    def __getattr__(self, name: str) -> Any:  # attributes set on the connection later
+        return getattr(self._bk_conn, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._live(), name, value)
+        setattr(self._bk_conn, name, value)
 
     def __delattr__(self, name: str) -> None:
-        delattr(self._live(), name)
+        delattr(self._bk_conn, name)
 
     def _live(self) -> Any:
         conn = self._bk_conn
-        if conn is None:
-            raise ResourceClosedError(
-                "this connection went back to its pool when its block ended; "
-                "use it only inside the `with` block"
-            )
-        if not self._bk_used:
-            object.__setattr__(self, "_bk_used", True)
+        if conn is _RETURNED:
+            conn._refuse()
         return conn
 
     def _track(self, cursor: Any) -> Any:
@@ -361,10 +368,10 @@ class LeaseBase:
     def _end(self) -> Ended:
         """Refuse further use; return what the block left to clean up."""
         cursors = [cursor for ref in self._bk_cursors if (cursor := ref()) is not None]
-        object.__setattr__(self, "_bk_conn", None)
+        object.__setattr__(self, "_bk_conn", _RETURNED)
         object.__setattr__(self, "_bk_cursors", [])
         object.__setattr__(self, "_bk_adapters", None)
-        return Ended(self._bk_discard, self._bk_used, self._bk_saved, cursors, self._bk_handlers)
+        return Ended(self._bk_discard, self._bk_saved, cursors, self._bk_handlers)
 
     def discard(self) -> None:
         """Close this connection when the block ends instead of returning it.
@@ -380,23 +387,23 @@ class LeaseBase:
         """The connection's adapters, copied for this block: what it registers ends with it."""
         mine: AdaptersMap | None = self._bk_adapters
         if mine is None:
-            mine = AdaptersMap(self._live().adapters)
+            mine = AdaptersMap(self._bk_conn.adapters)
             object.__setattr__(self, "_bk_adapters", mine)
         return mine
 
     def add_notice_handler(self, callback: Any) -> None:
         """``Connection.add_notice_handler()``; the handler is removed when the block ends."""
-        self._live().add_notice_handler(callback)
+        self._bk_conn.add_notice_handler(callback)
         self._bk_handlers.append(("remove_notice_handler", callback))
 
     def add_notify_handler(self, callback: Any) -> None:
         """``Connection.add_notify_handler()``; the handler is removed when the block ends."""
-        self._live().add_notify_handler(callback)
+        self._bk_conn.add_notify_handler(callback)
         self._bk_handlers.append(("remove_notify_handler", callback))
 
     def __repr__(self) -> str:
         conn = self._bk_conn
-        state = "returned" if conn is None else repr(conn)
+        state = "returned" if conn is _RETURNED else repr(conn)
         return f"<{type(self).__name__} {state}>"
 
     def __del__(self, *_: Any) -> None:  # psycopg's warns of an unclosed connection: not ours

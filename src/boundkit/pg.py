@@ -34,6 +34,7 @@ from ._pg_base import (
     connect_failed_message,
     exhausted_message,
     forget_prepared,
+    forward_attributes,
     has_queued_notifies,
     idle_state,
     is_clean,
@@ -132,6 +133,9 @@ class PooledConnection(LeaseBase, psycopg.Connection[Any]):
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         """``Connection.cursor()``; the cursor closes when the block ends."""
         return self._track(super().cursor(*args, **kwargs))
+
+
+forward_attributes(PooledConnection, psycopg.Connection)
 
 
 def pooled_connection(
@@ -254,7 +258,7 @@ def _give_back(
         for cursor in ended.cursors:
             with contextlib.suppress(Exception):
                 cursor.close()
-        if ended.used and not discard:
+        if not discard:
             failed, ended_cleanly = _end_transaction(conn, commit=commit)
             if not (ended_cleanly and _reset(conn, ended, session=state.reset)):
                 discard = True

@@ -27,6 +27,7 @@ from ._pg_base import (
     connect_failed_message,
     exhausted_message,
     forget_prepared,
+    forward_attributes,
     has_queued_notifies,
     idle_state,
     is_clean,
@@ -106,6 +107,9 @@ class AsyncPooledConnection(LeaseBase, psycopg.AsyncConnection[Any]):
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         """``AsyncConnection.cursor()``; the cursor closes when the block ends."""
         return self._track(super().cursor(*args, **kwargs))
+
+
+forward_attributes(AsyncPooledConnection, psycopg.AsyncConnection)
 
 
 def apooled_connection(
@@ -218,7 +222,7 @@ async def _give_back(
         for cursor in ended.cursors:
             with contextlib.suppress(Exception):
                 await cursor.close()
-        if ended.used and not discard:
+        if not discard:
             failed, ended_cleanly = await _end_transaction(conn, commit=commit)
             if not (ended_cleanly and await _reset(conn, ended, session=state.reset)):
                 discard = True
