@@ -7,7 +7,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ import pytest
 psycopg = pytest.importorskip("psycopg")
 psycopg_pool = pytest.importorskip("psycopg_pool")
 
+import test_pg  # noqa: E402
 from boundkit import ResourceClosedError  # noqa: E402
 from boundkit.pg_async import (  # noqa: E402
     aclose_pools,
@@ -24,7 +25,9 @@ from boundkit.pg_async import (  # noqa: E402
 )
 from boundkit.testing import assert_no_growth  # noqa: E402
 from fix_pg import terminate_backend, terminate_backends  # noqa: E402
-from test_pg import frontend_messages, round_trips, traced  # noqa: E402
+from test_pg import _count, frontend_messages, round_trips, traced  # noqa: E402
+
+table = test_pg.table  # the fixture: an empty table, dropped after the test
 
 
 def run(test: Callable[[], Awaitable[Any]]) -> Any:
@@ -350,21 +353,6 @@ def test_no_growth_over_checkouts(pg_dsn):
         await asyncio.to_thread(assert_no_growth, calls, calls=10, rounds=5)
 
     run(scenario)
-
-
-@pytest.fixture
-def table(pg_dsn: str) -> Iterator[str]:
-    """An empty table, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE {name} (x int)")
-        yield name
-        conn.execute(f"DROP TABLE {name}")
-
-
-def _count(dsn: str, table: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
 def test_a_failed_first_statement_fails_the_transaction(pg_dsn, table):
