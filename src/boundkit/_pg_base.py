@@ -280,7 +280,12 @@ class _Returned:
             "use it only inside the `with` block"
         )
 
-    __getattr__ = __setattr__ = __delattr__ = _refuse
+    __setattr__ = __delattr__ = _refuse
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # introspection (doctest, inspect) asking for a protocol
+            raise AttributeError(name)
+        return self._refuse()
 
 
 _RETURNED = _Returned()
@@ -420,9 +425,11 @@ def remove_handlers(conn: Any, handlers: list[tuple[str, Any]]) -> None:
 def forget_prepared(conn: Any) -> None:
     """Make psycopg forget the statements it prepared, after a DISCARD ALL dropped them.
 
-    Its next execution of a query prepares it again under a new name. Uses
-    psycopg's own cache reset (what it does when a cursor runs DISCARD ALL),
-    minus the DEALLOCATE ALL that reset queues: the server already forgot them.
+    Its next execution of a query prepares it again under a new name. psycopg
+    does this by itself only when the DISCARD ALL is new to its cache (once
+    counted, a later one leaves names the server dropped), and has no public
+    way to do it: this is psycopg's own cache reset, minus the DEALLOCATE ALL
+    that reset queues (the server already forgot them).
     """
     prepared = conn._prepared
     prepared.clear()
