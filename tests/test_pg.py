@@ -315,14 +315,22 @@ def test_a_failed_first_statement_fails_the_transaction(make_pool, pg_dsn, table
     assert 0 == _count(pg_dsn, table)
 
 
-def _copy_through_execute(conn: object, table: str) -> None:
-    """An INSERT, then a COPY through execute(), whose error the block catches: busy connection."""
+def _copy_through_execute(conn: object, table: str, *, pipeline: bool = False) -> None:
+    """An INSERT, then a COPY through execute(), whose error the block catches: busy connection.
+
+    With ``pipeline``, the COPY runs inside ``conn.pipeline()``, which fails on leaving it.
+    """
     conn.execute(f"INSERT INTO {table} VALUES (1)")  # type: ignore[attr-defined]
+    if pipeline:
+        with pytest.raises(psycopg.OperationalError, match="COPY"), conn.pipeline():  # type: ignore[attr-defined]
+            conn.execute(f"COPY {table} FROM STDIN")  # type: ignore[attr-defined]
+        return
     with pytest.raises(psycopg.ProgrammingError, match="COPY cannot be used"):
         conn.execute(f"COPY {table} FROM STDIN")  # type: ignore[attr-defined]
 
 
-def test_a_busy_connection_at_commit_raises_as_psycopg(make_pool, pg_dsn, table):
+@pytest.mark.parametrize("pipeline", [False, True], ids=["execute", "pipeline"])
+def test_a_busy_connection_at_commit_raises_as_psycopg(make_pool, pg_dsn, table, pipeline):
     """A block that leaves the connection busy raises psycopg's commit error; nothing is lost.
 
     The connection is discarded and the pool serves the next block.
@@ -332,10 +340,10 @@ def test_a_busy_connection_at_commit_raises_as_psycopg(make_pool, pg_dsn, table)
         pytest.raises(psycopg.Error) as expected,
         conn,  # commits on exit
     ):
-        _copy_through_execute(conn, table)
+        _copy_through_execute(conn, table, pipeline=pipeline)
     pool = make_pool(max_size=1)
     with pytest.raises(psycopg.Error) as seen, pooled_connection(pool=pool) as conn:
-        _copy_through_execute(conn, table)
+        _copy_through_execute(conn, table, pipeline=pipeline)
     assert (type(expected.value), str(expected.value)) == (type(seen.value), str(seen.value))
     assert 0 == _count(pg_dsn, table)
     assert 1 == _count_after_reuse(pool)
