@@ -522,3 +522,27 @@ def test_python_side_state_does_not_reach_next_borrower(pg_dsn):
         return value, queued, seen
 
     assert ("hi", [], []) == run(scenario)
+
+
+def test_a_transaction_context_left_inconsistent_is_not_handed_on(pg_dsn, table):
+    """psycopg's transaction bookkeeping after an error never reaches the next borrower.
+
+    On psycopg 3.2.x, an error followed by ``async with conn.transaction():`` left it
+    counting an open transaction context, and every later commit() on the connection failed.
+    """
+
+    async def scenario() -> None:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+        with contextlib.suppress(psycopg.Error):
+            async with apooled_connection(pool=pool) as conn:
+                with contextlib.suppress(psycopg.errors.DivisionByZero):
+                    await conn.execute("SELECT 1/0")
+                async with conn.transaction():
+                    await conn.execute("SELECT 1")
+        for value in (1, 2):
+            async with apooled_connection(pool=pool) as conn:
+                await conn.execute(f"INSERT INTO {table} VALUES (%s)", (value,))
+                await conn.commit()
+
+    run(scenario)
+    assert 2 == _count(pg_dsn, table)
