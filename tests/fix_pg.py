@@ -196,6 +196,18 @@ def terminate_backends(dsn: str, application_name: str) -> int:
     raise AssertionError("terminated backends did not exit")
 
 
+def terminate_backend(dsn: str, pid: int) -> None:
+    """Terminate the backend ``pid`` and wait until it is gone."""
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        for _ in range(200):  # the backend exits asynchronously
+            query = "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = %s"
+            if admin.execute(query, (pid,)).fetchone()[0]:
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"terminated backend {pid} did not exit")
+
+
 @contextlib.contextmanager
 def silent_port() -> Iterator[int]:
     """A local port that takes connections and never answers: a host that has gone away."""

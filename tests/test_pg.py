@@ -27,7 +27,13 @@ from boundkit.pg import (  # noqa: E402
     release_idle,
 )
 from boundkit.testing import assert_no_growth  # noqa: E402
-from fix_pg import login_user, refused_port, silent_port, terminate_backends  # noqa: E402
+from fix_pg import (  # noqa: E402
+    login_user,
+    refused_port,
+    silent_port,
+    terminate_backend,
+    terminate_backends,
+)
 
 
 @pytest.fixture
@@ -133,16 +139,21 @@ def round_trips(lines: list[str]) -> int:
     return sum("\tReadyForQuery\t" in line for line in lines)
 
 
+def frontend_messages(lines: list[str]) -> list[str]:
+    """The messages the client sent, in a libpq trace from :func:`traced`."""
+    return [line for line in lines if line.startswith("F\t")]
+
+
 @pytest.mark.parametrize(
     ("query", "params"),
     [("SELECT 1", None), ("SELECT %s", (1,)), ("SELECT %(x)s::int", {"x": 1})],
     ids=["no-parameters", "parameters", "named-parameters"],
 )
-def test_first_statement_carries_the_begin(make_pool, query, params):
-    """A block's first statement takes psycopg's BEGIN along: 2 round trips where psycopg takes 3.
+def test_the_begin_goes_as_psycopg_sends_it(make_pool, query, params):
+    """A block's BEGIN and first statement go as psycopg sends them, then COMMIT and DISCARD ALL.
 
-    psycopg alone (the pool's raw connection) sends BEGIN, the query, COMMIT;
-    boundkit sends BEGIN + the query, then COMMIT + DISCARD ALL.
+    psycopg alone (the pool's raw connection) sends BEGIN, the query, COMMIT; boundkit
+    sends the same messages, then the session reset in a round trip of its own.
     """
     pool = make_pool(max_size=1)
     with contextlib.ExitStack() as stack, pooled_connection(pool=pool) as conn:
@@ -154,8 +165,11 @@ def test_first_statement_carries_the_begin(make_pool, query, params):
             assert (1,) == raw.execute(query, params).fetchone()
     finally:
         pool.putconn(raw)
-    assert (2, 3) == (round_trips(lines), round_trips(raw_lines))
-    assert any("BEGIN" in line for line in lines[:3]), lines
+    sent, expected = frontend_messages(lines), frontend_messages(raw_lines)
+    assert expected == sent[: len(expected)]
+    assert sent[0].endswith('\tQuery\t "BEGIN"')  # alone in its message
+    assert (4, 3) == (round_trips(lines), round_trips(raw_lines))
+    assert ['Query\t "DISCARD ALL"'] == [line.split("\t", 2)[-1] for line in sent[len(expected) :]]
 
 
 _FIRST_STATEMENTS = [
@@ -245,11 +259,6 @@ def test_first_statements_are_prepared_as_psycopg_prepares_them(make_pool, pg_ds
 
     assert [[("SELECT $1::int",)]] == expected[-1:]
     assert expected == run(ours)
-    with contextlib.ExitStack() as stack, pooled_connection(pool=pool) as conn:
-        lines = stack.enter_context(traced(conn.pgconn))
-        assert [(9,)] == conn.execute("SELECT %s::int", (9,)).fetchall()
-    assert 2 == round_trips(lines)  # the prepared statement runs behind the BEGIN
-    assert any('Bind\t "" "_pg3_' in line for line in lines), lines
 
 
 def test_a_cursor_factory_with_its_own_execute_sees_the_first_statement(make_pool):
@@ -268,7 +277,7 @@ def test_a_cursor_factory_with_its_own_execute_sees_the_first_statement(make_poo
     assert ["SELECT 1"] == seen
 
 
-def test_transaction_attributes_ride_on_the_shared_begin(make_pool, table):
+def test_transaction_attributes_shape_the_begin(make_pool, table):
     """isolation_level and read_only set before the first statement shape its BEGIN."""
     pool = make_pool(max_size=1)
     with pooled_connection(pool=pool) as conn:
@@ -287,6 +296,240 @@ def test_transaction_attributes_ride_on_the_shared_begin(make_pool, table):
         assert psycopg.pq.TransactionStatus.IDLE == conn.info.transaction_status
 
 
+@pytest.mark.parametrize("statement", ["SELEC 1", "SELECT E'\\xff'"], ids=["syntax", "bad-bytes"])
+def test_a_failed_first_statement_fails_the_transaction(make_pool, pg_dsn, table, statement):
+    """A first statement the server refuses to parse leaves the transaction failed, as psycopg.
+
+    A loop that tries each statement and logs errors keeps all-or-nothing: the statements
+    after the error raise InFailedSqlTransaction and nothing is committed.
+    """
+
+    def try_each(conn: object) -> list[type]:
+        errors = []
+        for each in (statement, f"INSERT INTO {table} VALUES (1)"):
+            try:
+                conn.execute(each)  # type: ignore[attr-defined]
+            except psycopg.Error as exc:
+                errors.append(type(exc))
+        return errors
+
+    with psycopg.connect(pg_dsn) as conn:
+        expected = try_each(conn)
+    with pooled_connection(pool=make_pool(max_size=1)) as conn:
+        seen = try_each(conn)
+    assert psycopg.errors.InFailedSqlTransaction == expected[-1]
+    assert expected == seen
+    assert 0 == _count(pg_dsn, table)
+
+
+def _copy_through_execute(conn: object, table: str, *, pipeline: bool = False) -> None:
+    """An INSERT, then a COPY through execute(), whose error the block catches: busy connection.
+
+    With ``pipeline``, the COPY runs inside ``conn.pipeline()``, which fails on leaving it.
+    """
+    conn.execute(f"INSERT INTO {table} VALUES (1)")  # type: ignore[attr-defined]
+    if pipeline:
+        with pytest.raises(psycopg.OperationalError, match="COPY"), conn.pipeline():  # type: ignore[attr-defined]
+            conn.execute(f"COPY {table} FROM STDIN")  # type: ignore[attr-defined]
+        return
+    with pytest.raises(psycopg.ProgrammingError, match="COPY cannot be used"):
+        conn.execute(f"COPY {table} FROM STDIN")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("pipeline", [False, True], ids=["execute", "pipeline"])
+def test_a_busy_connection_at_commit_raises_as_psycopg(make_pool, pg_dsn, table, pipeline):
+    """A block that leaves the connection busy raises psycopg's commit error; nothing is lost.
+
+    The connection is discarded and the pool serves the next block.
+    """
+    with (
+        contextlib.closing(psycopg.connect(pg_dsn)) as conn,
+        pytest.raises(psycopg.Error) as expected,
+        conn,  # commits on exit
+    ):
+        _copy_through_execute(conn, table, pipeline=pipeline)
+    pool = make_pool(max_size=1)
+    with pytest.raises(psycopg.Error) as seen, pooled_connection(pool=pool) as conn:
+        _copy_through_execute(conn, table, pipeline=pipeline)
+    assert (type(expected.value), str(expected.value)) == (type(seen.value), str(seen.value))
+    assert 0 == _count(pg_dsn, table)
+    assert 1 == _count_after_reuse(pool)
+    assert 1 == pool_stats()[pool.name]["discards"]
+
+
+def lock_a_temp_table(conn: object, other: object) -> None:
+    """Create (and commit) a temp table in ``conn``; lock it from the session ``other``.
+
+    The DISCARD ALL that ends ``conn``'s block then waits for that lock until its
+    statement_timeout.
+    """
+    conn.execute("CREATE TEMP TABLE locked (x int)")  # type: ignore[attr-defined]
+    schema = conn.execute("SELECT pg_my_temp_schema()::regnamespace::text").fetchone()[0]  # type: ignore[attr-defined]
+    conn.commit()  # type: ignore[attr-defined]
+    other.execute(f"LOCK TABLE {schema}.locked IN ACCESS SHARE MODE")  # type: ignore[attr-defined]
+
+
+def test_a_failed_reset_after_the_commit_is_not_an_error(make_pool, pg_dsn, table):
+    """Once the COMMIT succeeded, a failing session reset only discards the connection.
+
+    The block reports success for committed work: a retrying caller does not do it twice.
+    """
+    pool = make_pool(max_size=1, statement_timeout=0.3)
+    with psycopg.connect(pg_dsn) as other, pooled_connection(pool=pool) as conn:
+        lock_a_temp_table(conn, other)
+        conn.execute(f"INSERT INTO {table} VALUES (1)")
+    assert 1 == _count(pg_dsn, table)
+    assert 1 == pool_stats()[pool.name]["discards"]
+    assert 1 == _count_after_reuse(pool)
+
+
+@pytest.mark.parametrize("attribute", ["autocommit", "read_only", "isolation_level", "deferrable"])
+def test_the_blocks_exception_survives_a_connection_that_cannot_be_restored(
+    make_pool, table, attribute
+):
+    """An attribute the block changed on a connection left busy does not replace its exception."""
+    pool = make_pool(max_size=1)
+    error = KeyError("mine")
+    value = {"isolation_level": psycopg.IsolationLevel.SERIALIZABLE, "read_only": False}
+
+    def fail_busy() -> None:
+        with pooled_connection(pool=pool) as conn:
+            setattr(conn, attribute, value.get(attribute, True))
+            _copy_through_execute(conn, table)
+            raise error
+
+    with pytest.raises(KeyError) as raised:
+        fail_busy()
+    assert error is raised.value
+    assert 1 == pool_stats()[pool.name]["discards"]
+    assert 1 == _count_after_reuse(pool)
+
+
+def test_a_two_phase_transaction_is_never_committed_in_one_phase(make_pool, pg_dsn, table):
+    """A block that began a two-phase transaction and did not finish it raises as psycopg.
+
+    Nothing is committed and the next borrower gets a connection that commits normally.
+    """
+    pool = make_pool(max_size=1)
+
+    def unfinished() -> None:
+        with pooled_connection(pool=pool) as conn:
+            conn.tpc_begin(conn.xid(1, f"bk-{uuid.uuid4().hex}", "b"))
+            conn.execute(f"INSERT INTO {table} VALUES (1)")
+
+    with pytest.raises(psycopg.ProgrammingError, match="two-phase"):
+        unfinished()
+    with pooled_connection(pool=pool) as conn:
+        conn.execute(f"INSERT INTO {table} VALUES (2)")
+        conn.commit()
+    assert 1 == _count(pg_dsn, table)
+
+
+def test_a_transaction_context_left_inconsistent_is_not_handed_on(make_pool, pg_dsn, table):
+    """psycopg's transaction bookkeeping after an error never reaches the next borrower.
+
+    On psycopg 3.2.x, an error followed by ``with conn.transaction():`` left it counting
+    an open transaction context, and every later commit() on the connection failed.
+    """
+    pool = make_pool(max_size=1)
+    with contextlib.suppress(psycopg.Error), pooled_connection(pool=pool) as conn:
+        with contextlib.suppress(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1/0")
+        with conn.transaction():
+            conn.execute("SELECT 1")
+    for value in (1, 2):
+        with pooled_connection(pool=pool) as conn:
+            conn.execute(f"INSERT INTO {table} VALUES (%s)", (value,))
+            conn.commit()
+    assert 2 == _count(pg_dsn, table)
+
+
+@pytest.mark.parametrize("where", ["at-commit", "after-commit"])
+def test_a_fatal_error_keeps_its_class_and_sqlstate(make_pool, pg_dsn, where):
+    """A backend terminated in a block raises AdminShutdown (57P01), as psycopg does."""
+    pool = make_pool(max_size=1)
+
+    def killed() -> None:
+        with pooled_connection(pool=pool) as conn:
+            conn.execute("SELECT 1")
+            if where == "after-commit":
+                conn.commit()
+            terminate_backend(pg_dsn, conn.info.backend_pid)
+            if where == "after-commit":
+                conn.execute("SELECT 1")
+
+    with pytest.raises(psycopg.errors.AdminShutdown) as raised:
+        killed()
+    assert "57P01" == raised.value.sqlstate
+    assert 1 == _count_after_reuse(pool)
+
+
+def test_the_lent_connection_passes_psycopgs_own_checks(make_pool):
+    """The lent object is a psycopg.Connection: TypeInfo.fetch, `with conn:`, .connection.
+
+    Cursors, transactions and pipelines it makes name it as their connection; `with conn:`
+    commits as psycopg's does for a pooled connection, without closing it.
+    """
+    pool = make_pool(max_size=1)
+    with pooled_connection(pool=pool) as conn:
+        assert isinstance(conn, psycopg.Connection)
+        info = psycopg.types.TypeInfo.fetch(conn, "text")
+        assert (25, 1009) == (info.oid, info.array_oid)
+        cursor = conn.cursor()
+        assert (conn, conn) == (cursor.connection, conn.execute("SELECT 1").connection)
+        with conn.transaction() as tx:
+            assert conn is tx.connection
+        with conn:
+            conn.execute("SELECT 1")
+        assert (psycopg.pq.TransactionStatus.IDLE, False) == (
+            conn.info.transaction_status,
+            conn.closed,
+        )
+        conn.my_attribute = 1
+        del conn.my_attribute
+        assert not hasattr(conn, "my_attribute")
+    assert 0 == pool_stats()[pool.name]["discards"]
+
+
+def test_python_side_state_does_not_reach_next_borrower(make_pool, pg_dsn):
+    """Adapters, notice and notify handlers, queued notifications and cursor factories end too."""
+    pool = make_pool(max_size=1)
+
+    class Hex(psycopg.adapt.Loader):
+        def load(self, data: bytes) -> str:
+            return bytes(data).hex()
+
+    class Named(psycopg.ServerCursor):  # type: ignore[type-arg]
+        pass
+
+    seen: list[object] = []
+    with pooled_connection(pool=pool) as conn:
+        conn.adapters.register_loader("text", Hex)
+        assert "6869" == conn.execute("SELECT 'hi'::text").fetchone()[0]
+        conn.add_notice_handler(seen.append)
+        conn.add_notify_handler(seen.append)
+        conn.server_cursor_factory = Named
+        conn.prepared_max = 7
+        conn.execute("LISTEN boundkit_queue")
+        conn.commit()
+        conn.remove_notify_handler(seen.append)  # notifications now queue for notifies()
+        with psycopg.connect(pg_dsn, autocommit=True) as other:
+            other.execute("NOTIFY boundkit_queue, 'for block one'")
+        conn.execute("SELECT pg_sleep(0.1)")  # reads the notification in
+    with pooled_connection(pool=pool) as conn:
+        value = conn.execute("SELECT 'hi'::text").fetchone()[0]
+        conn.execute("DO $$ BEGIN RAISE NOTICE 'to nobody'; END $$")
+        queued = list(conn.notifies(timeout=0))
+        factory, prepared_max = conn.server_cursor_factory, conn.prepared_max
+    assert ("hi", [], psycopg.ServerCursor, 100, []) == (
+        value,
+        queued,
+        factory,
+        prepared_max,
+        seen,
+    )
+
+
 def test_use_after_block_is_refused(make_pool):
     """The connection and its cursors refuse use once the block has ended."""
     pool = make_pool(max_size=1)
@@ -297,8 +540,9 @@ def test_use_after_block_is_refused(make_pool):
         conn.execute("SELECT 1")
     with pytest.raises(ResourceClosedError):
         conn.commit()
-    for stale in (cursor, other):
-        with pytest.raises(psycopg.InterfaceError, match="closed"):
+    for stale in (cursor, other):  # closed, and their connection refuses them
+        assert stale.closed
+        with pytest.raises(ResourceClosedError):
             stale.execute("SELECT 1")
     with pooled_connection(pool=pool) as conn:
         assert psycopg.pq.TransactionStatus.IDLE == conn.info.transaction_status

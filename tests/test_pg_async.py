@@ -17,6 +17,7 @@ import pytest
 psycopg = pytest.importorskip("psycopg")
 psycopg_pool = pytest.importorskip("psycopg_pool")
 
+import test_pg  # noqa: E402
 from boundkit import ConfigError, ResourceClosedError  # noqa: E402
 from boundkit.pg_async import (  # noqa: E402
     aclose_pools,
@@ -28,8 +29,10 @@ from boundkit.pg_async import (  # noqa: E402
     release_idle_threadsafe,
 )
 from boundkit.testing import assert_no_growth  # noqa: E402
-from fix_pg import login_user, terminate_backends  # noqa: E402
-from test_pg import BAD_NUMBERS, round_trips, traced  # noqa: E402
+from fix_pg import login_user, terminate_backend, terminate_backends  # noqa: E402
+from test_pg import BAD_NUMBERS, _count, frontend_messages, round_trips, traced  # noqa: E402
+
+table = test_pg.table  # the fixture: an empty table, dropped after the test
 
 
 def run(test: Callable[[], Awaitable[Any]]) -> Any:
@@ -93,22 +96,20 @@ def test_commit_rollback_and_use_after_block(pg_dsn):
 
 
 @pytest.mark.parametrize(
-    ("query", "params", "trips"),
+    ("query", "params"),
     [
-        ("SELECT 1; SELECT 2", None, 2),
-        ("", None, 3),
-        ("SELECT * FROM no_such_table", None, 2),
-        ("SELECT %s, %s::text", (1, None), 2),
-        ("SELECT %s::int", ("not a number",), 2),
+        ("SELECT 1; SELECT 2", None),
+        ("", None),
+        ("SELECT * FROM no_such_table", None),
+        ("SELECT %s, %s::text", (1, None)),
+        ("SELECT %s::int", ("not a number",)),
     ],
 )
-def test_first_statement_carries_the_begin_and_gives_what_psycopg_gives(
-    pg_dsn, query, params, trips
-):
-    """The BEGIN goes with the first statement; its results and errors are psycopg's own.
+def test_first_statement_goes_and_gives_what_psycopg_gives(pg_dsn, query, params):
+    """A block's BEGIN and statements go as psycopg sends them; results and errors are its own.
 
-    Round trips per block: BEGIN + statements, then COMMIT or ROLLBACK + DISCARD ALL; a
-    query with no statement in it is sent again after the BEGIN, for the server to answer.
+    The block then ends with psycopg's COMMIT or ROLLBACK and DISCARD ALL in a round trip of
+    its own.
     """
 
     async def outcome(conn: Any) -> tuple[Any, ...]:
@@ -126,17 +127,24 @@ def test_first_statement_carries_the_begin_and_gives_what_psycopg_gives(
 
     async def scenario() -> tuple[Any, ...]:
         async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
-            expected = await outcome(conn)
-            await conn.rollback()
+            with traced(conn.pgconn) as raw_lines:
+                expected = await outcome(conn)
         pool = await acreate_pool(pg_dsn, max_size=1)
         with contextlib.ExitStack() as stack:
             async with apooled_connection(pool=pool) as conn:
                 lines = stack.enter_context(traced(conn.pgconn))
                 seen = await outcome(conn)
                 autocommit = conn.autocommit
-        return expected == seen, autocommit, round_trips(lines)
+        sent, psycopg_sent = frontend_messages(lines), frontend_messages(raw_lines)
+        return (
+            expected == seen,
+            autocommit,
+            psycopg_sent == sent[: len(psycopg_sent)],
+            round_trips(lines) - round_trips(raw_lines),
+        )
 
-    assert (True, False, trips) == run(scenario)
+    # two more round trips: the COMMIT or ROLLBACK, then DISCARD ALL
+    assert (True, False, True, 2) == run(scenario)
 
 
 def test_session_state_does_not_reach_next_borrower(pg_dsn):
@@ -408,3 +416,196 @@ def test_every_numeric_argument_is_checked(options):
     ((name, value),) = options.items()
     with pytest.raises(ConfigError, match=f"{name}.*{re.escape(repr(value))}"):
         asyncio.run(acreate_pool("host=127.0.0.1", **options))
+
+
+def test_a_failed_first_statement_fails_the_transaction(pg_dsn, table):
+    """A first statement the server cannot parse leaves the transaction failed, as psycopg."""
+
+    async def try_each(conn: Any) -> list[type]:
+        errors = []
+        for each in ("SELEC 1", f"INSERT INTO {table} VALUES (1)"):
+            try:
+                await conn.execute(each)
+            except psycopg.Error as exc:
+                errors.append(type(exc))
+        return errors
+
+    async def scenario() -> list[type]:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+        async with apooled_connection(pool=pool) as conn:
+            return await try_each(conn)
+
+    assert [psycopg.errors.SyntaxError, psycopg.errors.InFailedSqlTransaction] == run(scenario)
+    assert 0 == _count(pg_dsn, table)
+
+
+async def _copy_through_execute(conn: Any, table: str) -> None:
+    """An INSERT, then a COPY through execute(), whose error the block catches: busy connection."""
+    await conn.execute(f"INSERT INTO {table} VALUES (1)")
+    with pytest.raises(psycopg.ProgrammingError, match="COPY cannot be used"):
+        await conn.execute(f"COPY {table} FROM STDIN")
+
+
+def test_a_busy_connection_at_commit_raises_and_its_exception_survives(pg_dsn, table):
+    """A busy connection: a commit due raises psycopg's error; the block's own error survives.
+
+    Both connections are discarded, nothing is committed, and the pool serves the next block.
+    """
+
+    async def scenario() -> tuple[str, bool, int, int]:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+        with pytest.raises(psycopg.OperationalError) as at_commit:
+            async with apooled_connection(pool=pool) as conn:
+                await _copy_through_execute(conn, table)
+        error = KeyError("mine")
+
+        async def fail_busy() -> None:
+            async with apooled_connection(pool=pool) as conn:
+                await conn.set_read_only(False)
+                await _copy_through_execute(conn, table)
+                raise error
+
+        with pytest.raises(KeyError) as raised:
+            await fail_busy()
+        discards = pool_stats()[pool.name]["discards"]
+        return str(at_commit.value), raised.value is error, discards, await _one(pool)
+
+    message, same, discards, one = run(scenario)
+    assert ("another command is already in progress" in message, same) == (True, True)
+    assert (2, 1) == (discards, one)
+    assert 0 == _count(pg_dsn, table)
+
+
+def test_a_failed_reset_after_the_commit_is_not_an_error(pg_dsn, table):
+    """Once the COMMIT succeeded, a failing session reset only discards the connection."""
+
+    async def scenario() -> tuple[int, int]:
+        pool = await acreate_pool(pg_dsn, max_size=1, statement_timeout=0.3)
+        with psycopg.connect(pg_dsn) as other:
+            async with apooled_connection(pool=pool) as conn:
+                await conn.execute("CREATE TEMP TABLE locked (x int)")
+                cur = await conn.execute("SELECT pg_my_temp_schema()::regnamespace::text")
+                schema = (await cur.fetchone())[0]
+                await conn.commit()
+                other.execute(f"LOCK TABLE {schema}.locked IN ACCESS SHARE MODE")
+                await conn.execute(f"INSERT INTO {table} VALUES (1)")
+        return pool_stats()[pool.name]["discards"], await _one(pool)
+
+    assert (1, 1) == run(scenario)
+    assert 1 == _count(pg_dsn, table)
+
+
+def test_a_two_phase_transaction_is_never_committed_in_one_phase(pg_dsn, table):
+    """A block that began a two-phase transaction and did not finish it raises as psycopg."""
+
+    async def scenario() -> None:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+
+        async def unfinished() -> None:
+            async with apooled_connection(pool=pool) as conn:
+                await conn.tpc_begin(conn.xid(1, f"bk-{uuid.uuid4().hex}", "b"))
+                await conn.execute(f"INSERT INTO {table} VALUES (1)")
+
+        with pytest.raises(psycopg.ProgrammingError, match="two-phase"):
+            await unfinished()
+        async with apooled_connection(pool=pool) as conn:
+            await conn.execute(f"INSERT INTO {table} VALUES (2)")
+            await conn.commit()
+
+    run(scenario)
+    assert 1 == _count(pg_dsn, table)
+
+
+@pytest.mark.parametrize("where", ["at-commit", "after-commit"])
+def test_a_fatal_error_keeps_its_class_and_sqlstate(pg_dsn, where):
+    """A backend terminated in a block raises AdminShutdown (57P01), as psycopg does."""
+
+    async def scenario() -> tuple[str | None, int]:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+
+        async def killed() -> None:
+            async with apooled_connection(pool=pool) as conn:
+                await conn.execute("SELECT 1")
+                if where == "after-commit":
+                    await conn.commit()
+                await asyncio.to_thread(terminate_backend, pg_dsn, conn.info.backend_pid)
+                if where == "after-commit":
+                    await conn.execute("SELECT 1")
+
+        with pytest.raises(psycopg.errors.AdminShutdown) as raised:
+            await killed()
+        return raised.value.sqlstate, await _one(pool)
+
+    assert ("57P01", 1) == run(scenario)
+
+
+def test_the_lent_connection_passes_psycopgs_own_checks(pg_dsn):
+    """The lent object is a psycopg.AsyncConnection: TypeInfo.fetch, `async with`, .connection."""
+
+    async def scenario() -> list[bool]:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+        async with apooled_connection(pool=pool) as conn:
+            info = await psycopg.types.TypeInfo.fetch(conn, "text")
+            cursor = await conn.execute("SELECT 1")
+            async with conn:
+                await conn.execute("SELECT 1")
+            return [
+                isinstance(conn, psycopg.AsyncConnection),
+                info is not None and info.oid == 25,
+                cursor.connection is conn,
+                conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE,
+                not conn.closed,
+            ]
+
+    assert [True] * 5 == run(scenario)
+
+
+def test_python_side_state_does_not_reach_next_borrower(pg_dsn):
+    """Adapters, notice handlers and queued notifications end with the block."""
+
+    class Hex(psycopg.adapt.Loader):
+        def load(self, data: bytes) -> str:
+            return bytes(data).hex()
+
+    async def scenario() -> tuple[Any, ...]:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+        seen: list[object] = []
+        async with apooled_connection(pool=pool) as conn:
+            conn.adapters.register_loader("text", Hex)
+            conn.add_notice_handler(seen.append)
+            await conn.execute("LISTEN boundkit_queue")
+            await conn.commit()
+            async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as other:
+                await other.execute("NOTIFY boundkit_queue, 'for block one'")
+            await conn.execute("SELECT pg_sleep(0.1)")  # reads the notification in
+        async with apooled_connection(pool=pool) as conn:
+            value = (await (await conn.execute("SELECT 'hi'::text")).fetchone())[0]
+            await conn.execute("DO $$ BEGIN RAISE NOTICE 'to nobody'; END $$")
+            queued = [n async for n in conn.notifies(timeout=0)]
+        return value, queued, seen
+
+    assert ("hi", [], []) == run(scenario)
+
+
+def test_a_transaction_context_left_inconsistent_is_not_handed_on(pg_dsn, table):
+    """psycopg's transaction bookkeeping after an error never reaches the next borrower.
+
+    On psycopg 3.2.x, an error followed by ``async with conn.transaction():`` left it
+    counting an open transaction context, and every later commit() on the connection failed.
+    """
+
+    async def scenario() -> None:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+        with contextlib.suppress(psycopg.Error):
+            async with apooled_connection(pool=pool) as conn:
+                with contextlib.suppress(psycopg.errors.DivisionByZero):
+                    await conn.execute("SELECT 1/0")
+                async with conn.transaction():
+                    await conn.execute("SELECT 1")
+        for value in (1, 2):
+            async with apooled_connection(pool=pool) as conn:
+                await conn.execute(f"INSERT INTO {table} VALUES (%s)", (value,))
+                await conn.commit()
+
+    run(scenario)
+    assert 2 == _count(pg_dsn, table)

@@ -1,4 +1,4 @@
-"""What the sync and async PostgreSQL pools share: settings, BEGIN, reset, probes, stats.
+"""What the sync and async PostgreSQL pools share: settings, reset, probes, stats.
 
 Nothing here waits on the network: :mod:`boundkit.pg` and :mod:`boundkit.pg_async`
 add the I/O.
@@ -6,6 +6,7 @@ add the I/O.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import os
@@ -16,55 +17,29 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import psycopg
 import psycopg_pool
-from psycopg import generators, pq
-from psycopg.abc import PQGen
+from psycopg import pq
+from psycopg.adapt import AdaptersMap
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ._conninfo import check_conninfo, redact, scrub
 from ._window import check_count, check_finite
 from .errors import ConfigError, ResourceClosedError
 
-# A block ends with one round trip: its COMMIT or ROLLBACK, then DISCARD ALL
-# (session settings, roles, temp tables, LISTEN, advisory locks, cursors,
-# prepared statements, sequence caches), pipelined without a Sync between them
-# (DISCARD ALL cannot run in the transaction block a multi-statement query
-# makes). COMMIT first: when it fails (a deferred constraint) that is the error
-# the block raises, and the server skips the DISCARD ALL, so the rollback path
-# sends DISCARD ALL again. Measured cheaper than the six-statement reset string
-# it replaced (benchmarks/bench_pg.py, docs/pg.md).
-COMMIT, ROLLBACK, DISCARD = b"COMMIT", b"ROLLBACK", b"DISCARD ALL"
-_INTRANS, _INERROR, _IDLE = (
-    pq.TransactionStatus.INTRANS,
-    pq.TransactionStatus.INERROR,
-    pq.TransactionStatus.IDLE,
-)
-
-# psycopg sends a block's BEGIN in a round trip of its own before the first
-# statement. boundkit sends it in the first statement's round trip instead (as
-# Npgsql does): one round trip fewer per block. That takes psycopg internals;
-# without them (another psycopg release) statements go as psycopg sends them.
-_CURSOR_INTERNALS = (
-    "_start_query",
-    "_convert_query",
-    "_get_prepared",
-    "_maybe_prepare_gen",
-    "_execute_send",
-    "_send_query_prepared",
-    "_check_results",
-    "_set_results",
-)
-CAN_SHARE_BEGIN = all(
-    hasattr(psycopg.Connection, name) for name in ("_get_tx_start_command", "_exec_command")
-) and all(hasattr(psycopg.Cursor, name) for name in _CURSOR_INTERNALS)
-_PLAIN_EXECUTES = (psycopg.Cursor.execute, psycopg.AsyncCursor.execute)
-# cursors that bind parameters into the query text: simple query protocol always
-_CLIENT_SIDE = (psycopg.ClientCursor, psycopg.AsyncClientCursor)
+# The statement that resets a session when its block ends, in autocommit after
+# the COMMIT or ROLLBACK: settings, roles, temp tables, LISTEN, advisory locks,
+# cursors, prepared statements, sequence caches.
+RESET_SESSION = "DISCARD ALL"
 
 # connection attributes a block may change that psycopg_pool does not restore
 SESSION_ATTRS = ("autocommit", "isolation_level", "read_only", "deferrable")
-PLAIN_ATTRS = ("prepare_threshold", "row_factory", "cursor_factory")
+PLAIN_ATTRS = (
+    "prepare_threshold",
+    "prepared_max",
+    "row_factory",
+    "cursor_factory",
+    "server_cursor_factory",
+)
 _ATTRS = SESSION_ATTRS + PLAIN_ATTRS
 _read_attrs = operator.attrgetter(*_ATTRS)  # one C call: the tuple of their values
 
@@ -324,49 +299,119 @@ class Ended(NamedTuple):
     """What a lease knew when its block ended, for the twins to clean up with."""
 
     discard: bool
-    used: bool
     saved: tuple[Any, ...]
     cursors: list[Any]
+    handlers: list[tuple[str, Any]]  # (the remove_*_handler method, the callback)
+
+
+class _Returned:
+    """Stands in for the lent connection once its block ended: every use raises."""
+
+    __slots__ = ()
+
+    def _refuse(self, *_: Any) -> Any:
+        raise ResourceClosedError(
+            "this connection went back to its pool when its block ended; "
+            "use it only inside the `with` block"
+        )
+
+    __setattr__ = __delattr__ = _refuse
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # introspection (doctest, inspect) asking for a protocol
+            raise AttributeError(name)
+        return self._refuse()
+
+
+_RETURNED = _Returned()
+
+# psycopg's own methods that run on the lease itself, so the cursors,
+# transactions and pipelines they make say `.connection is conn`
+_RUN_ON_LEASE = frozenset({"cursor", "execute", "transaction", "pipeline"})
+
+
+def forward_attributes(lease_class: type, connection_class: type) -> None:
+    """Give ``lease_class`` a forwarding property per attribute of ``connection_class``.
+
+    Each reads ``lease._bk_conn.<name>`` in C (``operator.attrgetter``): psycopg's
+    own code reads the connection through the lease a few dozen times per block,
+    and a Python ``__getattribute__`` cost ~15 us of client CPU per block. Names
+    the lease defines, dunders and :data:`_RUN_ON_LEASE` are left alone; instance
+    attributes get theirs at the first lend (:meth:`LeaseBase.__init__`).
+    """
+    for name in dir(connection_class):
+        if not (name.startswith("__") or name in _RUN_ON_LEASE or _defined_by_lease(name)):
+            setattr(lease_class, name, property(operator.attrgetter(f"_bk_conn.{name}")))
+
+
+def _defined_by_lease(name: str) -> bool:
+    return hasattr(LeaseBase, name)
 
 
 class LeaseBase:
     """The connection a block borrowed: forwards to it until the block ends.
 
-    After the block every attribute access raises
-    :class:`~boundkit.ResourceClosedError`, and the cursors it opened are closed,
-    so no later borrower's transaction can be touched through it.
+    Mixed into a subclass of ``psycopg.Connection`` (or ``AsyncConnection``),
+    so psycopg's own type checks (``TypeInfo.fetch()``, ``register_vector()``)
+    accept it, but never initialised as one: it holds no connection state of
+    its own, every attribute is the lent connection's (see
+    :func:`forward_attributes`). After the block every use raises
+    :class:`~boundkit.ResourceClosedError`, and the cursors it opened are
+    closed, so no later borrower's transaction can be touched through it.
+    Adapters registered on it and handlers added through it live as long as
+    the block.
     """
 
-    __slots__ = ("_conn", "_cursors", "_discard", "_saved", "_used")
+    __slots__ = (
+        "_bk_adapters",
+        "_bk_conn",
+        "_bk_cursors",
+        "_bk_discard",
+        "_bk_handlers",
+        "_bk_saved",
+    )
 
-    def __init__(self, conn: Any) -> None:
-        object.__setattr__(self, "_conn", conn)
-        object.__setattr__(self, "_cursors", [])
-        object.__setattr__(self, "_discard", False)
-        object.__setattr__(self, "_used", False)
-        object.__setattr__(self, "_saved", _read_attrs(conn))
+    def __init__(self, conn: Any) -> None:  # not psycopg's: nothing of its own to set up
+        setattr_ = object.__setattr__
+        setattr_(self, "_bk_conn", conn)
+        setattr_(self, "_bk_cursors", [])
+        setattr_(self, "_bk_discard", False)
+        setattr_(self, "_bk_saved", _read_attrs(conn))
+        setattr_(self, "_bk_adapters", None)
+        setattr_(self, "_bk_handlers", [])
+        lease_class = type(self)
+        if not lease_class.__dict__.get("_bk_instance_attributes"):
+            for name in vars(conn):  # pgconn, lock, psycopg's private state...
+                if not hasattr(lease_class, name):
+                    setattr(lease_class, name, property(operator.attrgetter(f"_bk_conn.{name}")))
+            lease_class._bk_instance_attributes = True  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:  # attributes set on the connection later
+        return getattr(self._bk_conn, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._bk_conn, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._bk_conn, name)
 
     def _live(self) -> Any:
-        conn = self._conn
-        if conn is None:
-            raise ResourceClosedError(
-                "this connection went back to its pool when its block ended; "
-                "use it only inside the `with` block"
-            )
-        if not self._used:
-            object.__setattr__(self, "_used", True)
+        conn = self._bk_conn
+        if conn is _RETURNED:
+            conn._refuse()
         return conn
 
     def _track(self, cursor: Any) -> Any:
-        self._cursors.append(weakref.ref(cursor))
+        self._bk_cursors.append(weakref.ref(cursor))
         return cursor
 
     def _end(self) -> Ended:
         """Refuse further use; return what the block left to clean up."""
-        cursors = [cursor for ref in self._cursors if (cursor := ref()) is not None]
-        self._cursors.clear()
-        object.__setattr__(self, "_conn", None)
-        return Ended(self._discard, self._used, self._saved, cursors)
+        cursors = [cursor for ref in self._bk_cursors if (cursor := ref()) is not None]
+        object.__setattr__(self, "_bk_conn", _RETURNED)
+        object.__setattr__(self, "_bk_cursors", [])
+        object.__setattr__(self, "_bk_adapters", None)
+        return Ended(self._bk_discard, self._bk_saved, cursors, self._bk_handlers)
 
     def discard(self) -> None:
         """Close this connection when the block ends instead of returning it.
@@ -375,182 +420,72 @@ class LeaseBase:
         the largest message received, for as long as the connection lives.
         """
         self._live()
-        object.__setattr__(self, "_discard", True)
+        object.__setattr__(self, "_bk_discard", True)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._live(), name)
+    @property
+    def adapters(self) -> AdaptersMap:
+        """The connection's adapters, copied for this block: what it registers ends with it."""
+        mine: AdaptersMap | None = self._bk_adapters
+        if mine is None:
+            mine = AdaptersMap(self._bk_conn.adapters)
+            object.__setattr__(self, "_bk_adapters", mine)
+        return mine
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._live(), name, value)
+    def add_notice_handler(self, callback: Any) -> None:
+        """``Connection.add_notice_handler()``; the handler is removed when the block ends."""
+        self._bk_conn.add_notice_handler(callback)
+        self._bk_handlers.append(("remove_notice_handler", callback))
+
+    def add_notify_handler(self, callback: Any) -> None:
+        """``Connection.add_notify_handler()``; the handler is removed when the block ends."""
+        self._bk_conn.add_notify_handler(callback)
+        self._bk_handlers.append(("remove_notify_handler", callback))
 
     def __repr__(self) -> str:
-        conn = self._conn
-        state = "returned" if conn is None else repr(conn)
+        conn = self._bk_conn
+        state = "returned" if conn is _RETURNED else repr(conn)
         return f"<{type(self).__name__} {state}>"
 
-
-def begin_command(conn: Any, cursor: Any) -> bytes | None:
-    """The ``BEGIN`` psycopg is about to send before ``cursor``'s statement, or ``None``.
-
-    ``None`` when psycopg would send none (``autocommit``, a transaction or a
-    pipeline already open), when ``cursor``'s class has an ``execute()`` of its
-    own (a ``cursor_factory`` that logs, say: it must see every statement) or
-    asks for binary results, or when boundkit cannot send the ``BEGIN`` for
-    psycopg. Call it under
-    ``conn.lock``, then run :func:`execute_after_begin` under the same hold.
-    """
-    if (
-        conn.pgconn.transaction_status != _IDLE  # first: every later statement stops here
-        or not CAN_SHARE_BEGIN
-        or type(cursor).execute not in _PLAIN_EXECUTES
-        or cursor.format != pq.Format.TEXT
-        or getattr(conn, "_autocommit", True)
-        or conn.pgconn.pipeline_status != pq.PipelineStatus.OFF
-    ):
-        return None
-    begin: bytes = conn._get_tx_start_command()
-    return begin
+    def __del__(self, *_: Any) -> None:  # psycopg's warns of an unclosed connection: not ours
+        pass
 
 
-def execute_after_begin(cursor: Any, begin: bytes, query: Any, params: Any) -> PQGen[None]:
-    """``cursor.execute(query, params)`` with ``begin`` sent in the same round trip.
-
-    For ``conn.wait()``: psycopg's own ``execute()``, the ``BEGIN`` moved. A
-    query psycopg sends by the simple query protocol (no parameters, or bound
-    into the text by a ``ClientCursor``; it may hold several statements) goes
-    as one message, ``BEGIN;``
-    then a newline then the query: the server's ``LINE n:`` in an error is one
-    more than psycopg alone gives. Any other, or one psycopg prepared before,
-    goes in a libpq pipeline behind the ``BEGIN``, with one Sync. A query
-    psycopg prepares now (``prepare_threshold`` reached) goes as psycopg sends
-    it, ``BEGIN`` apart. A query psycopg refuses before sending (a parameter
-    missing) leaves no transaction open, where psycopg alone has opened one.
-    """
-    conn = cursor.connection
-    pgconn = conn.pgconn
-    conn._autocommit = True  # so psycopg's own _start_query() sends no BEGIN
-    try:
-        yield from cursor._start_query(query)
-    finally:
-        conn._autocommit = False
-    pgq = cursor._convert_query(query, params)
-    prepare, name = cursor._get_prepared(pgq)
-    if prepare is type(prepare).SHOULD:  # a statement to prepare first: psycopg's way
-        yield from conn._exec_command(begin)
-        yield from cursor._maybe_prepare_gen(pgq)
-    else:
-        if name or (pgq.params and not isinstance(cursor, _CLIENT_SIDE)):
-            pgconn.enter_pipeline_mode()
-            pgconn.send_query_params(begin, None)
-            if name:  # prepared by an earlier block (reset_session=False)
-                cursor._send_query_prepared(name, pgq)
-            else:
-                cursor._execute_send(pgq, force_extended=True)
-            results = (yield from synced_pipeline(pgconn))[1:]
-        else:
-            pgconn.send_query(begin + b";\n" + pgq.query)
-            results = (yield from generators.execute(pgconn))[1:]
-            if not results:  # the query held no statement: let the server answer it alone
-                cursor._execute_send(pgq)
-                results = yield from generators.execute(pgconn)
-        key = conn._prepared.maybe_add_to_cache(pgq, prepare, name)  # counts toward preparing
-        if key is not None:
-            conn._prepared.validate(key, prepare, name, results)
-        cursor._check_results(results)
-        cursor._set_results(results)
-    cursor._last_query = query
-    yield from conn._prepared.maintain_gen(conn)
-
-
-def synced_pipeline(pgconn: pq.abc.PGconn) -> PQGen[list[Any]]:
-    """End the libpq pipeline the caller filled with one Sync: one round trip.
-
-    Returns every statement's results in order, the Sync's left out, and leaves
-    pipeline mode.
-    """
-    pgconn.pipeline_sync()
-    yield from generators.send(pgconn)
-    results: list[Any] = []
-    while not results or results[-1].status != pq.ExecStatus.PIPELINE_SYNC:
-        results += yield from generators.fetch_many(pgconn)
-    pgconn.exit_pipeline_mode()
-    return results[:-1]
-
-
-def closing_statements(
-    status: int, *, commit: bool, used: bool, reset: bool = True
-) -> tuple[bytes, ...]:
-    """The statements that end a block's transaction and reset the session.
-
-    With ``reset=False`` (``create_pool(reset_session=False)``) only the
-    ``COMMIT`` or ``ROLLBACK``. Empty: nothing to send (the connection was not
-    used, or is broken or busy and will be discarded). Send them with
-    :func:`closing_gen`: they run whatever psycopg's ``autocommit`` says.
-
-    >>> INTRANS, INERROR, IDLE = 2, 3, 0  # pq.TransactionStatus
-    >>> closing_statements(INTRANS, commit=True, used=True)
-    (b'COMMIT', b'DISCARD ALL')
-    >>> closing_statements(INERROR, commit=True, used=True)
-    (b'ROLLBACK', b'DISCARD ALL')
-    >>> closing_statements(IDLE, commit=True, used=True)
-    (b'DISCARD ALL',)
-    >>> closing_statements(IDLE, commit=True, used=False)
-    ()
-    >>> closing_statements(INTRANS, commit=True, used=True, reset=False)
-    (b'COMMIT',)
-    >>> closing_statements(IDLE, commit=True, used=True, reset=False)
-    ()
-    """
-    if status == _INTRANS:
-        end = COMMIT if commit else ROLLBACK
-    elif status == _INERROR:
-        end = ROLLBACK
-    elif status == _IDLE and used:
-        return (DISCARD,) if reset else ()
-    else:
-        return ()
-    return (end, DISCARD) if reset else (end,)
-
-
-def closing_gen(pgconn: pq.abc.PGconn, statements: tuple[bytes, ...]) -> PQGen[Any]:
-    """Send ``statements`` (from :func:`closing_statements`); return the first failure.
-
-    For ``conn.wait()`` under ``conn.lock``. Straight through libpq, as
-    ``conn.commit()`` does: a psycopg cursor's ``execute()`` cost ~30 us more
-    client CPU per block. Two statements go in one libpq pipeline with a single
-    Sync: one round trip. Returns ``None``, or the ``PGresult`` of the first
-    statement that failed, for the caller to raise as psycopg's error class.
-    """
-    if len(statements) == 1:
-        pgconn.send_query(statements[0])
-        results = yield from generators.execute(pgconn)
-    else:
-        pgconn.enter_pipeline_mode()
-        for statement in statements:
-            pgconn.send_query_params(statement, None)
-        results = yield from synced_pipeline(pgconn)
-    for result in results:
-        if result.status == pq.ExecStatus.FATAL_ERROR:
-            return result
-    return None
+def remove_handlers(conn: Any, handlers: list[tuple[str, Any]]) -> None:
+    """Remove the notice and notify handlers a block added (those it removed itself too)."""
+    for remove, callback in handlers:
+        with contextlib.suppress(ValueError):
+            getattr(conn, remove)(callback)
 
 
 def forget_prepared(conn: Any) -> None:
     """Make psycopg forget the statements it prepared, after a DISCARD ALL dropped them.
 
-    Its next execution of a query prepares it again under a new name. Uses
-    psycopg's own cache reset (what it does when a cursor runs DISCARD ALL),
-    minus the DEALLOCATE ALL that reset queues: the server already forgot them.
+    Its next execution of a query prepares it again under a new name. psycopg
+    does this by itself only when the DISCARD ALL is new to its cache (once
+    counted, a later one leaves names the server dropped), and has no public
+    way to do it: this is psycopg's own cache reset, minus the DEALLOCATE ALL
+    that reset queues (the server already forgot them).
     """
     prepared = conn._prepared
     prepared.clear()
     prepared._to_flush.clear()
 
 
+def has_queued_notifies(conn: Any) -> bool:
+    """Whether psycopg queued notifications no handler took, for ``notifies()`` to yield.
+
+    psycopg 3.3 keeps them on the connection (3.2 drops them): drain them with
+    ``notifies(timeout=0)`` so the next borrower does not read them. psycopg has
+    no public way to ask without draining, which costs a poll per block.
+    """
+    return bool(getattr(conn, "_notifies_backlog", None))
+
+
 def is_clean(pgconn: pq.abc.PGconn) -> bool:
-    """Whether a returned connection can go back to the pool: idle, no pipeline left open."""
+    """Whether a returned connection can go back to the pool: open, idle, no pipeline open."""
     return (
-        pgconn.transaction_status == pq.TransactionStatus.IDLE
+        pgconn.status == pq.ConnStatus.OK
+        and pgconn.transaction_status == pq.TransactionStatus.IDLE
         and pgconn.pipeline_status == pq.PipelineStatus.OFF
     )
 

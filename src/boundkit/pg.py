@@ -28,21 +28,22 @@ except ImportError as _exc:  # the 'postgres' extra is not installed
 from ._pg_base import (
     ALIVE,
     DIAGNOSE_AFTER,
+    RESET_SESSION,
     UNSURE,
+    Ended,
     LeaseBase,
     PoolSettings,
     PoolState,
     Registry,
-    begin_command,
-    closing_gen,
-    closing_statements,
     connect_failed_message,
-    execute_after_begin,
     exhausted_message,
     forget_prepared,
+    forward_attributes,
+    has_queued_notifies,
     idle_state,
     is_clean,
     needs_reset,
+    remove_handlers,
     resolve_conninfo,
     shrink_internals,
     stats_of,
@@ -126,35 +127,21 @@ def _regrow_if_waited_on(pool: ConnectionPool[Any]) -> None:
         pool.check()
 
 
-class PooledConnection(LeaseBase):
+class PooledConnection(LeaseBase, psycopg.Connection[Any]):
     """A ``psycopg.Connection`` lent for one block; refuses use after it.
 
-    Every ``psycopg.Connection`` attribute is forwarded. Cursors it made are
-    closed when the block ends.
+    An instance of ``psycopg.Connection`` whose every attribute is the lent
+    connection's. Cursors it made are closed when the block ends.
     """
 
     __slots__ = ()
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         """``Connection.cursor()``; the cursor closes when the block ends."""
-        return self._track(self._live().cursor(*args, **kwargs))
+        return self._track(super().cursor(*args, **kwargs))
 
-    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        """``Connection.execute()``; the cursor it returns closes when the block ends.
 
-        The transaction's ``BEGIN`` goes in the block's first statement's round
-        trip (one round trip fewer than psycopg alone).
-        """
-        conn = self._live()
-        if kwargs:  # prepare= or binary=: psycopg's own way
-            return self._track(conn.execute(query, params, **kwargs))
-        cursor = self._track(conn.cursor())
-        with conn.lock:
-            begin = begin_command(conn, cursor)
-            if begin is not None:
-                conn.wait(execute_after_begin(cursor, begin, query, params))
-                return cursor
-        return cursor.execute(query, params)
+forward_attributes(PooledConnection, psycopg.Connection)
 
 
 def pooled_connection(
@@ -271,24 +258,16 @@ def _give_back(
     commit: bool,
 ) -> None:
     ended = lease._end()
-    discard = ended.discard
-    failed: Exception | None = None  # the COMMIT's error, raised once the connection is back
+    discard = ended.discard or conn.closed  # closed in the block: the pool replaces it
+    failed: Exception | None = None  # the commit's error, raised once the connection is back
     try:
         for cursor in ended.cursors:
             with contextlib.suppress(Exception):
                 cursor.close()
-        if commit:
-            try:
-                _close_transaction(conn, commit=True, used=ended.used, reset=state.reset)
-            except Exception as exc:
-                failed = exc
-        if failed is not None or not commit:
-            try:
-                _close_transaction(conn, commit=False, used=True, reset=state.reset)
-            except Exception:
-                discard = True  # its session may not be reset
-        for name, value in needs_reset(conn, ended.saved).items():
-            setattr(conn, name, value)
+        if not discard:
+            failed, ended_cleanly = _end_transaction(conn, commit=commit)
+            if not (ended_cleanly and _reset(conn, ended, session=state.reset)):
+                discard = True
     except BaseException:
         discard = True
         raise
@@ -302,20 +281,54 @@ def _give_back(
         raise failed
 
 
-def _close_transaction(
-    conn: psycopg.Connection[Any], *, commit: bool, used: bool, reset: bool
-) -> None:
-    # one round trip: COMMIT or ROLLBACK, then DISCARD ALL
-    statements = closing_statements(
-        conn.pgconn.transaction_status, commit=commit, used=used, reset=reset
-    )
-    if statements:
-        with conn.lock:
-            failed = conn.wait(closing_gen(conn.pgconn, statements))
-            if reset:
-                forget_prepared(conn)
-        if failed is not None:
-            raise psycopg.errors.error_from_result(failed, encoding=conn.info.encoding)
+def _end_transaction(
+    conn: psycopg.Connection[Any], *, commit: bool
+) -> tuple[Exception | None, bool]:
+    """End the block's transaction as ``with psycopg.connect() as conn:`` does.
+
+    ``commit()`` on success, ``rollback()`` on error (and after a failed
+    commit). Returns the commit's error, to raise, and whether psycopg could
+    roll back: if not (a broken or busy connection, a transaction context or a
+    two-phase transaction left open) the connection must be discarded.
+    """
+    failed = None
+    if commit:
+        try:
+            conn.commit()
+            return None, True
+        except Exception as exc:
+            failed = exc
+    try:
+        conn.rollback()
+    except Exception:
+        return failed, False
+    return failed, True
+
+
+def _reset(conn: psycopg.Connection[Any], ended: Ended, *, session: bool) -> bool:
+    """Undo what the block changed on the connection and its session; False if that failed.
+
+    The attributes it set, the handlers it added, then the session (``DISCARD ALL``),
+    then the notifications that came for nobody.
+    """
+    try:
+        for name, value in needs_reset(conn, ended.saved).items():
+            setattr(conn, name, value)
+        remove_handlers(conn, ended.handlers)
+        if session:
+            autocommit = conn.autocommit
+            if not autocommit:  # DISCARD ALL cannot run in a transaction
+                conn.autocommit = True
+            conn.execute(RESET_SESSION).close()
+            if not autocommit:
+                conn.autocommit = False
+            forget_prepared(conn)
+        if has_queued_notifies(conn):
+            for _ in conn.notifies(timeout=0):
+                pass
+    except Exception:  # psycopg.Error: broken, or the server failed the reset
+        return False
+    return True
 
 
 def pool_stats() -> dict[str, dict[str, Any]]:

@@ -32,23 +32,24 @@ except ImportError as _exc:  # the 'postgres' extra is not installed
 from ._pg_base import (
     ALIVE,
     DIAGNOSE_AFTER,
+    RESET_SESSION,
     SESSION_ATTRS,
     UNSURE,
+    Ended,
     LeaseBase,
     PoolSettings,
     PoolState,
     Registry,
-    begin_command,
     check_seconds,
-    closing_gen,
-    closing_statements,
     connect_failed_message,
-    execute_after_begin,
     exhausted_message,
     forget_prepared,
+    forward_attributes,
+    has_queued_notifies,
     idle_state,
     is_clean,
     needs_reset,
+    remove_handlers,
     resolve_conninfo,
     shrink_internals,
     stats_of,
@@ -127,31 +128,17 @@ async def _regrow_if_waited_on(pool: AsyncConnectionPool[Any]) -> None:
         await pool.check()
 
 
-class AsyncPooledConnection(LeaseBase):
+class AsyncPooledConnection(LeaseBase, psycopg.AsyncConnection[Any]):
     """A ``psycopg.AsyncConnection`` lent for one block; refuses use after it."""
 
     __slots__ = ()
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         """``AsyncConnection.cursor()``; the cursor closes when the block ends."""
-        return self._track(self._live().cursor(*args, **kwargs))
+        return self._track(super().cursor(*args, **kwargs))
 
-    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        """``AsyncConnection.execute()``; the cursor it returns closes when the block ends.
 
-        The transaction's ``BEGIN`` goes in the block's first statement's round
-        trip (as in :class:`boundkit.pg.PooledConnection`).
-        """
-        conn = self._live()
-        if kwargs:  # prepare= or binary=: psycopg's own way
-            return self._track(await conn.execute(query, params, **kwargs))
-        cursor = self._track(conn.cursor())
-        async with conn.lock:
-            begin = begin_command(conn, cursor)
-            if begin is not None:
-                await conn.wait(execute_after_begin(cursor, begin, query, params))
-                return cursor
-        return await cursor.execute(query, params)
+forward_attributes(AsyncPooledConnection, psycopg.AsyncConnection)
 
 
 def apooled_connection(
@@ -258,27 +245,16 @@ async def _give_back(
     commit: bool,
 ) -> None:
     ended = lease._end()
-    discard = ended.discard
-    failed: Exception | None = None  # the COMMIT's error, raised once the connection is back
+    discard = ended.discard or conn.closed  # closed in the block: the pool replaces it
+    failed: Exception | None = None  # the commit's error, raised once the connection is back
     try:
         for cursor in ended.cursors:
             with contextlib.suppress(Exception):
                 await cursor.close()
-        if commit:
-            try:
-                await _close_transaction(conn, commit=True, used=ended.used, reset=state.reset)
-            except Exception as exc:
-                failed = exc
-        if failed is not None or not commit:
-            try:
-                await _close_transaction(conn, commit=False, used=True, reset=state.reset)
-            except Exception:
-                discard = True  # its session may not be reset
-        for name, value in needs_reset(conn, ended.saved).items():
-            if name in SESSION_ATTRS:
-                await getattr(conn, f"set_{name}")(value)
-            else:
-                setattr(conn, name, value)
+        if not discard:
+            failed, ended_cleanly = await _end_transaction(conn, commit=commit)
+            if not (ended_cleanly and await _reset(conn, ended, session=state.reset)):
+                discard = True
     except BaseException:
         discard = True
         raise
@@ -292,20 +268,47 @@ async def _give_back(
         raise failed
 
 
-async def _close_transaction(
-    conn: psycopg.AsyncConnection[Any], *, commit: bool, used: bool, reset: bool
-) -> None:
-    # one round trip: COMMIT or ROLLBACK, then DISCARD ALL
-    statements = closing_statements(
-        conn.pgconn.transaction_status, commit=commit, used=used, reset=reset
-    )
-    if statements:
-        async with conn.lock:
-            failed = await conn.wait(closing_gen(conn.pgconn, statements))
-            if reset:
-                forget_prepared(conn)
-        if failed is not None:
-            raise psycopg.errors.error_from_result(failed, encoding=conn.info.encoding)
+async def _end_transaction(
+    conn: psycopg.AsyncConnection[Any], *, commit: bool
+) -> tuple[Exception | None, bool]:
+    """As :func:`boundkit.pg._end_transaction`: ``commit()``, else ``rollback()``."""
+    failed = None
+    if commit:
+        try:
+            await conn.commit()
+            return None, True
+        except Exception as exc:
+            failed = exc
+    try:
+        await conn.rollback()
+    except Exception:
+        return failed, False
+    return failed, True
+
+
+async def _reset(conn: psycopg.AsyncConnection[Any], ended: Ended, *, session: bool) -> bool:
+    """As :func:`boundkit.pg._reset`: attributes, handlers, session, queued notifications."""
+    try:
+        for name, value in needs_reset(conn, ended.saved).items():
+            if name in SESSION_ATTRS:
+                await getattr(conn, f"set_{name}")(value)
+            else:
+                setattr(conn, name, value)
+        remove_handlers(conn, ended.handlers)
+        if session:
+            autocommit = conn.autocommit
+            if not autocommit:  # DISCARD ALL cannot run in a transaction
+                await conn.set_autocommit(True)
+            await (await conn.execute(RESET_SESSION)).close()
+            if not autocommit:
+                await conn.set_autocommit(False)
+            forget_prepared(conn)
+        if has_queued_notifies(conn):
+            async for _ in conn.notifies(timeout=0):
+                pass
+    except Exception:  # psycopg.Error: broken, or the server failed the reset
+        return False
+    return True
 
 
 def pool_stats() -> dict[str, dict[str, Any]]:
