@@ -136,7 +136,7 @@ def run_watch(args: argparse.Namespace) -> int:
         elif args.url is not None:
             target = HealthTarget(args.url)
         else:
-            target = CommandTarget(command)
+            target = CommandTarget(command, stdout=2 if args.json else None)
     except BoundkitError as exc:
         print(f"boundkit watch: {exc}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ limit at that rate). ``boundkit watch`` is the command-line front end.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import time
 import urllib.error
@@ -105,17 +106,22 @@ class ProcessTarget:
 
 
 class CommandTarget(ProcessTarget):
-    """A command this target starts, followed with its children; ended by :meth:`close`."""
+    """A command this target starts, followed with its children; ended by :meth:`close`.
 
-    def __init__(self, argv: Sequence[str]) -> None:
+    ``stdout`` (a file descriptor) takes the command's output, e.g. ``2`` to
+    keep this process's stdout free for a JSON report.
+    """
+
+    def __init__(self, argv: Sequence[str], *, stdout: int | None = None) -> None:
         if not argv:
             raise ConfigError("watch needs a command after --")
         try:
-            self._child = subprocess.Popen(list(argv))
+            self._child = subprocess.Popen(list(argv), stdout=stdout)
         except OSError as exc:
             raise WatchTargetError(f"cannot start {argv[0]!r}: {exc.strerror}") from None
         super().__init__(self._child.pid)
-        self.description = " ".join(argv)
+        described = shlex.join(argv).replace("\n", " ")
+        self.description = described if len(described) <= 80 else described[:77] + "..."
 
     @property
     def returncode(self) -> int | None:
