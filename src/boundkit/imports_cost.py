@@ -27,6 +27,8 @@ __all__ = [
 ]
 
 _MB = 1024 * 1024
+#: A pulled-in package is listed as heavy from this RSS or this import time, at most this many.
+HEAVY_BYTES, HEAVY_SECONDS, HEAVY_COUNT = 100 * 1024, 0.005, 10
 
 # Runs in the fresh interpreter: stdlib already loaded at startup only, no json/re before
 # the import under test. Prints one JSON line.
@@ -89,8 +91,9 @@ class ImportCost:
 
     ``rss`` is the growth of resident memory in bytes, ``seconds`` the wall
     time of the import, ``modules`` how many modules it loaded, ``heavy`` the
-    top-level packages it pulled in, largest first, each with its inclusive
-    ``rss_mb`` and ``seconds`` (the module's own subpackages are listed too).
+    top-level packages it pulled in (and the module's own subpackages), largest
+    first, each with its inclusive ``rss_mb`` and ``seconds``: the ten largest
+    of those costing at least 100 KiB or 5 ms.
     ``preloaded`` means the interpreter had already imported it at startup
     (through ``site``), so it cost nothing more. ``error`` is set when the
     import failed.
@@ -142,9 +145,10 @@ def measure_import(module: str, *, python: str = sys.executable, timeout: float 
         (
             {"module": name, "rss_mb": round(rss / _MB, 2), "seconds": round(sec, 4)}
             for name, rss, sec in data["heavy"]
+            if rss >= HEAVY_BYTES or sec >= HEAVY_SECONDS
         ),
         key=lambda d: (-d["rss_mb"], -d["seconds"]),
-    )
+    )[:HEAVY_COUNT]
     return ImportCost(
         module, data["rss"], data["seconds"], data["modules"], heavy, data["preloaded"], data["error"]
     )

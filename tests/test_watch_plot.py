@@ -1,0 +1,87 @@
+"""Tests of the watch plot: each format is a valid file that shows what the report holds."""
+
+from __future__ import annotations
+
+import struct
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from boundkit.errors import ConfigError
+from boundkit.watch import Sample, WatchReport, summarise
+from boundkit.watch_plot import write_plot
+
+MIB = 1024 * 1024
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def leaking_report() -> WatchReport:
+    samples = [
+        Sample(5.0 * i, 180 * MIB + int(MIB / 12 * i) + 6 * MIB * (i % 23) // 23, 1)
+        for i in range(240)
+    ]
+    return summarise("app", samples, interval=5, ended="duration", limit=512 * MIB,
+                     limit_source="test")  # fmt: skip
+
+
+def test_svg_parses_and_shows_samples_trend_thresholds_and_limit(tmp_path: Path) -> None:
+    """The SVG is well-formed XML with one point per sample, a trend and the three lines."""
+    path = write_plot(leaking_report(), tmp_path / "w.svg")
+    root = ET.parse(path).getroot()
+    assert f"{SVG}svg" == root.tag
+    points = root.find(f"{SVG}polyline")
+    assert points is not None and 240 == len(points.attrib["points"].split())
+    texts = [t.text or "" for t in root.iter(f"{SVG}text")]
+    assert "app: growing" in texts[0]
+    for label in ("warning 410 MiB", "critical 461 MiB", "limit 512 MiB", "trend (Theil-Sen)"):
+        assert label in texts
+
+
+def test_limit_far_above_the_data_is_marked_off_scale(tmp_path: Path) -> None:
+    """A limit far above the samples is named, not drawn, so the samples stay readable."""
+    samples = [Sample(float(i), 50 * MIB, 1) for i in range(30)]
+    report = summarise("x", samples, interval=1, ended="duration", limit=16 * 1024 * MIB,
+                       limit_source="test")  # fmt: skip
+    root = ET.parse(write_plot(report, tmp_path / "w.svg")).getroot()
+    assert "limit 16384 MiB (above the scale)" in [t.text for t in root.iter(f"{SVG}text")]
+
+
+def test_html_is_a_page_with_the_svg_and_the_figures(tmp_path: Path) -> None:
+    """The HTML page parses, embeds the SVG and tabulates the verdict."""
+    text = write_plot(leaking_report(), tmp_path / "w.html").read_text()
+    tags: list[str] = []
+    cells: list[str] = []
+
+    class Collect(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: object) -> None:
+            tags.append(tag)
+
+        def handle_data(self, data: str) -> None:
+            cells.append(data)
+
+    Collect().feed(text)
+    assert {"html", "svg", "polyline", "table"} <= set(tags)
+    assert "growing" in cells
+
+
+def test_png_is_a_valid_png_of_the_declared_size(tmp_path: Path) -> None:
+    """The PNG has the signature and an IHDR of 800x400 pixels."""
+    pytest.importorskip("matplotlib")
+    data = write_plot(leaking_report(), tmp_path / "w.png").read_bytes()
+    assert b"\x89PNG\r\n\x1a\n" == data[:8]
+    assert b"IHDR" == data[12:16]
+    assert (800, 400) == struct.unpack(">II", data[16:24])
+    assert b"IEND" in data[-12:]
+
+
+def test_unknown_suffix_and_empty_report_are_refused(tmp_path: Path) -> None:
+    """A suffix other than .png/.svg/.html, or a report without samples, is a ConfigError."""
+    with pytest.raises(ConfigError, match=r"\.png, \.svg or \.html"):
+        write_plot(leaking_report(), tmp_path / "w.pdf")
+    empty = WatchReport("x", 1.0, "duration", [], MIB, "test", 0.0, "unknown", 0.0,
+                        None, None, None, None, None, None)  # fmt: skip
+    with pytest.raises(ConfigError, match="no samples"):
+        write_plot(empty, tmp_path / "w.svg")
+    assert not (tmp_path / "w.svg").exists()
