@@ -18,6 +18,9 @@ __all__ = ["MAX_FIT_POINTS", "Trend", "Verdict", "fit_trend", "judge"]
 
 #: Longer series are reduced to this many bin medians before the O(n²) fit.
 MAX_FIT_POINTS = 600
+# the widening factor (1 + rho) / (1 - rho) is capped here (9x the variance): measured in
+# benchmarks/bench_watch.py, the best trade between detection and false alarms
+_MAX_RHO = 0.8
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ def fit_trend(ts: list[float], ys: list[float], *, confidence: float = 0.95) -> 
     intercept = median(y - slope * t for t, y in zip(ts, ys))
     residuals = [y - intercept - slope * t for t, y in zip(ts, ys)]
     # Sen's interval from Kendall's S variance, widened by the AR(1) effective-size factor
-    rho = min(max(_lag1_correlation(residuals), 0.0), 0.95)
+    rho = min(max(_lag1_correlation(residuals), 0.0), _MAX_RHO)
     variance = n * (n - 1) * (2 * n + 5) / 18 * (1 + rho) / (1 - rho)
     spread = NormalDist().inv_cdf(0.5 + confidence / 2) * math.sqrt(variance)
     lower = max(int(math.floor((pairs - spread) / 2)), 0)

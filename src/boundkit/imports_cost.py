@@ -55,7 +55,7 @@ class Finder:
     @staticmethod
     def find_spec(name, path=None, target=None):
         top, dot, rest = name.partition('.')
-        if name == TARGET or (dot and (top != TARGET or '.' in rest)):
+        if name in (TARGET, sys.argv[1]) or (dot and (top != TARGET or '.' in rest)):
             return None
         for finder in sys.meta_path[1:]:
             spec = getattr(finder, 'find_spec', None)

@@ -12,8 +12,6 @@ import json
 import shlex
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -150,6 +148,9 @@ class HealthTarget:
         self._limit: int | None = None
 
     def _fetch(self) -> dict[str, Any]:
+        import urllib.error  # urllib.request pulls in ssl and http: only for --url
+        import urllib.request
+
         try:
             with urllib.request.urlopen(self.url, timeout=self.timeout) as response:
                 body = response.read()
