@@ -83,11 +83,12 @@ samples = [Sample(5.0 * i, int(200 * MIB + MIB / 12 * i + random.gauss(0, MIB)),
 report = summarise("x", samples, interval=5, ended="duration", limit=512 * MIB,
                    limit_source="x")
 """
+WRITE = "from boundkit.watch_plot import write_plot; write_plot(report, OUT + {!r})"
 PLOTTERS = {
     "baseline (report, no plot)": "",
-    "boundkit SVG (stdlib)": "from boundkit.watch_plot import write_plot; write_plot(report, OUT + '.svg')",
-    "boundkit HTML (stdlib)": "from boundkit.watch_plot import write_plot; write_plot(report, OUT + '.html')",
-    "boundkit PNG (matplotlib)": "from boundkit.watch_plot import write_plot; write_plot(report, OUT + '.png')",
+    "boundkit SVG (stdlib)": WRITE.format(".svg"),
+    "boundkit HTML (stdlib)": WRITE.format(".html"),
+    "boundkit PNG (matplotlib)": WRITE.format(".png"),
     "plotly HTML (peer)": (
         "import plotly.graph_objects as go; fig = go.Figure(go.Scatter("
         "x=[s.t for s in samples], y=[s.rss / MIB for s in samples])); "
@@ -123,15 +124,13 @@ def plot_costs(repeats: int, directory: str) -> None:
 
 def series(noise: list[float], rnd: random.Random, count: int, rate: float) -> list[float]:
     start = rnd.randrange(len(noise))
-    return [
-        200 * MIB + noise[(start + i) % len(noise)] + rate * INTERVAL * i for i in range(count)
-    ]
+    return [200 * MIB + noise[(start + i) % len(noise)] + rate * INTERVAL * i for i in range(count)]
 
 
 def ols_growing(ts: list[float], ys: list[float], min_rate: float) -> bool:
     """The peer: least squares, growing when the 95% interval's lower bound > min_rate."""
     fit = statistics.linear_regression(ts, ys)
-    residuals = [y - fit.intercept - fit.slope * t for t, y in zip(ts, ys)]
+    residuals = [y - fit.intercept - fit.slope * t for t, y in zip(ts, ys, strict=True)]
     mean_t = statistics.fmean(ts)
     spread = sum((t - mean_t) ** 2 for t in ts)
     error = (sum(r * r for r in residuals) / (len(ts) - 2) / spread) ** 0.5
@@ -168,8 +167,9 @@ def main() -> None:
     noise = measure_noise(args.seconds, args.fast)
     amplitude = (max(noise) - min(noise)) / MIB
     print(f"real GC-sawtooth process: {len(noise)} samples, peak-to-trough {amplitude:.1f} MiB,")
+    floor = DEFAULT_MIN_RATE * 60 / MIB
     print(f"  noise sd {statistics.pstdev(noise) / MIB:.2f} MiB; simulated at a {INTERVAL:g} s "
-          f"interval, leak 1 MiB/min, min rate {DEFAULT_MIN_RATE * 60 / MIB:g} MiB/min")  # fmt: skip
+          f"interval, leak 1 MiB/min, min rate {floor:g} MiB/min")  # fmt: skip
     methods = (("boundkit (Theil-Sen, widened CI)", boundkit_growing),
                ("least squares, textbook CI", ols_growing))  # fmt: skip
     print(f"\nruns called 'growing', of {args.runs} at each run length: leaking / stable")

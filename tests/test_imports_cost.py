@@ -37,7 +37,8 @@ def psutil_import_cost(module: str) -> int:
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert child.stdin is not None and child.stdout is not None
+    assert child.stdin is not None
+    assert child.stdout is not None
     try:
         process = psutil.Process(child.pid)
         assert "ready" == child.stdout.readline().strip()
@@ -60,7 +61,8 @@ def test_rss_cost_matches_a_fresh_process_measured_from_outside(module: str) -> 
     assert not cost.preloaded
     expected = psutil_import_cost(module)
     assert abs(cost.rss - expected) <= max(MIB, 0.3 * expected), (cost.rss, expected)
-    assert cost.seconds > 0 and cost.modules >= 1
+    assert cost.seconds > 0
+    assert cost.modules >= 1
 
 
 def test_heavy_packages_are_listed_largest_first() -> None:

@@ -24,26 +24,43 @@ def noise(seed: int, sigma: float) -> list[float]:
 SERIES = {
     "flat": ([BASE + n for n in noise(1, 0.3 * MIB)], "stable"),
     "plateau": (
-        [BASE + 60 * MIB * min(t / 400, 1.0) + n for t, n in zip(TS, noise(2, 0.3 * MIB))],
+        [
+            BASE + 60 * MIB * min(t / 400, 1.0) + n
+            for t, n in zip(TS, noise(2, 0.3 * MIB), strict=True)
+        ],
         "plateau",
     ),
     "exponential plateau": (
-        [BASE + 60 * MIB * (1 - math.exp(-t / 100)) + n for t, n in zip(TS, noise(3, 0.3 * MIB))],
+        [
+            BASE + 60 * MIB * (1 - math.exp(-t / 100)) + n
+            for t, n in zip(TS, noise(3, 0.3 * MIB), strict=True)
+        ],
         "plateau",
     ),
     "linear growth": ([BASE + PER_MIN * t for t in TS], "growing"),
-    "noisy growth": ([BASE + PER_MIN * t + n for t, n in zip(TS, noise(4, 3 * MIB))], "growing"),
+    "noisy growth": (
+        [BASE + PER_MIN * t + n for t, n in zip(TS, noise(4, 3 * MIB), strict=True)],
+        "growing",
+    ),
     "sawtooth": ([BASE + 12 * MIB * ((t % 115) / 115) for t in TS], "stable"),
     "noisy sawtooth": (
-        [BASE + 12 * MIB * ((t % 115) / 115) + n for t, n in zip(TS, noise(5, 0.5 * MIB))],
+        [
+            BASE + 12 * MIB * ((t % 115) / 115) + n
+            for t, n in zip(TS, noise(5, 0.5 * MIB), strict=True)
+        ],
         "stable",
     ),
     "sawtooth over a leak": (
         [BASE + 12 * MIB * ((t % 115) / 115) + PER_MIN * t for t in TS],
         "growing",
     ),
-    "step": ([BASE + (40 * MIB if t >= 600 else 0) + n for t, n in zip(TS, noise(6, 0.3 * MIB))],
-             "plateau"),
+    "step": (
+        [
+            BASE + (40 * MIB if t >= 600 else 0) + n
+            for t, n in zip(TS, noise(6, 0.3 * MIB), strict=True)
+        ],
+        "plateau",
+    ),
     "one spike": (
         [BASE + (400 * MIB if i == 150 else 0) + n for i, n in enumerate(noise(7, 0.3 * MIB))],
         "stable",

@@ -15,8 +15,8 @@ import pytest
 
 from boundkit.cli import main
 from boundkit.errors import ConfigError, HealthFormatError, WatchTargetError
-from boundkit.web import WSGIMiddleware
 from boundkit.watch import EXIT_CODES, SCHEMA, HealthTarget, ProcessTarget, Sample, summarise, watch
+from boundkit.web import WSGIMiddleware
 
 MIB = 1024 * 1024
 

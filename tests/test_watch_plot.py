@@ -32,7 +32,8 @@ def test_svg_parses_and_shows_samples_trend_thresholds_and_limit(tmp_path: Path)
     root = ET.parse(path).getroot()
     assert f"{SVG}svg" == root.tag
     points = root.find(f"{SVG}polyline")
-    assert points is not None and 240 == len(points.attrib["points"].split())
+    assert points is not None
+    assert 240 == len(points.attrib["points"].split())
     texts = [t.text or "" for t in root.iter(f"{SVG}text")]
     assert "app: growing" in texts[0]
     for label in ("warning 410 MiB", "critical 461 MiB", "limit 512 MiB", "trend (Theil-Sen)"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from statistics import NormalDist, median
 from typing import Any
 
@@ -52,7 +53,7 @@ def _lag1_correlation(values: list[float]) -> float:
     denominator = sum(d * d for d in dev)
     if denominator == 0:
         return 0.0
-    return sum(a * b for a, b in zip(dev, dev[1:])) / denominator
+    return sum(a * b for a, b in pairwise(dev)) / denominator
 
 
 def fit_trend(ts: list[float], ys: list[float], *, confidence: float = 0.95) -> Trend:
@@ -74,14 +75,14 @@ def fit_trend(ts: list[float], ys: list[float], *, confidence: float = 0.95) -> 
     )
     pairs = len(slopes)
     slope = median(slopes)
-    intercept = median(y - slope * t for t, y in zip(ts, ys))
-    residuals = [y - intercept - slope * t for t, y in zip(ts, ys)]
+    intercept = median(y - slope * t for t, y in zip(ts, ys, strict=True))
+    residuals = [y - intercept - slope * t for t, y in zip(ts, ys, strict=True)]
     # Sen's interval from Kendall's S variance, widened by the AR(1) effective-size factor
     rho = min(max(_lag1_correlation(residuals), 0.0), _MAX_RHO)
     variance = n * (n - 1) * (2 * n + 5) / 18 * (1 + rho) / (1 - rho)
     spread = NormalDist().inv_cdf(0.5 + confidence / 2) * math.sqrt(variance)
-    lower = max(int(math.floor((pairs - spread) / 2)), 0)
-    upper = min(int(math.ceil((pairs + spread) / 2)), pairs - 1)
+    lower = max(math.floor((pairs - spread) / 2), 0)
+    upper = min(math.ceil((pairs + spread) / 2), pairs - 1)
     return Trend(slope, slopes[lower], slopes[upper], intercept, n)
 
 

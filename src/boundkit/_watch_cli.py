@@ -52,7 +52,9 @@ def add_parsers(commands: Any) -> None:
         help="measure what importing each module costs, each in a fresh interpreter",
     )
     imports.add_argument("modules", nargs="*", metavar="MODULE")
-    imports.add_argument("--requirements", metavar="FILE", help="the modules of a requirements file")
+    imports.add_argument(
+        "--requirements", metavar="FILE", help="the modules of a requirements file"
+    )
     imports.add_argument("--installed", action="store_true", help="every installed distribution")
     imports.add_argument("--json", action="store_true", help="print JSON instead of a table")
     imports.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -80,8 +82,11 @@ class _Live:
         if self.quiet:
             return
         if not self.tty:
-            print(f"t={sample.t:.1f}s rss={mb:.1f}MiB processes={sample.processes}",
-                  file=self.stream, flush=True)
+            print(
+                f"t={sample.t:.1f}s rss={mb:.1f}MiB processes={sample.processes}",
+                file=self.stream,
+                flush=True,
+            )
             return
         recent = self.values[-40:]
         low, high = min(recent), max(recent)
@@ -104,7 +109,8 @@ def _describe(report: Any) -> str:
     lines = [
         f"target     {data['target']}  ({data['count']} samples over {data['duration_s']:.0f} s, "
         f"ended: {data['ended']})",
-        f"memory     min {data['min_mb']} MiB  max {data['max_mb']} MiB  mean {data['mean_mb']} MiB",
+        f"memory     min {data['min_mb']} MiB  max {data['max_mb']} MiB  "
+        f"mean {data['mean_mb']} MiB",
         f"limit      {data['limit_mb']} MiB ({data['limit_source']})",
     ]
     if data["rate_mb_per_min"] is not None:
@@ -192,7 +198,7 @@ def run_watch(args: argparse.Namespace) -> int:
 
 def run_imports(args: argparse.Namespace) -> int:
     """Run ``boundkit imports``; exit 1 if a module failed to import."""
-    from .imports_cost import measure_imports, modules_from_requirements, installed_modules
+    from .imports_cost import installed_modules, measure_imports, modules_from_requirements
 
     modules = list(args.modules)
     try:
@@ -208,8 +214,11 @@ def run_imports(args: argparse.Namespace) -> int:
     progress = None if args.quiet or args.json else sys.stderr
     costs = measure_imports(dict.fromkeys(modules), progress=progress)
     if args.json:
-        print(json.dumps({"schema": "boundkit.imports/1",
-                          "modules": [c.as_dict() for c in costs]}, indent=2))
+        print(
+            json.dumps(
+                {"schema": "boundkit.imports/1", "modules": [c.as_dict() for c in costs]}, indent=2
+            )
+        )
     else:
         print(f"{'module':<28} {'rss':>10} {'time':>9}  heavy imports")
         for cost in costs:
@@ -217,6 +226,7 @@ def run_imports(args: argparse.Namespace) -> int:
                 print(f"{cost.module:<28} {'failed':>10} {'':>9}  {cost.error}")
                 continue
             heavy = ", ".join(f"{d['module']} {d['rss_mb']:.1f}M" for d in cost.heavy[:4])
-            print(f"{cost.module:<28} {cost.rss_mb:>6.1f} MiB {cost.seconds * 1000:>6.0f} ms  "
-                  f"{heavy}")
+            print(
+                f"{cost.module:<28} {cost.rss_mb:>6.1f} MiB {cost.seconds * 1000:>6.0f} ms  {heavy}"
+            )
     return 1 if any(c.error for c in costs) else 0

@@ -80,8 +80,7 @@ sys.meta_path.remove(Finder)
 new = sorted(set(sys.modules) - known)
 import json
 print(json.dumps({'rss': after - before, 'seconds': seconds, 'error': error,
-                  'modules': len(new), 'preloaded': preloaded, 'packages': sorted({m.partition('.')[0] for m in new}),
-                  'heavy': costs}))
+                  'modules': len(new), 'preloaded': preloaded, 'heavy': costs}))
 """
 
 
@@ -125,7 +124,9 @@ class ImportCost:
         }
 
 
-def measure_import(module: str, *, python: str = sys.executable, timeout: float = 120) -> ImportCost:
+def measure_import(
+    module: str, *, python: str = sys.executable, timeout: float = 120
+) -> ImportCost:
     """Import ``module`` in a fresh ``python`` and return what it cost."""
     try:
         done = subprocess.run(
@@ -150,7 +151,13 @@ def measure_import(module: str, *, python: str = sys.executable, timeout: float 
         key=lambda d: (-d["rss_mb"], -d["seconds"]),
     )[:HEAVY_COUNT]
     return ImportCost(
-        module, data["rss"], data["seconds"], data["modules"], heavy, data["preloaded"], data["error"]
+        module,
+        data["rss"],
+        data["seconds"],
+        data["modules"],
+        heavy,
+        data["preloaded"],
+        data["error"],
     )
 
 

@@ -9,6 +9,7 @@ warning and critical thresholds and the limit, with the verdict in the title.
 from __future__ import annotations
 
 import html
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 from .errors import ConfigError
 from .watch import WatchReport
 
-__all__ = ["write_plot"]
+__all__ = ["render_html", "render_svg", "write_plot"]
 
 _MB = 1024 * 1024
 _W, _H = 800, 400
@@ -137,9 +138,7 @@ def render_svg(report: WatchReport) -> str:
                 f"{label} (above the scale)</text>"
             )
     points = " ".join(f"{frame.x(s.t):.1f},{frame.y(s.rss / _MB):.1f}" for s in report.samples)
-    out.append(
-        f'<polyline points="{points}" fill="none" stroke="{_SAMPLES}" stroke-width="1.5"/>'
-    )
+    out.append(f'<polyline points="{points}" fill="none" stroke="{_SAMPLES}" stroke-width="1.5"/>')
     if report.rate is not None and report.trend_intercept is not None:
         t0 = report.warmup_seconds
         ends = [(t, (report.trend_intercept + report.rate * t) / _MB) for t in (t0, frame.t_max)]
@@ -176,11 +175,10 @@ def render_html(report: WatchReport) -> str:
 
 
 def _write_png(report: WatchReport, path: Path) -> None:
-    try:
-        import matplotlib
-
+    try:  # imported by name: matplotlib is an optional extra that mypy may not see
+        matplotlib = importlib.import_module("matplotlib")
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = importlib.import_module("matplotlib.pyplot")
     except ImportError as exc:
         raise ConfigError(
             "a PNG plot needs matplotlib: pip install 'boundkit[plot]' (or use .svg or .html)"
