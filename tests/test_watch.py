@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 import sys
 import threading
@@ -15,6 +17,7 @@ import pytest
 
 from boundkit.cli import main
 from boundkit.errors import ConfigError, HealthFormatError, WatchTargetError
+from boundkit.testing import assert_no_growth
 from boundkit.watch import EXIT_CODES, SCHEMA, HealthTarget, ProcessTarget, Sample, summarise, watch
 from boundkit.web import WSGIMiddleware
 
@@ -295,3 +298,44 @@ def test_cli_piped_output_csv_and_quiet(tmp_path: Any) -> None:
                       sys.executable, "-c", "import time; time.sleep(30)")  # fmt: skip
     assert 1 == len(quiet.stdout.splitlines())
     assert quiet.stdout.split()[0] in EXIT_CODES
+
+
+def test_terminal_gets_one_rewritten_line() -> None:
+    """On a terminal the live display rewrites one line (carriage returns, a sparkline)."""
+    leader, follower = pty.openpty()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "boundkit", "watch", "--interval", "0.1", "--duration", "1",
+             "--", sys.executable, "-c", "import time; time.sleep(30)"],
+            stdout=follower, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        os.close(follower)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert child.wait(timeout=30) in EXIT_CODES.values()
+    finally:
+        os.close(leader)
+    text = output.decode()
+    live = text.split("target ")[0]
+    assert live.count("\r") >= 8
+    assert "t=" not in live  # no per-sample lines on a terminal
+    assert any(mark in live for mark in "▁▂▃▄▅▆▇█")
+    assert "verdict    " in text
+
+
+def test_health_error_path_holds_no_memory(health_server: str) -> None:
+    """Polling a route that answers non-JSON, again and again, leaves nothing behind."""
+    target = HealthTarget(f"{health_server}/text")
+
+    def poll() -> None:
+        with pytest.raises(HealthFormatError):
+            target.sample()
+
+    assert_no_growth(poll, calls=50, rounds=5)

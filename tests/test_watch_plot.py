@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -10,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from boundkit.errors import ConfigError
+from boundkit.testing import assert_no_growth
 from boundkit.watch import Sample, WatchReport, summarise
-from boundkit.watch_plot import write_plot
+from boundkit.watch_plot import render_svg, write_plot
 
 MIB = 1024 * 1024
 SVG = "{http://www.w3.org/2000/svg}"
@@ -86,3 +89,49 @@ def test_unknown_suffix_and_empty_report_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no samples"):
         write_plot(empty, tmp_path / "w.svg")
     assert not (tmp_path / "w.svg").exists()
+
+
+def test_svg_and_html_do_not_import_matplotlib(tmp_path: Path) -> None:
+    """Drawing SVG and HTML in a fresh interpreter leaves matplotlib unimported."""
+    code = (
+        "import sys\nfrom boundkit.watch import Sample, summarise\n"
+        "from boundkit.watch_plot import write_plot\n"
+        "s = [Sample(float(i), 1000000 + i, 1) for i in range(20)]\n"
+        "r = summarise('x', s, interval=1, ended='duration', limit=10**9, limit_source='t')\n"
+        f"write_plot(r, {str(tmp_path / 'a.svg')!r}); write_plot(r, {str(tmp_path / 'a.html')!r})\n"
+        "print('matplotlib' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "False" == out.stdout.strip()
+
+
+def test_png_without_matplotlib_names_the_extra(tmp_path: Path) -> None:
+    """With matplotlib missing, a PNG plot is a ConfigError naming the ``plot`` extra."""
+    code = (
+        "import sys\nsys.modules['matplotlib'] = None  # as if not installed\n"
+        "from boundkit.watch import Sample, summarise\n"
+        "from boundkit.watch_plot import write_plot\n"
+        "s = [Sample(float(i), 1000000 + i, 1) for i in range(20)]\n"
+        "r = summarise('x', s, interval=1, ended='duration', limit=10**9, limit_source='t')\n"
+        "try:\n"
+        f"    write_plot(r, {str(tmp_path / 'a.png')!r})\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("ConfigError")
+    assert "pip install 'boundkit[plot]'" in out.stdout
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_summarising_and_drawing_hold_no_memory() -> None:
+    """Judging a 240-sample series and rendering its SVG leave nothing behind."""
+    report = leaking_report()
+    samples = report.samples
+
+    def judge_and_draw() -> None:
+        again = summarise("app", samples, interval=5, ended="duration", limit=512 * MIB,
+                          limit_source="test")  # fmt: skip
+        render_svg(again)
+
+    assert_no_growth(judge_and_draw, calls=20, rounds=5)
