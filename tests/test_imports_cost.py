@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import psutil
@@ -72,6 +73,23 @@ def test_heavy_packages_are_listed_largest_first() -> None:
     assert sizes == sorted(sizes, reverse=True)
     assert {"module", "rss_mb", "seconds"} == set(cost.heavy[0])
     assert any(entry["module"].startswith("asyncio.") for entry in cost.heavy)
+
+
+def test_finder_that_imports_while_looking_does_not_recurse() -> None:
+    """setuptools' distutils finder imports during find_spec; the measurement still works."""
+    cost = measure_import("setuptools")
+    assert cost.error is None
+    assert any(entry["module"].startswith("setuptools.") for entry in cost.heavy)
+
+
+def test_stub_only_distributions_name_no_module(tmp_path: Path) -> None:
+    """A types-* distribution installs no importable module, so it names none."""
+    pytest.importorskip("psutil")
+    if "types-psutil" not in {d.metadata["Name"] for d in metadata.distributions()}:
+        pytest.skip("types-psutil is not installed (the lint extra)")
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("types-psutil\npsutil\n")
+    assert ["psutil"] == modules_from_requirements(reqs)
 
 
 def test_failed_import_is_reported_not_raised() -> None:

@@ -51,20 +51,27 @@ class Meter:
             self.loader.exec_module(module)
         finally:
             costs.append((self.name, rss() - before, time.perf_counter() - started))
+busy = set()
 class Finder:
     @staticmethod
     def find_spec(name, path=None, target=None):
         top, dot, rest = name.partition('.')
-        if name in (TARGET, sys.argv[1]) or (dot and (top != TARGET or '.' in rest)):
+        if name in busy or name in (TARGET, sys.argv[1]):
             return None
-        for finder in sys.meta_path[1:]:
-            spec = getattr(finder, 'find_spec', None)
-            spec = spec and spec(name, path, target)
-            if spec is not None:
-                if spec.loader is not None and hasattr(spec.loader, 'exec_module'):
-                    spec.loader = Meter(spec.loader, name)
-                return spec
-        return None
+        if dot and (top != TARGET or '.' in rest):
+            return None
+        busy.add(name)  # a finder below may import this name again while it looks
+        try:
+            for finder in sys.meta_path[1:]:
+                spec = getattr(finder, 'find_spec', None)
+                spec = spec and spec(name, path, target)
+                if spec is not None:
+                    if spec.loader is not None and hasattr(spec.loader, 'exec_module'):
+                        spec.loader = Meter(spec.loader, name)
+                    return spec
+            return None
+        finally:
+            busy.discard(name)
 TARGET = sys.argv[1].partition('.')[0]
 sys.meta_path.insert(0, Finder)
 known = set(sys.modules)
@@ -185,15 +192,17 @@ def _top_level(distribution: str) -> list[str]:
         names = [n for n in text.split() if n.isidentifier() and not n.startswith("_")]
         if names:
             return names
+    if dist.files is None:  # no record of the installed files: guess from the name
+        return [re.sub(r"[-.]", "_", dist.metadata["Name"]).lower()]
     found = set()
-    for path in dist.files or ():
+    for path in dist.files:
         parts = Path(str(path)).parts
         if len(parts) > 1 and parts[-1] == "__init__.py":
             found.add(parts[0])
         elif len(parts) == 1 and parts[0].endswith(".py"):
             found.add(parts[0].removesuffix(".py"))
-    names = sorted(n for n in found if n.isidentifier() and not n.startswith("_"))
-    return names or [re.sub(r"[-.]", "_", dist.metadata["Name"]).lower()]
+    # stub-only distributions (types-*) install nothing importable: []
+    return sorted(n for n in found if n.isidentifier() and not n.startswith("_"))
 
 
 def modules_from_requirements(path: str | Path) -> list[str]:

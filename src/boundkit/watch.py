@@ -88,6 +88,8 @@ class ProcessTarget:
             kids = self._process.children(recursive=True) if self.children else []
         except psutil.NoSuchProcess:
             raise WatchTargetError(f"process {self.pid} has exited") from None
+        except psutil.AccessDenied:
+            raise WatchTargetError(f"not allowed to read the memory of pid {self.pid}") from None
         for kid in kids:
             try:
                 total += kid.memory_info().rss
