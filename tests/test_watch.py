@@ -203,6 +203,13 @@ def test_dead_pid_exits_1_with_a_clear_message() -> None:
     assert f"no process with pid {gone.pid}" in done.stderr
 
 
+class QuietHandler(WSGIRequestHandler):
+    """A request handler that does not log to stderr."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 @pytest.fixture
 def health_server() -> Iterator[str]:
     """A real WSGI server thread: boundkit's middleware, and a /text route that is not JSON."""
@@ -211,11 +218,9 @@ def health_server() -> Iterator[str]:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"hello, not json"]
 
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server: WSGIServer = make_server("127.0.0.1", 0, WSGIMiddleware(app), handler_class=Quiet)
+    server: WSGIServer = make_server(
+        "127.0.0.1", 0, WSGIMiddleware(app), handler_class=QuietHandler
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -236,6 +241,33 @@ def test_url_against_the_middleware_health_route(health_server: str) -> None:
     # the samples are the test process's own RSS, which serves the route
     own = psutil.Process().memory_info().rss / MIB
     assert data["last_mb"] == pytest.approx(own, rel=0.3)
+
+
+def test_url_sends_the_token_and_explains_a_status_only_answer() -> None:
+    """The token goes as a bearer header; a status-only answer says details need one."""
+    seen: list[str | None] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(environ.get("HTTP_AUTHORIZATION"))
+        body = {"memory": {"rss_mb": 42.0, "limit_mb": 512.0}}
+        ok = environ.get("HTTP_AUTHORIZATION") == "Bearer s3cret"
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps(body if ok else {"status": "ok"}).encode()]
+
+    server = make_server("127.0.0.1", 0, app, handler_class=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/health"
+        assert (42 * MIB, 1) == HealthTarget(url, token="s3cret").sample()
+        with pytest.raises(HealthFormatError, match="only its status") as info:
+            HealthTarget(url, token="guess").sample()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert ["Bearer s3cret", "Bearer guess"] == seen
+    assert "guess" not in str(info.value)
 
 
 def test_url_reads_the_dyno_view_when_present() -> None:
@@ -260,7 +292,7 @@ def test_url_errors_are_typed(health_server: str) -> None:
 
     class NoMemory(HealthTarget):
         def _fetch(self) -> dict[str, Any]:
-            return {"status": "ok"}
+            return {"status": "ok", "app": "not boundkit"}
 
     with pytest.raises(HealthFormatError, match=r"memory\.rss_mb"):
         NoMemory("http://x/health").sample()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from typing import IO, Any
 
@@ -140,7 +141,7 @@ def run_watch(args: argparse.Namespace) -> int:
         if args.pid is not None:
             target = ProcessTarget(args.pid)
         elif args.url is not None:
-            target = HealthTarget(args.url)
+            target = HealthTarget(args.url, token=os.environ.get("BOUNDKIT_HEALTH_TOKEN"))
         else:
             target = CommandTarget(command, stdout=2 if args.json else None)
     except BoundkitError as exc:

@@ -139,13 +139,19 @@ class CommandTarget(ProcessTarget):
 
 
 class HealthTarget:
-    """A boundkit health route: the dyno's total where the payload has it, else the worker's."""
+    """A boundkit health route: the dyno's total where the payload has it, else the worker's.
 
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+    ``token`` is sent as ``Authorization: Bearer <token>``: a route that shows
+    details only to authorised callers (``BOUNDKIT_HEALTH_TOKEN``) needs it
+    from anywhere but loopback.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 10.0, token: str | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"--url must be an http:// or https:// URL, got {url!r}")
         self.url = url
         self.timeout = timeout
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.description = url
         self._limit: int | None = None
 
@@ -154,7 +160,8 @@ class HealthTarget:
         import urllib.request
 
         try:
-            with urllib.request.urlopen(self.url, timeout=self.timeout) as response:
+            request = urllib.request.Request(self.url, headers=self._headers)
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 body = response.read()
         except urllib.error.HTTPError as exc:
             if exc.code == 503:  # the middleware answers critical health with 503 and a body
@@ -186,6 +193,11 @@ class HealthTarget:
                 assert isinstance(memory, dict)
                 used, limit, processes = float(memory["rss_mb"]), memory.get("limit_mb"), 1
         except (AssertionError, KeyError, TypeError, ValueError):
+            if set(payload) == {"status"}:
+                raise HealthFormatError(
+                    f"{self.url} answered only its status: its details need a token "
+                    "(set BOUNDKIT_HEALTH_TOKEN) or a call from the same host"
+                ) from None
             raise HealthFormatError(
                 f"{self.url} answered JSON without memory.rss_mb: not a boundkit health route"
             ) from None
