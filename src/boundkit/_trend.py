@@ -2,16 +2,16 @@
 
 The slope is Theil-Sen's (the median of pairwise slopes), so one spike or a
 few outliers move it by at most a rank; its confidence interval is Sen's
-rank-based one, widened for serial correlation (a GC sawtooth leaves long runs
-of residuals on one side of the line, and an interval that assumed independent
-samples would call its saw teeth growth).
+rank-based one, its variance multiplied by 1 + 2 * (the sum of the residuals'
+autocorrelations up to the first non-positive lag): a GC sawtooth leaves long
+runs of residuals on one side of the line, and an interval that assumed
+independent samples would call its saw teeth growth.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from itertools import pairwise
 from statistics import NormalDist, median
 from typing import Any
 
@@ -19,9 +19,6 @@ __all__ = ["MAX_FIT_POINTS", "Trend", "Verdict", "fit_trend", "judge"]
 
 #: Longer series are reduced to this many bin medians before the O(n²) fit.
 MAX_FIT_POINTS = 600
-# the widening factor (1 + rho) / (1 - rho) is capped here (9x the variance): measured in
-# benchmarks/bench_watch.py, the best trade between detection and false alarms
-_MAX_RHO = 0.8
 
 
 @dataclass(frozen=True)
@@ -47,13 +44,24 @@ def _thin(ts: list[float], ys: list[float], limit: int) -> tuple[list[float], li
     return [median(ts[a:b]) for a, b in bins], [median(ys[a:b]) for a, b in bins]
 
 
-def _lag1_correlation(values: list[float]) -> float:
+def _correlation_factor(values: list[float]) -> float:
+    """How much serial correlation inflates a variance: 1 + 2 * the sum of autocorrelations.
+
+    The sum runs over lags up to the first non-positive one (Geyer's initial
+    positive sequence): 1 for independent values, large for a slow sawtooth.
+    """
     mean = sum(values) / len(values)
     dev = [v - mean for v in values]
     denominator = sum(d * d for d in dev)
     if denominator == 0:
-        return 0.0
-    return sum(a * b for a, b in pairwise(dev)) / denominator
+        return 1.0
+    total = 0.0
+    for lag in range(1, len(dev) // 2):
+        rho = sum(a * b for a, b in zip(dev, dev[lag:], strict=False)) / denominator
+        if rho <= 0:
+            break
+        total += rho
+    return 1 + 2 * total
 
 
 def fit_trend(ts: list[float], ys: list[float], *, confidence: float = 0.95) -> Trend:
@@ -77,9 +85,8 @@ def fit_trend(ts: list[float], ys: list[float], *, confidence: float = 0.95) -> 
     slope = median(slopes)
     intercept = median(y - slope * t for t, y in zip(ts, ys, strict=True))
     residuals = [y - intercept - slope * t for t, y in zip(ts, ys, strict=True)]
-    # Sen's interval from Kendall's S variance, widened by the AR(1) effective-size factor
-    rho = min(max(_lag1_correlation(residuals), 0.0), _MAX_RHO)
-    variance = n * (n - 1) * (2 * n + 5) / 18 * (1 + rho) / (1 - rho)
+    # Sen's interval from Kendall's S variance, widened for serially correlated residuals
+    variance = n * (n - 1) * (2 * n + 5) / 18 * _correlation_factor(residuals)
     spread = NormalDist().inv_cdf(0.5 + confidence / 2) * math.sqrt(variance)
     lower = max(math.floor((pairs - spread) / 2), 0)
     upper = min(math.ceil((pairs + spread) / 2), pairs - 1)
