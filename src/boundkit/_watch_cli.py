@@ -24,13 +24,13 @@ def add_parsers(commands: Any) -> None:
         "watch",
         help="follow a process's memory over time and judge whether it grows",
         description="Sample a pid, a command (after --) or a boundkit /health URL; at the end "
-        "print min/max/mean, the growth rate with its 95%% interval, a verdict and the time to "
+        "print min/max/mean, the growth rate with its 95% interval, a verdict and the time to "
         "the limit. Exit status: 0 stable, 3 plateau, 4 growing, 5 too few samples, 1 error.",
     )
     target = watch.add_mutually_exclusive_group()
     target.add_argument("--pid", type=int, help="watch this process and its children")
     target.add_argument("--url", help="poll this boundkit health route (e.g. .../health)")
-    watch.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
+    watch.add_argument("--interval", type=float, default=5.0, help="seconds between samples (default 5)")
     watch.add_argument("--duration", type=float, help="seconds to watch (default: until it ends)")
     watch.add_argument("--limit", help="memory limit, e.g. 512M (default: the container's)")
     watch.add_argument("--warmup", type=float, help="seconds left out of the fit (default: 10%%)")
