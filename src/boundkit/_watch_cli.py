@@ -30,7 +30,9 @@ def add_parsers(commands: Any) -> None:
     target = watch.add_mutually_exclusive_group()
     target.add_argument("--pid", type=int, help="watch this process and its children")
     target.add_argument("--url", help="poll this boundkit health route (e.g. .../health)")
-    watch.add_argument("--interval", type=float, default=5.0, help="seconds between samples (default 5)")
+    watch.add_argument(
+        "--interval", type=float, default=5.0, help="seconds between samples (default 5)"
+    )
     watch.add_argument("--duration", type=float, help="seconds to watch (default: until it ends)")
     watch.add_argument("--limit", help="memory limit, e.g. 512M (default: the container's)")
     watch.add_argument("--warmup", type=float, help="seconds left out of the fit (default: 10%%)")
