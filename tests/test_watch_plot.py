@@ -135,3 +135,23 @@ def test_summarising_and_drawing_hold_no_memory() -> None:
         render_svg(again)
 
     assert_no_growth(judge_and_draw, calls=20, rounds=5)
+
+
+def test_cli_plot_option_writes_the_file_and_refuses_a_bad_suffix(tmp_path: Path) -> None:
+    """``boundkit watch --plot`` writes a parseable SVG; a .pdf name exits 1 before watching."""
+    command = ["--", sys.executable, "-c", "import time; time.sleep(30)"]
+    base = [sys.executable, "-m", "boundkit", "watch", "--interval", "0.1", "--duration", "1"]
+    done = subprocess.run(
+        [*base, "--quiet", "--plot", str(tmp_path / "w.svg"), *command],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    root = ET.parse(tmp_path / "w.svg").getroot()
+    assert f"{SVG}svg" == root.tag
+    assert done.stdout.split()[0] in (root.find(f"{SVG}text").text or "")  # type: ignore[union-attr]
+    bad = subprocess.run(
+        [*base, "--quiet", "--plot", str(tmp_path / "w.pdf"), *command],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert 1 == bad.returncode
+    assert "--plot must end in .png, .svg or .html" in bad.stderr
+    assert "" == bad.stdout  # refused at once: no sample was taken

@@ -139,6 +139,10 @@ def run_watch(args: argparse.Namespace) -> int:
         if chosen != 1:
             raise BoundkitError("watch needs exactly one of --pid PID, --url URL or -- CMD ARGS")
         limit = parse_bytes(args.limit, name="--limit") if args.limit else None
+        if args.plot:  # before watching for minutes, not after
+            from .watch_plot import check_plot_path
+
+            check_plot_path(args.plot)
         target: Target
         if args.pid is not None:
             target = ProcessTarget(args.pid)

@@ -17,7 +17,10 @@ from pathlib import Path
 from .errors import ConfigError
 from .watch import WatchReport
 
-__all__ = ["render_html", "render_svg", "write_plot"]
+__all__ = ["PLOT_SUFFIXES", "check_plot_path", "render_html", "render_svg", "write_plot"]
+
+#: The file name suffixes :func:`write_plot` understands.
+PLOT_SUFFIXES = (".png", ".svg", ".html", ".htm")
 
 _MB = 1024 * 1024
 _W, _H = 800, 400
@@ -214,6 +217,16 @@ def _write_png(report: WatchReport, path: Path) -> None:
         plt.close(fig)
 
 
+def _bad_suffix(path: str | os.PathLike[str]) -> str:
+    return f"--plot must end in .png, .svg or .html, got {str(path)!r}"
+
+
+def check_plot_path(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`~boundkit.errors.ConfigError` now if ``path`` has no plot suffix."""
+    if Path(path).suffix.lower() not in PLOT_SUFFIXES:
+        raise ConfigError(_bad_suffix(path))
+
+
 def write_plot(report: WatchReport, path: str | os.PathLike[str]) -> Path:
     """Write the plot of ``report`` to ``path``; its suffix (.svg, .html, .png) picks the format."""
     target = Path(path)
@@ -227,5 +240,5 @@ def write_plot(report: WatchReport, path: str | os.PathLike[str]) -> Path:
             raise ConfigError("cannot plot a watch with no samples")
         _write_png(report, target)
     else:
-        raise ConfigError(f"--plot must end in .png, .svg or .html, got {str(path)!r}")
+        raise ConfigError(_bad_suffix(path))
     return target
