@@ -24,6 +24,9 @@ def _build_parser() -> argparse.ArgumentParser:
     snapshot = commands.add_parser("snapshot", help="print this process's memory and its limit")
     snapshot.add_argument("--json", action="store_true", help="print JSON instead of a table")
     commands.add_parser("demo", help="run naive workloads beside boundkit's and compare memory")
+    from ._watch_cli import add_parsers
+
+    add_parsers(commands)
     return parser
 
 
@@ -60,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "snapshot":
             return _snapshot(args.json)
+        if args.command in ("watch", "imports"):
+            from ._watch_cli import run_imports, run_watch
+
+            return run_watch(args) if args.command == "watch" else run_imports(args)
         if args.command == "demo":
             from .demo import run_demo
 

@@ -82,3 +82,15 @@ for _cls in (
 ):
     _cls.__module__ = "boundkit"
 del _cls
+
+
+class WatchTargetError(BoundkitError, RuntimeError):
+    """``boundkit watch`` cannot read its target: a dead pid or an unreachable URL."""
+
+
+class HealthFormatError(WatchTargetError, ValueError):
+    """A health URL answered with something other than boundkit's JSON health payload."""
+
+
+__all__ += ["HealthFormatError", "WatchTargetError"]
+WatchTargetError.__module__ = HealthFormatError.__module__ = "boundkit"
