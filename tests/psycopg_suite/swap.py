@@ -6,6 +6,10 @@ here each test's connection is one ``pooled_connection()`` /
 ``apooled_connection()`` block instead, held for the whole test, in one of two
 modes (``--boundkit-mode``):
 
+The block ends with an exception of the fixture's own, so it rolls back: psycopg's
+fixture closes its connection, which discards an open transaction, and its tests
+rely on that (a table one test creates must not exist in the next).
+
 - ``fresh``: a pool of one connection per test, so every test borrows a new
   connection: what lending itself changes;
 - ``shared``: one pool of one connection for the whole run (one sync, one
@@ -18,6 +22,7 @@ reason, so the run still reports them (XFAIL, or XPASS once fixed).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -65,6 +70,10 @@ def _pool_name(request: pytest.FixtureRequest) -> str:
     return f"psycopg-suite-{request.config.getoption('--boundkit-mode')}"
 
 
+class EndOfTest(Exception):
+    """Ends a test's block with a rollback, as psycopg's fixture ends with ``close()``."""
+
+
 class LentConnections:
     """psycopg's ``conn`` and ``aconn`` fixtures, lent by boundkit's pools."""
 
@@ -94,10 +103,12 @@ class LentConnections:
         from tests.fix_db import maybe_trace  # psycopg's own fixture module
 
         with (
+            contextlib.suppress(EndOfTest),
             pooled_connection(pool=boundkit_pool) as conn,
             maybe_trace(conn.pgconn, tracefile, request.function),
         ):
             yield conn
+            raise EndOfTest
 
     @pytest.fixture
     async def aconn(
@@ -106,6 +117,8 @@ class LentConnections:
         """psycopg's ``aconn``: a connection lent by ``apooled_connection()`` for the test."""
         from tests.fix_db import maybe_trace
 
-        async with apooled_connection(pool=boundkit_apool) as conn:
-            with maybe_trace(conn.pgconn, tracefile, request.function):
-                yield conn
+        with contextlib.suppress(EndOfTest):
+            async with apooled_connection(pool=boundkit_apool) as conn:
+                with maybe_trace(conn.pgconn, tracefile, request.function):
+                    yield conn
+                    raise EndOfTest
