@@ -150,6 +150,9 @@ class Seen:
     table: str
     notices: list[str] = field(default_factory=list)
     notifies: list[str] = field(default_factory=list)
+    lines: list[tuple[Any, ...]] = field(default_factory=list)
+    who: str = "step"  # or "next borrower"
+    pipelines: int = 0  # how deep in conn.pipeline() the step runs
 
 
 def describe(exc: BaseException) -> tuple[str, str | None]:
@@ -208,13 +211,24 @@ def nested_step(conn: Any, seen: Seen, kind: str, steps: tuple[Any, ...], ending
             raise Boom("inner")
         return outcomes
 
-    manager = conn.transaction() if kind == "transaction" else conn.pipeline()
-    return (yield from within(manager, body))
+    if kind == "transaction":
+        return (yield from within(conn.transaction(), body))
+    seen.pipelines += 1
+    try:
+        return (yield from within(conn.pipeline(), body))
+    finally:
+        seen.pipelines -= 1
 
 
 def run_step(conn: Any, seen: Seen, step: tuple[Any, ...]) -> Program:
-    """One step; its outcome, or its exception's class and sqlstate, and the transaction status."""
+    """One step: its outcome, or its exception's class and sqlstate, and the transaction status.
+
+    In a pipeline, and for the pipeline itself, only whether it failed: which
+    error surfaces where (the statement's, or ``PipelineAborted``), and the
+    status meanwhile, depend on when results arrive, for psycopg alone too.
+    """
     kind, *args = step
+    coarse = seen.pipelines > 0 or kind == "pipeline"
     try:
         if kind == "sql":
             outcome = yield from sql_step(conn, seen, *args)
@@ -241,18 +255,19 @@ def run_step(conn: Any, seen: Seen, step: tuple[Any, ...]) -> Program:
         else:  # commit, rollback, tpc_prepare, tpc_commit, tpc_rollback
             outcome = yield Call(getattr(conn, kind))
     except Exception as exc:
-        outcome = describe(exc)
-    return (step, outcome, conn.info.transaction_status)
+        outcome = "failed" if coarse else describe(exc)
+    else:
+        outcome = "done" if coarse else outcome
+    status = None if seen.pipelines else conn.info.transaction_status
+    return (step, outcome, status)
 
 
 def block(conn: Any, seen: Seen, steps: tuple[Any, ...], ending: str) -> Program:
-    """A block's steps; ``ending="boom"`` ends it with an exception."""
-    outcomes = []
+    """A block's steps, each noted in ``seen``; ``ending="boom"`` ends it with an exception."""
     for step in steps:
-        outcomes.append((yield from run_step(conn, seen, step)))
+        seen.lines.append((seen.who, *(yield from run_step(conn, seen, step))))
     if ending == "boom":
-        raise Boom(outcomes)
-    return outcomes
+        raise Boom()
 
 
 # what the next borrower looks at
@@ -268,17 +283,18 @@ PROBE = (
 )
 
 
-def ended(run: Callable[[], Any]) -> tuple[Any, ...]:
-    """A block's outcomes and how it ended: normally, or with which exception."""
+def ended(seen: Seen, run: Callable[[], Any]) -> None:
+    """Run a block; note how it ended: normally, or with which exception."""
     try:
-        return ("ok", run())
-    except Boom as exc:
-        return ("boom", exc.args[0])
+        run()
+        how: tuple[Any, ...] = ("ok",)
     except Exception as exc:
-        return ("raised", *describe(exc))
+        how = describe(exc)
+    seen.lines.append((f"{seen.who}: block ends", *how))
+    seen.who = "next borrower"
 
 
-def run_plain_sync(dsn: str, seen: Seen, steps: tuple[Any, ...], ending: str) -> Any:
+def run_plain_sync(dsn: str, seen: Seen, steps: tuple[Any, ...], ending: str) -> None:
     def one(steps: tuple[Any, ...], ending: str) -> Any:
         conn = psycopg.connect(dsn)
         try:
@@ -287,10 +303,11 @@ def run_plain_sync(dsn: str, seen: Seen, steps: tuple[Any, ...], ending: str) ->
         finally:
             conn.close()
 
-    return ended(lambda: one(steps, ending)), ended(lambda: one(PROBE, "ok"))
+    ended(seen, lambda: one(steps, ending))
+    ended(seen, lambda: one(PROBE, "ok"))
 
 
-def run_pooled_sync(dsn: str, seen: Seen, steps: tuple[Any, ...], ending: str) -> Any:
+def run_pooled_sync(dsn: str, seen: Seen, steps: tuple[Any, ...], ending: str) -> None:
     pool = create_pool(dsn, max_size=1, name=f"differential-{uuid.uuid4().hex[:8]}")
 
     def one(steps: tuple[Any, ...], ending: str) -> Any:
@@ -298,21 +315,24 @@ def run_pooled_sync(dsn: str, seen: Seen, steps: tuple[Any, ...], ending: str) -
             return drive_sync(block(conn, seen, steps, ending))
 
     try:
-        return ended(lambda: one(steps, ending)), ended(lambda: one(PROBE, "ok"))
+        ended(seen, lambda: one(steps, ending))
+        ended(seen, lambda: one(PROBE, "ok"))
     finally:
         pool.close()
 
 
-async def aended(run: Callable[[], Any]) -> tuple[Any, ...]:
+async def aended(seen: Seen, run: Callable[[], Any]) -> None:
+    """The async twin of :func:`ended`."""
     try:
-        return ("ok", await run())
-    except Boom as exc:
-        return ("boom", exc.args[0])
+        await run()
+        how: tuple[Any, ...] = ("ok",)
     except Exception as exc:
-        return ("raised", *describe(exc))
+        how = describe(exc)
+    seen.lines.append((f"{seen.who}: block ends", *how))
+    seen.who = "next borrower"
 
 
-def run_plain_async(dsn: str, seen: Seen, steps: tuple[Any, ...], ending: str) -> Any:
+def run_plain_async(dsn: str, seen: Seen, steps: tuple[Any, ...], ending: str) -> None:
     async def one(steps: tuple[Any, ...], ending: str) -> Any:
         conn = await psycopg.AsyncConnection.connect(dsn)
         try:
@@ -322,12 +342,13 @@ def run_plain_async(dsn: str, seen: Seen, steps: tuple[Any, ...], ending: str) -
             await conn.close()
 
     async def both() -> Any:
-        return await aended(lambda: one(steps, ending)), await aended(lambda: one(PROBE, "ok"))
+        await aended(seen, lambda: one(steps, ending))
+        await aended(seen, lambda: one(PROBE, "ok"))
 
     return asyncio.run(both())
 
 
-def run_pooled_async(dsn: str, seen: Seen, steps: tuple[Any, ...], ending: str) -> Any:
+def run_pooled_async(dsn: str, seen: Seen, steps: tuple[Any, ...], ending: str) -> None:
     async def both() -> Any:
         pool = await acreate_pool(dsn, max_size=1, name=f"differential-{uuid.uuid4().hex[:8]}")
 
@@ -336,7 +357,8 @@ def run_pooled_async(dsn: str, seen: Seen, steps: tuple[Any, ...], ending: str) 
                 return await drive_async(block(conn, seen, steps, ending))
 
         try:
-            return await aended(lambda: one(steps, ending)), await aended(lambda: one(PROBE, "ok"))
+            await aended(seen, lambda: one(steps, ending))
+            await aended(seen, lambda: one(PROBE, "ok"))
         finally:
             await pool.close()
 
@@ -349,20 +371,9 @@ RUNNERS = {
 }
 
 
-def flat(outcome: Any, seen: Seen, rows: list[Any]) -> list[tuple[Any, ...]]:
+def flat(seen: Seen, rows: list[Any]) -> list[tuple[Any, ...]]:
     """One line per step, block end and probe, for a diff that points at the first one."""
-    (how, *block_end), (probe_how, *probe) = outcome
-    lines: list[tuple[Any, ...]] = []
-    steps = block_end[0] if how in ("ok", "boom") else []
-    lines += [("step", *step) for step in steps]
-    lines.append(("block ends", how, *(block_end if how == "raised" else [])))
-    probes = probe[0] if probe_how == "ok" else []
-    lines += [("next borrower", *step) for step in probes]
-    lines.append(
-        ("next borrower's block ends", probe_how, *(probe if probe_how == "raised" else []))
-    )
-    lines += [("notices", seen.notices), ("notifies", seen.notifies), ("committed", rows)]
-    return lines
+    return [*seen.lines, ("notices", seen.notices), ("notifies", seen.notifies), ("rows", rows)]
 
 
 def compare(dsn: str, table: str, flavour: str, program: Any) -> None:
@@ -374,10 +385,10 @@ def compare(dsn: str, table: str, flavour: str, program: Any) -> None:
             admin.execute("SET lock_timeout = '5s'")
             admin.execute(f"TRUNCATE {table}")
         seen = Seen(table)
-        outcome = runner(dsn, seen, steps, ending)
+        runner(dsn, seen, steps, ending)
         with psycopg.connect(dsn) as admin:
             rows = admin.execute(f"SELECT x FROM {table} ORDER BY x").fetchall()
-        results.append(flat(outcome, seen, rows))
+        results.append(flat(seen, rows))
     plain, pooled = results
     assert plain == pooled
 
@@ -576,11 +587,9 @@ def test_a_refused_begin_fails_as_on_psycopg(standby_dsn, flavour):
     def check(program: Any) -> None:
         steps, ending = program
         seen = [Seen("pg_class"), Seen("pg_class")]
-        outcomes = [
-            flat(run(standby_dsn, mine, steps, ending), mine, [])
-            for run, mine in zip((plain, pooled), seen, strict=True)
-        ]
-        assert outcomes[0] == outcomes[1]
+        for run, mine in zip((plain, pooled), seen, strict=True):
+            run(standby_dsn, mine, steps, ending)
+        assert flat(seen[0], []) == flat(seen[1], [])
 
     check()
 

@@ -39,12 +39,11 @@ from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 
-import tomllib
-from packaging.requirements import Requirement
+import pins
 from packaging.version import InvalidVersion, Version
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = pins.REPO
 # psycopg's tests of cursor, transaction, copy, prepared, adapt, errors, notify,
 # rows, sql, pipeline, connection and types (issue 12)
 SUITE = (
@@ -69,25 +68,6 @@ KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 def log(message: str) -> None:
     print(f"[psycopg-suite {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def postgres_extra() -> list[Requirement]:
-    """The requirements of pyproject.toml's ``postgres`` extra."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [Requirement(text) for text in project["optional-dependencies"]["postgres"]]
-
-
-def base_dependencies() -> list[str]:
-    """boundkit's own runtime dependencies from pyproject.toml."""
-    return list(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
-
-
-def psycopg_allows(version: Version) -> bool:
-    """Whether the ``postgres`` extra admits this psycopg release."""
-    for requirement in postgres_extra():
-        if requirement.name == "psycopg":
-            return requirement.specifier.contains(version, prereleases=False)
-    return True
 
 
 # sources: each maps a release to a callable extracting its tests into a directory
@@ -227,7 +207,9 @@ def candidates(
         version = offer[0]
         return (version == installed, version.release[:2] == installed.release[:2], version)
 
-    allowed = [offer for offer in offers if not offer[0].is_prerelease and psycopg_allows(offer[0])]
+    allowed = [
+        offer for offer in offers if not offer[0].is_prerelease and pins.allows("psycopg", offer[0])
+    ]
     return sorted(allowed, key=preference, reverse=True)
 
 
@@ -259,25 +241,10 @@ def python_for(version: Version, installed: Version, work: Path) -> str:
     """An interpreter with psycopg ``version``: this one, or a venv made for the run."""
     if version == installed:
         return sys.executable
-    venv = work / f"venv-{version}"
-    python = venv / "bin" / "python"
-    pool = next(str(req) for req in postgres_extra() if req.name == "psycopg-pool")
-    wanted = [pool, "pytest", "anyio", *base_dependencies()]
-    stamp = venv / "boundkit-requirements"
-    if stamp.exists() and stamp.read_text() == repr((str(version), wanted)):
-        return str(python)
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    log(f"installing psycopg {version} in {venv}")
-    # psycopg[binary]==3.2.0's extra pins a .dev1 psycopg-binary that was never released
-    for psycopg in ([f"psycopg[binary]=={version}"], [f"psycopg=={version}"]):
-        if subprocess.run([*pip, *psycopg, *wanted]).returncode == 0:
-            break
-    else:
-        raise SystemExit(f"cannot install psycopg {version} in {venv}")
-    stamp.write_text(repr((str(version), wanted)))
-    return str(python)
+    log(f"installing psycopg {version} in a venv for the run")
+    pool = str(pins.postgres_extra()["psycopg-pool"])
+    others = [pool, "pytest", "anyio", *pins.base_dependencies()]
+    return pins.make_venv(work / f"venv-{version}", version, others, system_site=False)
 
 
 @contextlib.contextmanager
