@@ -35,9 +35,9 @@ def main() -> int:
         print("the venv does not have the lowest versions", file=sys.stderr)
         return 1
     tests = ["tests/test_pg.py", "tests/test_pg_async.py"]
-    return subprocess.run(
-        [python, "-m", "pytest", "-q", "-p", "no:randomly", *tests], cwd=REPO
-    ).returncode
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}  # this checkout's boundkit
+    command = [python, "-m", "pytest", "-q", "-p", "no:randomly", *tests]
+    return subprocess.run(command, cwd=REPO, env=env).returncode
 
 
 if __name__ == "__main__":

@@ -46,6 +46,6 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     failures = expected_failures(config.getoption("--boundkit-mode"))
     for item in items:
-        reason = failures.get(item.nodeid)
+        reason = failures.get(item.nodeid.split("[")[0])
         if reason is not None:
             item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
