@@ -608,3 +608,71 @@ def test_the_standby_refuses_serializable_and_read_write(standby_dsn):
             setattr(conn, attribute, value)
             with pytest.raises(error):
                 conn.execute("SELECT 1")
+
+
+# the smallest program for each divergence issue 12 lists, run on every CI run
+INSERT = ("sql", "INSERT INTO {t} VALUES (1)", None)
+COPY_BY_EXECUTE = ("sql", "COPY {t} FROM STDIN", None)
+LISTEN = ("sql", "LISTEN boundkit_differential", None)
+NOTIFY = ("sql", "NOTIFY boundkit_differential, 'payload'", None)
+KNOWN_PROGRAMS = {
+    "#2 a syntax error first leaves no transaction open": (
+        (("sql", "SELEC 1", None), INSERT),
+        "ok",
+    ),
+    "#2 invalid bytes first leave no transaction open": (
+        (("sql", r"SELECT E'\xff'", None), INSERT),
+        "ok",
+    ),
+    "#3 COPY through execute(): no COMMIT, no error": ((INSERT, COPY_BY_EXECUTE), "ok"),
+    "#3 COPY in a pipeline: no COMMIT, no error": (
+        (INSERT, ("pipeline", (COPY_BY_EXECUTE,), "ok")),
+        "ok",
+    ),
+    "#5 restoring autocommit on a busy connection replaces the block's error": (
+        (("set", "autocommit", True), COPY_BY_EXECUTE),
+        "boom",
+    ),
+    "#6 after tpc_begin() the block commits in one phase": (((("tpc_begin",), INSERT)), "ok"),
+    "#7 AdminShutdown loses its class": (
+        (("sql", "SELECT pg_terminate_backend(pg_backend_pid() + %s)", (0,)),),
+        "ok",
+    ),
+    "#8 an adapter reaches the next borrower": ((("adapter",),), "ok"),
+    "#8 a notice handler reaches the next borrower": ((("notice_handler",),), "ok"),
+    "#8 a notify handler misses the block's own notification": (
+        (("notify_handler",), LISTEN, NOTIFY),
+        "ok",
+    ),
+}
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize(
+    "program",
+    [
+        pytest.param(
+            program, id=name, marks=pytest.mark.xfail(strict=False, reason=f"issue 12 {name}")
+        )
+        for name, program in KNOWN_PROGRAMS.items()
+    ],
+)
+def test_known_divergences(pg_dsn, table, flavour, program):
+    """Each divergence issue 12 lists, as the smallest program that shows it."""
+    compare(pg_dsn, table, flavour, program)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize(
+    "attribute",
+    [("isolation_level", psycopg.IsolationLevel.SERIALIZABLE), ("read_only", False)],
+)
+@pytest.mark.parametrize("params", [None, (7,)])
+@pytest.mark.xfail(strict=False, reason="issue 12 #1: a refused BEGIN runs the statement anyway")
+def test_a_refused_begin(standby_dsn, flavour, attribute, params):
+    """#1: a BEGIN the standby refuses fails the first statement, with or without parameters."""
+    steps = (("set", *attribute), ("sql", "SELECT %s::int" if params else "SELECT 1", params))
+    seen = [Seen("pg_class"), Seen("pg_class")]
+    for run, mine in zip(RUNNERS[flavour], seen, strict=True):
+        run(standby_dsn, mine, steps, "ok")
+    assert flat(seen[0], []) == flat(seen[1], [])
