@@ -36,6 +36,7 @@ from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from psycopg.types.string import StrDumper  # noqa: E402
 
+import test_pg  # noqa: E402
 from boundkit.pg import create_pool, pooled_connection  # noqa: E402
 from boundkit.pg_async import acreate_pool, apooled_connection  # noqa: E402
 from fix_pg import _start_cluster  # noqa: E402
@@ -75,58 +76,65 @@ class SetAttr:
 Program = Generator[Any, Any, Any]
 
 
+def resume(program: Program, value: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Hand ``program`` its last call's result or exception: (finished, next request or result)."""
+    try:
+        return False, program.throw(error) if error is not None else program.send(value)
+    except StopIteration as stop:
+        return True, stop.value
+
+
+def perform_sync(request: Any) -> Any:
+    """Make one call on sync psycopg objects."""
+    if isinstance(request, Call):
+        return request.function(*request.args)
+    if isinstance(request, Enter):
+        return request.manager.__enter__()
+    if isinstance(request, Exit):
+        exc = request.error
+        return request.manager.__exit__(type(exc) if exc else None, exc, None)
+    if isinstance(request, Collect):
+        return list(request.iterable)
+    return setattr(request.conn, request.name, request.value)
+
+
+async def perform_async(request: Any) -> Any:
+    """Make one call on async psycopg objects."""
+    if isinstance(request, Call):
+        value = request.function(*request.args)
+        return await value if inspect.isawaitable(value) else value
+    if isinstance(request, Enter):
+        return await request.manager.__aenter__()
+    if isinstance(request, Exit):
+        exc = request.error
+        return await request.manager.__aexit__(type(exc) if exc else None, exc, None)
+    if isinstance(request, Collect):
+        return [item async for item in request.iterable]
+    return await getattr(request.conn, f"set_{request.name}")(request.value)
+
+
 def drive_sync(program: Program) -> Any:
-    """Run ``program`` making its calls on sync psycopg objects."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
+    """Run ``program``, making its calls on sync psycopg objects."""
+    finished, request = resume(program, None, None)
+    while not finished:
         try:
-            request = program.throw(error) if error is not None else program.send(value)
-        except StopIteration as stop:
-            return stop.value
-        value = error = None
-        try:
-            if isinstance(request, Call):
-                value = request.function(*request.args)
-            elif isinstance(request, Enter):
-                value = request.manager.__enter__()
-            elif isinstance(request, Exit):
-                exc = request.error
-                value = request.manager.__exit__(type(exc) if exc else None, exc, None)
-            elif isinstance(request, Collect):
-                value = list(request.iterable)
-            else:
-                setattr(request.conn, request.name, request.value)
+            outcome = (perform_sync(request), None)
         except BaseException as exc:
-            error = exc
+            outcome = (None, exc)
+        finished, request = resume(program, *outcome)
+    return request
 
 
 async def drive_async(program: Program) -> Any:
-    """Run ``program`` making its calls on async psycopg objects."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
+    """Run ``program``, making its calls on async psycopg objects."""
+    finished, request = resume(program, None, None)
+    while not finished:
         try:
-            request = program.throw(error) if error is not None else program.send(value)
-        except StopIteration as stop:
-            return stop.value
-        value = error = None
-        try:
-            if isinstance(request, Call):
-                value = request.function(*request.args)
-                if inspect.isawaitable(value):
-                    value = await value
-            elif isinstance(request, Enter):
-                value = await request.manager.__aenter__()
-            elif isinstance(request, Exit):
-                exc = request.error
-                value = await request.manager.__aexit__(type(exc) if exc else None, exc, None)
-            elif isinstance(request, Collect):
-                value = [item async for item in request.iterable]
-            else:
-                await getattr(request.conn, f"set_{request.name}")(request.value)
+            outcome = (await perform_async(request), None)
         except BaseException as exc:
-            error = exc
+            outcome = (None, exc)
+        finished, request = resume(program, *outcome)
+    return request
 
 
 # the program's steps
@@ -393,6 +401,8 @@ def compare(dsn: str, table: str, flavour: str, program: Any) -> None:
     assert plain == pooled
 
 
+table = test_pg.table  # the fixture: an empty table, dropped after the test
+
 # the programs
 
 STATEMENTS = [
@@ -492,16 +502,6 @@ FAST = settings(
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-
-
-@pytest.fixture
-def table(pg_dsn: str) -> Iterator[str]:
-    """An empty table, dropped after the test."""
-    name = f"diff_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE {name} (x int)")
-        yield name
-        conn.execute(f"DROP TABLE {name}")
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])

@@ -347,8 +347,5 @@ def expected_failures(mode: str) -> dict[str, str]:
     """Test function (node id without parameters) -> reason, for ``mode`` (fresh or shared)."""
     groups = [EVERY_MODE, SHARED_ONLY] if mode == "shared" else [EVERY_MODE]
     return {
-        name: REASONS[key][1]
-        for group in groups
-        for key, names in group.items()
-        for name in names
+        name: REASONS[key][1] for group in groups for key, names in group.items() for name in names
     }
