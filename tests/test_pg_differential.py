@@ -45,32 +45,18 @@ from fix_pg import _start_cluster  # noqa: E402
 
 
 @dataclass(frozen=True)
-class Call:
-    function: Callable[..., Any]
+class Request:
+    """One call a program asks its driver to make.
+
+    ``kind`` is ``call`` (``target(*args)``), ``enter`` / ``exit`` (the context
+    manager ``target``; ``args`` holds the exception it exits with), ``collect``
+    (the items of the iterator ``target``) or ``set`` (attribute ``args[0]`` of
+    the connection ``target`` to ``args[1]``).
+    """
+
+    kind: str
+    target: Any
     args: tuple[Any, ...] = ()
-
-
-@dataclass(frozen=True)
-class Enter:
-    manager: Any
-
-
-@dataclass(frozen=True)
-class Exit:
-    manager: Any
-    error: BaseException | None
-
-
-@dataclass(frozen=True)
-class Collect:
-    iterable: Any
-
-
-@dataclass(frozen=True)
-class SetAttr:
-    conn: Any
-    name: str
-    value: Any
 
 
 Program = Generator[Any, Any, Any]
@@ -84,33 +70,33 @@ def resume(program: Program, value: Any, error: BaseException | None) -> tuple[b
         return True, stop.value
 
 
-def perform_sync(request: Any) -> Any:
+def perform_sync(request: Request) -> Any:
     """Make one call on sync psycopg objects."""
-    if isinstance(request, Call):
-        return request.function(*request.args)
-    if isinstance(request, Enter):
-        return request.manager.__enter__()
-    if isinstance(request, Exit):
-        exc = request.error
-        return request.manager.__exit__(type(exc) if exc else None, exc, None)
-    if isinstance(request, Collect):
-        return list(request.iterable)
-    return setattr(request.conn, request.name, request.value)
+    kind, target, args = request.kind, request.target, request.args
+    if kind == "call":
+        return target(*args)
+    if kind == "enter":
+        return target.__enter__()
+    if kind == "exit":
+        return target.__exit__(type(args[0]) if args[0] else None, args[0], None)
+    if kind == "collect":
+        return list(target)
+    return setattr(target, *args)
 
 
-async def perform_async(request: Any) -> Any:
+async def perform_async(request: Request) -> Any:
     """Make one call on async psycopg objects."""
-    if isinstance(request, Call):
-        value = request.function(*request.args)
+    kind, target, args = request.kind, request.target, request.args
+    if kind == "call":
+        value = target(*args)
         return await value if inspect.isawaitable(value) else value
-    if isinstance(request, Enter):
-        return await request.manager.__aenter__()
-    if isinstance(request, Exit):
-        exc = request.error
-        return await request.manager.__aexit__(type(exc) if exc else None, exc, None)
-    if isinstance(request, Collect):
-        return [item async for item in request.iterable]
-    return await getattr(request.conn, f"set_{request.name}")(request.value)
+    if kind == "enter":
+        return await target.__aenter__()
+    if kind == "exit":
+        return await target.__aexit__(type(args[0]) if args[0] else None, args[0], None)
+    if kind == "collect":
+        return [item async for item in target]
+    return await getattr(target, f"set_{args[0]}")(args[1])
 
 
 def drive_sync(program: Program) -> Any:
@@ -169,20 +155,20 @@ def describe(exc: BaseException) -> tuple[str, str | None]:
 
 def within(manager: Any, body: Callable[[Any], Program]) -> Program:
     """``with manager as x: body(x)`` in a program."""
-    entered = yield Enter(manager)
+    entered = yield Request("enter", manager)
     try:
         result = yield from body(entered)
     except BaseException as exc:
-        if not (yield Exit(manager, exc)):
+        if not (yield Request("exit", manager, (exc,))):
             raise
         return "suppressed"
-    yield Exit(manager, None)
+    yield Request("exit", manager, (None,))
     return result
 
 
 def sql_step(conn: Any, seen: Seen, query: str, params: Any) -> Program:
-    cursor = yield Call(conn.execute, (query.format(t=seen.table), params))
-    rows = (yield Call(cursor.fetchall)) if cursor.description else None
+    cursor = yield Request("call", conn.execute, (query.format(t=seen.table), params))
+    rows = (yield Request("call", cursor.fetchall)) if cursor.description else None
     return (rows, cursor.rowcount, cursor.statusmessage)
 
 
@@ -191,7 +177,7 @@ def copy_in_step(conn: Any, seen: Seen, values: tuple[int, ...]) -> Program:
 
     def write(copy: Any) -> Program:
         for value in values:
-            yield Call(copy.write_row, ((value,),))
+            yield Request("call", copy.write_row, ((value,),))
 
     yield from within(cursor.copy(f"COPY {seen.table} FROM STDIN"), write)
     return (cursor.rowcount, cursor.statusmessage)
@@ -201,7 +187,7 @@ def copy_out_step(conn: Any, seen: Seen) -> Program:
     cursor = conn.cursor()
 
     def read(copy: Any) -> Program:
-        rows = yield Collect(copy.rows())
+        rows = yield Request("collect", copy.rows())
         return rows
 
     query = f"COPY (SELECT x FROM {seen.table} ORDER BY x) TO STDOUT"
@@ -247,9 +233,11 @@ def run_step(conn: Any, seen: Seen, step: tuple[Any, ...]) -> Program:
         elif kind in ("transaction", "pipeline"):
             outcome = yield from nested_step(conn, seen, kind, *args)
         elif kind == "set":
-            outcome = yield SetAttr(conn, *args)
+            outcome = yield Request("set", conn, tuple(args))
         elif kind == "tpc_begin":
-            outcome = yield Call(conn.tpc_begin, (conn.xid(1, "boundkit-differential", "b"),))
+            outcome = yield Request(
+                "call", conn.tpc_begin, (conn.xid(1, "boundkit-differential", "b"),)
+            )
         elif kind == "notice_handler":
             outcome = conn.add_notice_handler(lambda d: seen.notices.append(d.message_primary))
         elif kind == "notify_handler":
@@ -257,11 +245,11 @@ def run_step(conn: Any, seen: Seen, step: tuple[Any, ...]) -> Program:
         elif kind == "adapter":
             outcome = conn.adapters.register_dumper(str, UpperDumper)
         elif kind == "notifies":
-            outcome = [n.payload for n in (yield Collect(conn.notifies(timeout=0.05)))]
+            outcome = [n.payload for n in (yield Request("collect", conn.notifies(timeout=0.05)))]
         elif kind == "attributes":
             outcome = (conn.autocommit, conn.isolation_level, conn.read_only, conn.deferrable)
         else:  # commit, rollback, tpc_prepare, tpc_commit, tpc_rollback
-            outcome = yield Call(getattr(conn, kind))
+            outcome = yield Request("call", getattr(conn, kind))
     except Exception as exc:
         outcome = "failed" if coarse else describe(exc)
     else:
@@ -329,17 +317,6 @@ def run_pooled_sync(dsn: str, seen: Seen, steps: tuple[Any, ...], ending: str) -
         pool.close()
 
 
-async def aended(seen: Seen, run: Callable[[], Any]) -> None:
-    """The async twin of :func:`ended`."""
-    try:
-        await run()
-        how: tuple[Any, ...] = ("ok",)
-    except Exception as exc:
-        how = describe(exc)
-    seen.lines.append((f"{seen.who}: block ends", *how))
-    seen.who = "next borrower"
-
-
 def run_plain_async(dsn: str, seen: Seen, steps: tuple[Any, ...], ending: str) -> None:
     async def one(steps: tuple[Any, ...], ending: str) -> Any:
         conn = await psycopg.AsyncConnection.connect(dsn)
@@ -349,28 +326,24 @@ def run_plain_async(dsn: str, seen: Seen, steps: tuple[Any, ...], ending: str) -
         finally:
             await conn.close()
 
-    async def both() -> Any:
-        await aended(seen, lambda: one(steps, ending))
-        await aended(seen, lambda: one(PROBE, "ok"))
-
-    return asyncio.run(both())
+    with contextlib.closing(asyncio.new_event_loop()) as loop:
+        ended(seen, lambda: loop.run_until_complete(one(steps, ending)))
+        ended(seen, lambda: loop.run_until_complete(one(PROBE, "ok")))
 
 
 def run_pooled_async(dsn: str, seen: Seen, steps: tuple[Any, ...], ending: str) -> None:
-    async def both() -> Any:
-        pool = await acreate_pool(dsn, max_size=1, name=f"differential-{uuid.uuid4().hex[:8]}")
+    async def one(steps: tuple[Any, ...], ending: str) -> Any:
+        async with apooled_connection(pool=pool) as conn:
+            return await drive_async(block(conn, seen, steps, ending))
 
-        async def one(steps: tuple[Any, ...], ending: str) -> Any:
-            async with apooled_connection(pool=pool) as conn:
-                return await drive_async(block(conn, seen, steps, ending))
-
+    with contextlib.closing(asyncio.new_event_loop()) as loop:
+        name = f"differential-{uuid.uuid4().hex[:8]}"
+        pool = loop.run_until_complete(acreate_pool(dsn, max_size=1, name=name))
         try:
-            await aended(seen, lambda: one(steps, ending))
-            await aended(seen, lambda: one(PROBE, "ok"))
+            ended(seen, lambda: loop.run_until_complete(one(steps, ending)))
+            ended(seen, lambda: loop.run_until_complete(one(PROBE, "ok")))
         finally:
-            await pool.close()
-
-    return asyncio.run(both())
+            loop.run_until_complete(pool.close())
 
 
 RUNNERS = {
