@@ -1,7 +1,7 @@
 """The psycopg versions pyproject.toml's ``postgres`` extra allows, and venvs that have one.
 
 Used by run.py (psycopg's suite at the release its tests were written for) and
-by .ci/pg_lowest.py (boundkit's own tests at the lowest versions allowed).
+by .ci/pg_versions.py (boundkit's own tests at both ends of the range).
 """
 
 from __future__ import annotations
