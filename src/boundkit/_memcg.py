@@ -101,7 +101,10 @@ def _write(path: Path, value: str) -> bool:
 
 
 def create_memory_cgroup(
-    limit: int, *, sys_root: str | os.PathLike[str] = "/sys", proc_root: str | os.PathLike[str] = "/proc"
+    limit: int,
+    *,
+    sys_root: str | os.PathLike[str] = "/sys",
+    proc_root: str | os.PathLike[str] = "/proc",
 ) -> MemoryCgroup | None:
     """Create a memory cgroup limited to ``limit`` bytes (swap included), or return ``None``.
 

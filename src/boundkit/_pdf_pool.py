@@ -12,6 +12,8 @@ are forgotten by forked children, and a worker dies with its parent
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
 import os
 import pickle
 import select
@@ -21,13 +23,21 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 from ._memcg import MemoryCgroup, create_memory_cgroup
-from ._pdf_worker import HEADER, NUMBER, READY, STOP, DONE
+from ._pdf_worker import DONE, HEADER, NO_MEMORY_STATUS, NUMBER, READY, STOP
 from ._sizes import format_bytes
 from .errors import ConfigError, PdfError
 
-__all__ = ["Worker", "WorkerDied", "WorkerTimedOut", "checkin", "checkout", "close_isolated_workers"]
+__all__ = [
+    "Worker",
+    "WorkerDied",
+    "WorkerTimedOut",
+    "checkin",
+    "checkout",
+    "close_isolated_workers",
+]
 
 #: Seconds a new worker may take to import PyMuPDF and say it is ready.
 START_TIMEOUT = 60.0
@@ -57,7 +67,14 @@ class Worker:
         cgroup = str(self.cgroup.path) if self.cgroup else "-"
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "boundkit._pdf_worker", str(limit), cgroup, str(os.getpid())],
+                [
+                    sys.executable,
+                    "-m",
+                    "boundkit._pdf_worker",
+                    str(limit),
+                    cgroup,
+                    str(os.getpid()),
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 bufsize=0,
@@ -71,8 +88,9 @@ class Worker:
             kind, _ = self.receive(time.monotonic() + START_TIMEOUT)
         except (WorkerDied, WorkerTimedOut) as exc:
             cause = self.death_cause()
+            starved = self.ran_out_of_memory() or self.process.returncode == NO_MEMORY_STATUS
             self.kill()
-            if self.ran_out_of_memory():
+            if starved:
                 raise ConfigError(
                     f"memory_limit {format_bytes(limit)} is too small for the worker to start"
                     f" ({self.bound}): give it at least 128M"
@@ -106,8 +124,7 @@ class Worker:
         return kind, self._read(length, deadline)
 
     def _read(self, size: int, deadline: float) -> bytes:
-        stream = self.process.stdout
-        assert stream is not None
+        stream = cast(io.FileIO, self.process.stdout)
         buffer = bytearray(size)
         view = memoryview(buffer)
         done = 0
@@ -137,14 +154,16 @@ class Worker:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
         self.process.wait()
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
+        self.close_pipes()
         if self.cgroup is not None:
             self.cgroup.remove()
+
+    def close_pipes(self) -> None:
+        """Close this process's ends of the worker's pipes."""
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
 
     def ran_out_of_memory(self) -> bool:
         """True when the kernel killed the worker for exceeding its cgroup's limit."""
@@ -224,9 +243,7 @@ def _forget_after_fork() -> None:
     global _lock
     _lock = threading.Lock()
     for worker in _idle.values():
-        for stream in (worker.process.stdin, worker.process.stdout):
-            if stream is not None:
-                stream.close()
+        worker.close_pipes()
         _inherited.append(worker)  # never collected here: Popen would warn it still runs
     _idle.clear()
 

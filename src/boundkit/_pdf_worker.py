@@ -43,6 +43,9 @@ ERROR = b"E"  # the request failed: payload = plain pickle of the error; the req
 DONE = b"D"  # the request is over: payload = the worker's resident bytes (8 bytes)
 NUMBER = struct.Struct("!q")
 
+#: The worker's exit status when its memory limit is too small to import PyMuPDF.
+NO_MEMORY_STATUS = 3
+
 NEXT = "next"
 STOP = "stop"
 
@@ -115,18 +118,22 @@ def typed_error(exc: Exception, page: int | None, name: str) -> Exception:
     """``exc`` as the boundkit error the parent raises: limits, page errors, or itself."""
     if _is_memory_failure(exc):
         where = f"page {page}" if page is not None else "opening"
-        return PdfLimitError(f"{name}: {where} needed more memory than the worker's limit", page=page)
+        return PdfLimitError(
+            f"{name}: {where} needed more memory than the worker's limit", page=page
+        )
     if _is_mupdf_limit(exc):
         return PdfLimitError(f"{name}: page {page} exceeds a MuPDF limit: {exc}", page=page)
     if type(exc).__name__ in _ERRORS and not (page is not None and type(exc) is PdfError):
         return exc
     if page is None:
         return PdfError(f"cannot open {name}: {type(exc).__name__}: {exc}")
-    return PdfPageError(f"cannot read page {page} of {name}: {type(exc).__name__}: {exc}", page=page)
+    return PdfPageError(
+        f"cannot read page {page} of {name}: {type(exc).__name__}: {exc}", page=page
+    )
 
 
 def resolve_pages(pages: list[int] | None, count: int) -> list[int]:
-    """The page numbers a request covers: all of them, or ``pages`` with negatives counted from the end."""
+    """The page numbers a request covers: all, or ``pages`` with negatives counted from the end."""
     if pages is None:
         return list(range(count))
     return [number + count if number < 0 else number for number in pages]
@@ -214,10 +221,15 @@ def main(argv: list[str] | None = None) -> None:
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints (MuPDF's own messages) must not corrupt the frames
     commands = sys.stdin.buffer
-    import pymupdf
-
-    pymupdf.TOOLS.mupdf_display_errors(False)
-    pymupdf.TOOLS.mupdf_display_warnings(False)
+    try:
+        import pymupdf
+    except (MemoryError, ImportError) as exc:
+        if isinstance(exc, MemoryError) or "map" in str(exc):  # "failed to map segment"
+            os._exit(NO_MEMORY_STATUS)
+        raise
+    tools: Any = pymupdf.TOOLS
+    tools.mupdf_display_errors(False)  # MuPDF's messages stay in the warnings open_pdf collects
+    tools.mupdf_display_warnings(False)
     write_frame(out, READY)
     while True:
         try:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
@@ -74,18 +74,14 @@ class IsolatedPages(Generic[_T]):
         page_timeout: float | None,
         file_timeout: float | None,
     ) -> None:
-        self._request = request
-        self._limit = memory_limit
-        self._page_timeout = page_timeout
-        self._file_timeout = file_timeout
-        self._waited = 0.0
-        self._skipped: list[PdfPageError] = []
-        self._pages = self._run(pages)
+        self._session = _Session(request, memory_limit, page_timeout, file_timeout)
+        # the generator refers to the session, never to self: dropping self closes it at once
+        self._pages: Generator[tuple[int, _T], None, None] = self._session.run(pages)
 
     @property
     def skipped(self) -> tuple[PdfPageError, ...]:
         """The errors of the pages skipped so far, in page order."""
-        return tuple(self._skipped)
+        return tuple(self._session.skipped)
 
     def __iter__(self) -> IsolatedPages[_T]:
         return self
@@ -108,7 +104,25 @@ class IsolatedPages(Generic[_T]):
     ) -> None:
         self.close()
 
-    def _run(self, pages: list[int] | None) -> Generator[tuple[int, _T], None, None]:
+
+class _Session:
+    """One file's work, across the workers it takes (a new one after a death on a skipped page)."""
+
+    def __init__(
+        self,
+        request: dict[str, Any],
+        limit: int,
+        page_timeout: float | None,
+        file_timeout: float | None,
+    ) -> None:
+        self._request = request
+        self._limit = limit
+        self._page_timeout = page_timeout
+        self._file_timeout = file_timeout
+        self._waited = 0.0
+        self.skipped: list[PdfPageError] = []
+
+    def run(self, pages: list[int] | None) -> Generator[tuple[int, Any], None, None]:
         """One worker session per pass; a new session after a worker died on a skipped page."""
         while True:
             worker: _pdf_pool.Worker | None = _pdf_pool.checkout(self._limit)
@@ -119,26 +133,27 @@ class IsolatedPages(Generic[_T]):
             resume = 0  # where a new worker starts if this one dies
             try:
                 worker.send({**self._request, "pages": pages})
-                kind, payload = self._receive(worker, None)
+                kind, payload = self._receive(worker, None, (OPENED, ERROR))
                 if kind == ERROR:
                     reusable, error = _reported(payload)
                     raise error
                 numbers = resolve_pages(pages, NUMBER.unpack(payload)[0])
-                for resume, page in enumerate(numbers, start=1):
+                for index, page in enumerate(numbers):
+                    resume = index + 1
                     worker.send(NEXT)
-                    kind, payload = self._receive(worker, page)
+                    kind, payload = self._receive(worker, page, (PAGE, SKIPPED, ERROR))
                     if kind == ERROR:
                         reusable, error = _reported(payload)
                         raise error
                     if kind == SKIPPED:
-                        self._skipped.append(_page_error(payload))
+                        self.skipped.append(_page_error(payload))
                     else:
                         yield self._page(payload)
                 page = None
                 worker.send(NEXT)
-                kind, payload = self._receive(worker, None)
+                _, payload = self._receive(worker, None, (DONE,))
                 worker.resident = NUMBER.unpack(payload)[0]
-                reusable = kind == DONE
+                reusable = True
                 return
             except GeneratorExit:
                 _pdf_pool.stop_gracefully(worker)
@@ -148,7 +163,7 @@ class IsolatedPages(Generic[_T]):
                 error = self._failure(worker, exc, page)
                 if page is None or not self._request["skip"] or self._out_of_time():
                     raise error from None
-                self._skipped.append(error)
+                self.skipped.append(error)
                 pages = numbers[resume:]
             finally:
                 if worker is not None:
@@ -164,15 +179,20 @@ class IsolatedPages(Generic[_T]):
             return number, data
         return number, load_plain(data)
 
-    def _receive(self, worker: _pdf_pool.Worker, page: int | None) -> tuple[bytes, bytes]:
+    def _receive(
+        self, worker: _pdf_pool.Worker, page: int | None, expected: tuple[bytes, ...]
+    ) -> tuple[bytes, bytes]:
         """The worker's next frame, within the page's and the file's remaining time."""
         limits = [t for t in (self._page_timeout, self._time_left()) if t is not None]
         started = time.monotonic()
         try:
             deadline = started + min(limits) if limits else float("inf")
-            return worker.receive(deadline)
+            kind, payload = worker.receive(deadline)
         finally:
             self._waited += time.monotonic() - started
+        if kind not in expected:
+            raise WorkerDied(f"the worker sent {kind!r} where {expected!r} was due")
+        return kind, payload
 
     def _time_left(self) -> float | None:
         if self._file_timeout is None:
@@ -223,7 +243,10 @@ def _page_error(payload: bytes) -> PdfPageError:
 
 
 def _prepare(
-    source: PdfSource, pages: Iterable[int] | None, memory_limit: str | int, timeouts: tuple[float | None, ...]
+    source: PdfSource,
+    pages: Iterable[int] | None,
+    memory_limit: str | int,
+    timeouts: tuple[float | None, ...],
 ) -> tuple[dict[str, Any], list[int] | None, int]:
     """Check the arguments in the parent; return the source as sent, the pages and the limit."""
     limit = parse_bytes(memory_limit, name="memory_limit")
@@ -298,9 +321,10 @@ def isolated_iter_text(
         raise ConfigError(f"mode must be one of text, dict, words, blocks, got {mode!r}")
     request, numbers, limit = _prepare(source, pages, memory_limit, (page_timeout, file_timeout))
     request.update(
-        op="text", options={"mode": mode, "password": password, "budget": budget}, skip=skip_bad_pages
+        op="text",
+        options={"mode": mode, "password": password, "budget": budget},
+        skip=skip_bad_pages,
     )
     return IsolatedPages(
         request, numbers, memory_limit=limit, page_timeout=page_timeout, file_timeout=file_timeout
     )
-
