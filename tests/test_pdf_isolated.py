@@ -159,9 +159,10 @@ def test_memory_bomb_is_a_limit_error(hostile_dir: Path, bound: str) -> None:
         list(isolated_render_pages(hostile_dir / "huge.pdf", memory_limit="256M"))
     assert 0 == info.value.page
     assert process_memory().rss - before < 64 * 1024**2
-    assert [(0, 6)] == [
-        (n, len(t) > 0 and 6) for n, t in isolated_iter_text(hostile_dir / "huge.pdf")
-    ]
+    text = isolated_iter_text(hostile_dir / "huge.pdf", memory_limit="256M")
+    assert "a very large page" in dict(text)[0]  # its text is cheap and still readable
+    assert text.peak_memory is not None
+    assert 0 < text.peak_memory <= 256 * 1024**2
 
 
 def test_hang_is_a_limit_error_after_the_page_timeout(hostile_dir: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import io
 import os
 import pickle
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import cast
 
 from ._memcg import MemoryCgroup, create_memory_cgroup
-from ._pdf_worker import DONE, HEADER, NO_MEMORY_STATUS, NUMBER, READY, STOP
+from ._pdf_worker import DONE, HEADER, NO_MEMORY_STATUS, READY, STOP, USAGE
 from ._sizes import format_bytes
 from .errors import ConfigError, PdfError
 
@@ -61,6 +62,7 @@ class Worker:
         self.limit = limit
         self.cgroup: MemoryCgroup | None = create_memory_cgroup(limit)
         self.resident = 0
+        self._buffer = bytearray()
         package_root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
@@ -84,6 +86,8 @@ class Worker:
             if self.cgroup is not None:
                 self.cgroup.remove()
             raise
+        with contextlib.suppress(OSError):  # fewer, larger reads for big pages
+            fcntl.fcntl(self.process.stdout.fileno(), fcntl.F_SETPIPE_SZ, _CHUNK)  # type: ignore[union-attr]
         try:
             kind, _ = self.receive(time.monotonic() + START_TIMEOUT)
         except (WorkerDied, WorkerTimedOut) as exc:
@@ -124,20 +128,25 @@ class Worker:
         return kind, self._read(length, deadline)
 
     def _read(self, size: int, deadline: float) -> bytes:
+        """Read ``size`` bytes into the file's reused buffer (already paged in), return a copy."""
         stream = cast(io.FileIO, self.process.stdout)
-        buffer = bytearray(size)
-        view = memoryview(buffer)
-        done = 0
-        while done < size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([stream], [], [], remaining)[0]:
-                raise WorkerTimedOut(f"no answer within the deadline ({size - done} bytes awaited)")
-            count = stream.readinto(view[done : done + _CHUNK])
-            if not count:
-                raise WorkerDied("the worker closed its output")
-            done += count
-        view.release()
-        return bytes(buffer)
+        if len(self._buffer) < size:
+            self._buffer = bytearray(size)
+        with memoryview(self._buffer) as view:
+            done = 0
+            while done < size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([stream], [], [], remaining)[0]:
+                    raise WorkerTimedOut(f"no answer in time ({size - done} bytes awaited)")
+                count = stream.readinto(view[done : min(size, done + _CHUNK)])
+                if not count:
+                    raise WorkerDied("the worker closed its output")
+                done += count
+            return bytes(view[:size])
+
+    def release_buffer(self) -> None:
+        """Drop the read buffer (as large as the largest page of the last file)."""
+        self._buffer = bytearray()
 
     def stop(self) -> None:
         """Close the worker's input so it exits; kill it if it does not within a moment."""
@@ -197,6 +206,7 @@ def checkout(limit: int) -> Worker:
 
 def checkin(worker: Worker) -> None:
     """Keep a worker that finished a request cleanly for the next one; stop it otherwise."""
+    worker.release_buffer()
     if worker.alive() and worker.resident <= worker.limit // 2:
         with _lock:
             previous = _idle.get(worker.limit)
@@ -214,7 +224,7 @@ def stop_gracefully(worker: Worker) -> None:
         while True:
             kind, payload = worker.receive(deadline)
             if kind == DONE:
-                worker.resident = NUMBER.unpack(payload)[0]
+                worker.resident = USAGE.unpack(payload)[0]
                 break
     except (WorkerDied, WorkerTimedOut):
         worker.kill()

@@ -40,8 +40,9 @@ OPENED = b"O"  # the document opened: payload = page count (8 bytes)
 PAGE = b"P"  # one page: 8-byte page number, then the image bytes or a plain pickle of the text
 SKIPPED = b"S"  # a page failed and was skipped: payload = plain pickle of the error
 ERROR = b"E"  # the request failed: payload = plain pickle of the error; the request is over
-DONE = b"D"  # the request is over: payload = the worker's resident bytes (8 bytes)
+DONE = b"D"  # the request is over: payload = USAGE (resident bytes now, peak since the request)
 NUMBER = struct.Struct("!q")
+USAGE = struct.Struct("!qq")
 
 #: The worker's exit status when its memory limit is too small to import PyMuPDF.
 NO_MEMORY_STATUS = 3
@@ -153,6 +154,7 @@ def _serve(request: dict[str, Any], commands: IO[bytes], out: IO[bytes]) -> None
     from . import pdf
 
     source, name = request["source"], request["name"]
+    _reset_peak()
     try:
         with pdf.open_pdf(source, password=request["options"].get("password")) as doc:
             count = doc.page_count
@@ -186,12 +188,24 @@ def _serve(request: dict[str, Any], commands: IO[bytes], out: IO[bytes]) -> None
     finally:
         if results is not None:
             results.close()  # type: ignore[attr-defined]
-    write_frame(out, DONE, NUMBER.pack(_resident_bytes()))
+    write_frame(out, DONE, USAGE.pack(*_memory_usage()))
 
 
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _reset_peak() -> None:
+    """Start the peak resident size (VmHWM) over from the current size."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+def _memory_usage() -> tuple[int, int]:
+    """Resident bytes now and at the peak (VmRSS, VmHWM)."""
+    fields = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) * 1024
+    return fields["VmRSS"], fields["VmHWM"]
 
 
 def _bind_to_parent(parent_pid: int) -> None:

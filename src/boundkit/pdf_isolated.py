@@ -37,6 +37,7 @@ from ._pdf_worker import (
     OPENED,
     PAGE,
     SKIPPED,
+    USAGE,
     decode_error,
     load_plain,
     resolve_pages,
@@ -83,6 +84,15 @@ class IsolatedPages(Generic[_T]):
         """The errors of the pages skipped so far, in page order."""
         return tuple(self._session.skipped)
 
+    @property
+    def peak_memory(self) -> int | None:
+        """The worker's peak resident bytes over this file, once it was read to the end.
+
+        Compare it with ``memory_limit`` to size the limit from real files;
+        ``None`` until the file is finished, or when it ended in an error.
+        """
+        return self._session.peak_memory
+
     def __iter__(self) -> IsolatedPages[_T]:
         return self
 
@@ -121,6 +131,7 @@ class _Session:
         self._file_timeout = file_timeout
         self._waited = 0.0
         self.skipped: list[PdfPageError] = []
+        self.peak_memory: int | None = None
 
     def run(self, pages: list[int] | None) -> Generator[tuple[int, Any], None, None]:
         """One worker session per pass; a new session after a worker died on a skipped page."""
@@ -152,7 +163,7 @@ class _Session:
                 page = None
                 worker.send(NEXT)
                 _, payload = self._receive(worker, None, (DONE,))
-                worker.resident = NUMBER.unpack(payload)[0]
+                worker.resident, self.peak_memory = USAGE.unpack(payload)
                 reusable = True
                 return
             except GeneratorExit:
