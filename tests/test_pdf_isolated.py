@@ -270,3 +270,11 @@ def test_no_growth_over_failing_files(pdf_dir: Path, hostile_dir: Path) -> None:
             list(isolated_iter_text(hostile_dir / "cycle.pdf"))
 
     assert_no_growth(fail_each, calls=10, rounds=5)
+
+
+def test_worker_logs_reach_the_parent(pdf_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The worker's warnings (a repaired file) are logged in the parent under boundkit.pdf."""
+    with caplog.at_level("WARNING", logger="boundkit.pdf"):
+        assert 3 == len(list(isolated_iter_text(pdf_dir / "truncated.pdf")))
+    assert [("boundkit.pdf", "WARNING")] == [(r.name, r.levelname) for r in caplog.records]
+    assert "repaired" in caplog.records[0].getMessage()

@@ -15,6 +15,7 @@ import atexit
 import contextlib
 import fcntl
 import io
+import logging
 import os
 import pickle
 import select
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import cast
 
 from ._memcg import MemoryCgroup, create_memory_cgroup
-from ._pdf_worker import DONE, HEADER, NO_MEMORY_STATUS, READY, STOP, USAGE
+from ._pdf_worker import DONE, HEADER, LOG, NO_MEMORY_STATUS, READY, STOP, USAGE, load_plain
 from ._sizes import format_bytes
 from .errors import ConfigError, PdfError
 
@@ -121,11 +122,19 @@ class Worker:
             raise WorkerDied("the worker closed its input") from exc
 
     def receive(self, deadline: float) -> tuple[bytes, bytes]:
-        """Read one frame before ``deadline`` (monotonic seconds): ``(kind, payload)``."""
-        kind, length = HEADER.unpack(self._read(HEADER.size, deadline))
-        if length > max(self.limit, _CHUNK):  # the worker cannot have held more than this
-            raise WorkerDied(f"the worker sent a frame of {length} bytes")
-        return kind, self._read(length, deadline)
+        """Read one frame before ``deadline`` (monotonic seconds): ``(kind, payload)``.
+
+        Log records the worker forwards are logged here on the way.
+        """
+        while True:
+            kind, length = HEADER.unpack(self._read(HEADER.size, deadline))
+            if length > max(self.limit, _CHUNK):  # the worker cannot have held more than this
+                raise WorkerDied(f"the worker sent a frame of {length} bytes")
+            payload = self._read(length, deadline)
+            if kind != LOG:
+                return kind, payload
+            name, level, message = load_plain(payload)
+            logging.getLogger(str(name)).log(int(level), "%s", message)
 
     def _read(self, size: int, deadline: float) -> bytes:
         """Read ``size`` bytes into the file's reused buffer (already paged in), return a copy."""

@@ -16,6 +16,7 @@ joins the cgroup (or sets ``RLIMIT_AS`` to ``LIMIT`` when ``CGROUP`` is
 from __future__ import annotations
 
 import io
+import logging
 import os
 import pickle
 import resource
@@ -41,6 +42,7 @@ PAGE = b"P"  # one page: 8-byte page number, then the image bytes or a plain pic
 SKIPPED = b"S"  # a page failed and was skipped: payload = plain pickle of the error
 ERROR = b"E"  # the request failed: payload = plain pickle of the error; the request is over
 DONE = b"D"  # the request is over: payload = USAGE (resident bytes now, peak since the request)
+LOG = b"L"  # a log record, sent whenever one is made: plain pickle of (logger, level, message)
 NUMBER = struct.Struct("!q")
 USAGE = struct.Struct("!qq")
 
@@ -149,15 +151,24 @@ def _results(request: dict[str, Any], numbers: list[int]) -> Iterator[tuple[int,
     return pdf.iter_text(request["source"], pages=numbers, **options)
 
 
-def _serve(request: dict[str, Any], commands: IO[bytes], out: IO[bytes]) -> None:
-    """Answer one request: OPENED, then one frame per NEXT command, until DONE or ERROR."""
+def _count_pages(source: str | bytes, password: str | None) -> int:
+    """Open the document once to count its pages, quietly: the stream's own open logs."""
     from . import pdf
 
+    logging.disable(logging.CRITICAL)
+    try:
+        with pdf.open_pdf(source, password=password) as doc:
+            return int(doc.page_count)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _serve(request: dict[str, Any], commands: IO[bytes], out: IO[bytes]) -> None:
+    """Answer one request: OPENED, then one frame per NEXT command, until DONE or ERROR."""
     source, name = request["source"], request["name"]
     _reset_peak()
     try:
-        with pdf.open_pdf(source, password=request["options"].get("password")) as doc:
-            count = doc.page_count
+        count = _count_pages(source, request["options"].get("password"))
     except Exception as exc:
         write_frame(out, ERROR, encode_error(typed_error(exc, None, name)))
         return
@@ -189,6 +200,18 @@ def _serve(request: dict[str, Any], commands: IO[bytes], out: IO[bytes]) -> None
         if results is not None:
             results.close()  # type: ignore[attr-defined]
     write_frame(out, DONE, USAGE.pack(*_memory_usage()))
+
+
+class _ForwardHandler(logging.Handler):
+    """Send the worker's log records to the parent, which logs them under the same logger."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        super().__init__()
+        self._out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = pickle.dumps((record.name, record.levelno, record.getMessage()))
+        write_frame(self._out, LOG, message)
 
 
 def _reset_peak() -> None:
@@ -244,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     tools: Any = pymupdf.TOOLS
     tools.mupdf_display_errors(False)  # MuPDF's messages stay in the warnings open_pdf collects
     tools.mupdf_display_warnings(False)
+    logging.getLogger().addHandler(_ForwardHandler(out))
     write_frame(out, READY)
     while True:
         try:
