@@ -271,7 +271,9 @@ def _compare(
             if error.startswith("UNTYPED"):
                 tally[f"{kind} untyped"] += 1
                 notes.append(f"{kind} untyped error: {name} page {page}: {error}")
-        tally[f"{kind} limit refusals"] += len(result.get("limits", ()))
+        for refusal in result.get("limits", ()):
+            tally[f"{kind} limit refusals"] += 1
+            notes.append(f"{kind} limit refusal: {name}: {refusal}")
         if result.get("stdout"):
             tally[f"{kind} files printing to stdout"] += 1
         if kind == "raw":

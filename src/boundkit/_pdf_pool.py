@@ -192,7 +192,7 @@ class Worker:
         try:
             code = self.process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            return "it stopped answering"
+            return "it broke the protocol and was killed"
         if code < 0:
             return f"it was killed by {signal.Signals(-code).name}"
         return f"it exited with status {code}"

@@ -99,11 +99,15 @@ def write_frame(stream: IO[bytes], kind: bytes, *parts: bytes) -> None:
     stream.flush()
 
 
+# what MuPDF and the dynamic loader say when an allocation or a mapping was refused
+_STARVED = ("malloc", "out of memory", "failed to map segment")
+
+
 def _is_memory_failure(exc: BaseException | None) -> bool:
     """True when MuPDF or Python ran out of memory somewhere in the cause chain."""
     while exc is not None:
         text = str(exc).lower()
-        if isinstance(exc, MemoryError) or "malloc" in text or "out of memory" in text:
+        if isinstance(exc, MemoryError) or any(sign in text for sign in _STARVED):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
@@ -261,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import pymupdf
     except (MemoryError, ImportError) as exc:
-        if isinstance(exc, MemoryError) or "map" in str(exc):  # "failed to map segment"
+        if _is_memory_failure(exc):
             os._exit(NO_MEMORY_STATUS)
         raise
     tools: Any = pymupdf.TOOLS

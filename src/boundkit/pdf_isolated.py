@@ -226,7 +226,7 @@ class _Session:
             return PdfLimitError(
                 f"{name}: {where} took more than page_timeout={self._page_timeout} s", page=page
             )
-        cause = worker.death_cause()
+        cause = f"{worker.death_cause()} ({exc})"
         if worker.ran_out_of_memory():
             return PdfLimitError(
                 f"{name}: {where} needed more than memory_limit={format_bytes(self._limit)}"
