@@ -12,7 +12,10 @@ shared machine) and the median extra milliseconds per page, in wall-clock
 time and in CPU time (this process plus the worker's, from schedstat; steadier
 than wall clock when other load shares the cores). ``cold`` is a
 call that first starts a new worker (``close_isolated_workers()`` before it):
-what the first file, or the file after a crash or a timeout, costs.
+what the first file, or the file after a crash or a timeout, costs. Last,
+the time to start a worker against a bare ``fork()`` with the caller holding a
+small and a 1 GiB heap: the worker is spawned (posix_spawn/vfork), whose cost
+does not grow with the caller's heap, while fork copies its page tables.
 """
 
 from __future__ import annotations
@@ -50,6 +53,30 @@ def _timed(fn: Callable[[], object]) -> tuple[float, float]:
     began = time.perf_counter()
     fn()
     return time.perf_counter() - began, _cpu() - cpu
+
+
+def _start_costs(limit: int, rounds: int) -> None:
+    """Median time to start a worker (spawn + import PyMuPDF) and to fork, small and big heap."""
+    import os
+
+    from boundkit._pdf_pool import Worker
+
+    def start() -> None:
+        Worker(limit).stop()
+
+    def fork() -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+
+    print("\nstarting a process, median ms:  worker (spawn+import)   bare fork+exit")
+    for heap in (0, 1 << 30):
+        ballast = bytearray(b"\x01") * heap  # touched: its pages are resident
+        spawn = statistics.median(_timed(start)[0] for _ in range(rounds))
+        forked = statistics.median(_timed(fork)[0] for _ in range(rounds))
+        print(f"  caller holding {heap >> 20:>5} MiB {spawn * 1e3:22.0f} {forked * 1e3:16.1f}")
+        del ballast
 
 
 def main() -> None:
@@ -99,6 +126,7 @@ def main() -> None:
             pages = len(list(pdf.iter_text(path)))
             for op, (inproc, isolated) in operations.items():
                 _row(label, op, path, pages, inproc, isolated, args.rounds, pdf_isolated)
+    _start_costs(pdf_isolated.parse_bytes(limit), args.rounds)
 
 
 def _row(

@@ -55,34 +55,29 @@ def _text(line: str) -> bytes:
     return stream(b"BT /F1 12 Tf 72 700 Td (" + line.encode() + b") Tj ET")
 
 
-def page_tree_cycle() -> bytes:
-    """Two good pages, then a Kids entry that points back at the root of the page tree."""
+def _two_text_pages(kids: bytes, count: int, label: str) -> bytes:
+    """Two text pages under a page tree whose ``/Kids`` and ``/Count`` are given."""
     return assemble(
         [
             b"<< /Type /Catalog /Pages 2 0 R >>",
-            b"<< /Type /Pages /Kids [3 0 R 4 0 R 2 0 R] /Count 3 >>",
+            b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, count),
             _text_page(2, 5, 7),
             _text_page(2, 6, 7),
-            _text("cycle page 0"),
-            _text("cycle page 1"),
+            _text(f"{label} page 0"),
+            _text(f"{label} page 1"),
             _FONT,
         ]
     )
+
+
+def page_tree_cycle() -> bytes:
+    """Two good pages, then a Kids entry that points back at the root of the page tree."""
+    return _two_text_pages(b"3 0 R 4 0 R 2 0 R", 3, "cycle")
 
 
 def lying_page_count() -> bytes:
     """A page tree that claims 1,000,000 pages and holds two."""
-    return assemble(
-        [
-            b"<< /Type /Catalog /Pages 2 0 R >>",
-            b"<< /Type /Pages /Kids [3 0 R 4 0 R] /Count 1000000 >>",
-            _text_page(2, 5, 7),
-            _text_page(2, 6, 7),
-            _text("liar page 0"),
-            _text("liar page 1"),
-            _FONT,
-        ]
-    )
+    return _two_text_pages(b"3 0 R 4 0 R", 1000000, "liar")
 
 
 def oversized_image() -> bytes:

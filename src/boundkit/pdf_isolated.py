@@ -253,15 +253,18 @@ def _page_error(payload: bytes) -> PdfPageError:
     return error
 
 
-def _prepare(
+def _isolated(
+    op: str,
     source: PdfSource,
     pages: Iterable[int] | None,
-    memory_limit: str | int,
-    timeouts: tuple[float | None, ...],
-) -> tuple[dict[str, Any], list[int] | None, int]:
-    """Check the arguments in the parent; return the source as sent, the pages and the limit."""
+    options: dict[str, Any],
+    limits: tuple[str | int, float | None, float | None],
+    skip: bool,
+) -> IsolatedPages[Any]:
+    """Check the arguments here, in the caller, and return the iterator (no worker yet)."""
+    memory_limit, page_timeout, file_timeout = limits
     limit = parse_bytes(memory_limit, name="memory_limit")
-    for timeout in timeouts:
+    for timeout in (page_timeout, file_timeout):
         if timeout is not None and not timeout > 0:
             raise ConfigError(f"timeouts must be positive seconds or None, got {timeout!r}")
     name = _describe(source)
@@ -276,7 +279,14 @@ def _prepare(
         sent = source.read()
     if not sent:
         raise PdfError(f"cannot open {name}: the data is empty")
-    return {"source": sent, "name": name}, None if pages is None else list(pages), limit
+    request = {"op": op, "source": sent, "name": name, "options": options, "skip": skip}
+    return IsolatedPages(
+        request,
+        None if pages is None else list(pages),
+        memory_limit=limit,
+        page_timeout=page_timeout,
+        file_timeout=file_timeout,
+    )
 
 
 def isolated_render_pages(
@@ -301,15 +311,9 @@ def isolated_render_pages(
     """
     if fmt not in ("png", "raw"):
         raise ConfigError(f"fmt must be 'png' or 'raw', got {fmt!r}")
-    request, numbers, limit = _prepare(source, pages, memory_limit, (page_timeout, file_timeout))
-    request.update(
-        op="render",
-        options={"dpi": dpi, "fmt": fmt, "password": password, "budget": budget},
-        skip=skip_bad_pages,
-    )
-    return IsolatedPages(
-        request, numbers, memory_limit=limit, page_timeout=page_timeout, file_timeout=file_timeout
-    )
+    options = {"dpi": dpi, "fmt": fmt, "password": password, "budget": budget}
+    limits = (memory_limit, page_timeout, file_timeout)
+    return _isolated("render", source, pages, options, limits, skip_bad_pages)
 
 
 def isolated_iter_text(
@@ -330,12 +334,6 @@ def isolated_iter_text(
     """
     if mode not in ("text", "dict", "words", "blocks"):
         raise ConfigError(f"mode must be one of text, dict, words, blocks, got {mode!r}")
-    request, numbers, limit = _prepare(source, pages, memory_limit, (page_timeout, file_timeout))
-    request.update(
-        op="text",
-        options={"mode": mode, "password": password, "budget": budget},
-        skip=skip_bad_pages,
-    )
-    return IsolatedPages(
-        request, numbers, memory_limit=limit, page_timeout=page_timeout, file_timeout=file_timeout
-    )
+    options = {"mode": mode, "password": password, "budget": budget}
+    limits = (memory_limit, page_timeout, file_timeout)
+    return _isolated("text", source, pages, options, limits, skip_bad_pages)
