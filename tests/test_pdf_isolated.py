@@ -277,3 +277,12 @@ def test_worker_logs_reach_the_parent(pdf_dir: Path, caplog: pytest.LogCaptureFi
         assert 3 == len(list(isolated_iter_text(pdf_dir / "truncated.pdf")))
     assert [("boundkit.pdf", "WARNING")] == [(r.name, r.levelname) for r in caplog.records]
     assert "repaired" in caplog.records[0].getMessage()
+
+
+def test_worker_from_an_edited_install_refuses(
+    pdf_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose source differs from what the caller imported says so instead of serving."""
+    monkeypatch.setattr(_pdf_pool, "PROTOCOL", "0" * 16)  # as if the file changed since import
+    with pytest.raises(PdfError, match="not the one this process imported"):
+        list(isolated_iter_text(pdf_dir / "text.pdf"))

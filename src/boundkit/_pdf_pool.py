@@ -28,7 +28,18 @@ from pathlib import Path
 from typing import cast
 
 from ._memcg import MemoryCgroup, create_memory_cgroup
-from ._pdf_worker import DONE, HEADER, LOG, NO_MEMORY_STATUS, READY, STOP, USAGE, load_plain
+from ._pdf_worker import (
+    DONE,
+    HEADER,
+    LOG,
+    NO_MEMORY_STATUS,
+    PROTOCOL,
+    READY,
+    STOP,
+    USAGE,
+    WRONG_PROTOCOL_STATUS,
+    load_plain,
+)
 from ._sizes import format_bytes
 from .errors import ConfigError, PdfError
 
@@ -74,6 +85,7 @@ class Worker:
                     sys.executable,
                     "-m",
                     "boundkit._pdf_worker",
+                    PROTOCOL,
                     str(limit),
                     cgroup,
                     str(os.getpid()),
@@ -100,6 +112,8 @@ class Worker:
                     f"memory_limit {format_bytes(limit)} is too small for the worker to start"
                     f" ({self.bound}): give it at least 128M"
                 ) from exc
+            if self.process.returncode == WRONG_PROTOCOL_STATUS:
+                cause = "the boundkit installed now is not the one this process imported"
             raise PdfError(f"the isolated PDF worker could not start: {cause}") from exc
         if kind != READY:
             self.kill()

@@ -8,13 +8,16 @@ values (str, bytes, numbers, lists, tuples, dicts) that the parent loads with
 file cannot make the parent run code. Errors travel as (class name, message,
 page) and are rebuilt from a fixed list of boundkit errors.
 
-Run as ``python -m boundkit._pdf_worker LIMIT CGROUP PARENT_PID``: the child
-joins the cgroup (or sets ``RLIMIT_AS`` to ``LIMIT`` when ``CGROUP`` is
-``-``), dies with its parent, then serves one request after another.
+Run as ``python -m boundkit._pdf_worker PROTOCOL LIMIT CGROUP PARENT_PID``.
+The child exits at once when ``PROTOCOL`` is not the digest of its own source
+(boundkit was upgraded under a running parent); else it joins the cgroup (or
+sets ``RLIMIT_AS`` to ``LIMIT`` when ``CGROUP`` is ``-``), dies with its
+parent, and serves one request after another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -24,6 +27,7 @@ import signal
 import struct
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 from .errors import (
@@ -48,6 +52,19 @@ USAGE = struct.Struct("!qq")
 
 #: The worker's exit status when its memory limit is too small to import PyMuPDF.
 NO_MEMORY_STATUS = 3
+
+
+def _protocol() -> str:
+    """A digest of this file as imported: a worker started from an edited file refuses to serve."""
+    try:
+        return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    except OSError:  # no source file (a frozen app): nothing can change under us either
+        return "frozen"
+
+
+PROTOCOL = _protocol()
+#: The worker's exit status when the parent speaks another protocol.
+WRONG_PROTOCOL_STATUS = 4
 
 NEXT = "next"
 STOP = "stop"
@@ -256,7 +273,9 @@ def _bound_memory(limit: int, cgroup: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve requests from stdin until it closes (the parent closed it or died)."""
-    limit, cgroup, parent_pid = argv or sys.argv[1:]
+    protocol, limit, cgroup, parent_pid = argv or sys.argv[1:]
+    if protocol != PROTOCOL:
+        sys.exit(WRONG_PROTOCOL_STATUS)
     _bind_to_parent(int(parent_pid))
     _bound_memory(int(limit), cgroup)
     out = os.fdopen(os.dup(1), "wb")
