@@ -57,6 +57,8 @@ START_TIMEOUT = 60.0
 #: Seconds a worker told to stop may take to finish cleaning up.
 STOP_TIMEOUT = 2.0
 _CHUNK = 1 << 20
+#: The read buffer is kept between frames up to this size (a 150 dpi letter page is 6 MiB).
+_KEEP_BUFFER = 16 << 20
 
 
 class WorkerDied(Exception):
@@ -165,7 +167,10 @@ class Worker:
                 if not count:
                     raise WorkerDied("the worker closed its output")
                 done += count
-            return bytes(view[:size])
+            data = bytes(view[:size])
+        if size > _KEEP_BUFFER:  # not held while the caller works on a very large page
+            self.release_buffer()
+        return data
 
     def release_buffer(self) -> None:
         """Drop the read buffer (as large as the largest page of the last file)."""
