@@ -172,10 +172,13 @@ class _Session:
                 raise
             except (WorkerDied, WorkerTimedOut) as exc:
                 error = self._failure(worker, exc, page)
-                if page is None or not self._request["skip"] or self._out_of_time():
+                stop = page is None or not self._request["skip"] or self._out_of_time()
+                if stop or not isinstance(error, PdfPageError):
                     raise error from None
                 self.skipped.append(error)
                 pages = numbers[resume:]
+                if not pages:  # it died on the last page: nothing left to resume
+                    return
             finally:
                 if worker is not None:
                     if reusable:
@@ -213,7 +216,7 @@ class _Session:
     def _out_of_time(self) -> bool:
         return self._file_timeout is not None and self._waited >= self._file_timeout
 
-    def _failure(self, worker: _pdf_pool.Worker, exc: Exception, page: int | None) -> PdfPageError:
+    def _failure(self, worker: _pdf_pool.Worker, exc: Exception, page: int | None) -> PdfError:
         """The error for a worker that timed out or died while working on ``page``."""
         name = self._request["name"]
         where = "opening it" if page is None else f"page {page}"
@@ -234,7 +237,7 @@ class _Session:
                 page=page,
             )
         if page is None:
-            return PdfLimitError(f"{name}: the worker died while opening it: {cause}", page=None)
+            return PdfError(f"cannot open {name}: the worker died while opening it: {cause}")
         return PdfPageError(f"{name}: the worker died on {where}: {cause}", page=page)
 
 
