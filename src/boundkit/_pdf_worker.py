@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from ._sizes import format_bytes
 from .errors import (
     ConfigError,
     PdfError,
@@ -138,13 +139,15 @@ def _is_mupdf_limit(exc: BaseException | None) -> bool:
     return False
 
 
+# what holds this worker, for messages: main() sets it
+_bound = "the worker's memory limit"
+
+
 def typed_error(exc: Exception, page: int | None, name: str) -> Exception:
     """``exc`` as the boundkit error the parent raises: limits, page errors, or itself."""
     if _is_memory_failure(exc):
         where = f"page {page}" if page is not None else "opening"
-        return PdfLimitError(
-            f"{name}: {where} needed more memory than the worker's limit", page=page
-        )
+        return PdfLimitError(f"{name}: {where} needed more than {_bound}", page=page)
     if _is_mupdf_limit(exc):
         return PdfLimitError(f"{name}: page {page} exceeds a MuPDF limit: {exc}", page=page)
     if type(exc).__name__ in _ERRORS and not (page is not None and type(exc) is PdfError):
@@ -278,6 +281,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(WRONG_PROTOCOL_STATUS)
     _bind_to_parent(int(parent_pid))
     _bound_memory(int(limit), cgroup)
+    global _bound
+    _bound = (
+        f"memory_limit={format_bytes(int(limit))} ({'RLIMIT_AS' if cgroup == '-' else 'cgroup'})"
+    )
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints (MuPDF's own messages) must not corrupt the frames
     commands = sys.stdin.buffer
