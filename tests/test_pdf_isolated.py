@@ -286,3 +286,41 @@ def test_worker_from_an_edited_install_refuses(
     monkeypatch.setattr(_pdf_pool, "PROTOCOL", "0" * 16)  # as if the file changed since import
     with pytest.raises(PdfError, match="not the one this process imported"):
         list(isolated_iter_text(pdf_dir / "text.pdf"))
+
+
+def test_threads_each_get_a_worker(pdf_dir: Path) -> None:
+    """Two threads reading at once each get their own worker; one stays idle afterwards."""
+    path = pdf_dir / "text.pdf"
+    expected = list(pdf.iter_text(path))
+    results: list[object] = []
+    barrier = threading.Barrier(2)
+
+    def read() -> None:
+        pages = isolated_iter_text(path)
+        first = next(pages)
+        barrier.wait()  # both hold a worker now
+        results.append([first, *pages])
+
+    threads = [threading.Thread(target=read) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [expected, expected] == results
+    assert 1 == len(_children())
+
+
+def test_forked_child_does_not_use_the_parents_worker(pdf_dir: Path) -> None:
+    """After fork the child starts its own worker; the parent's stays the parent's."""
+    path = pdf_dir / "text.pdf"
+    list(isolated_iter_text(path))
+    (worker,) = _children()
+    pid = os.fork()
+    if pid == 0:  # the child: no worker inherited, a new one works
+        status = 0 if not _pdf_pool._idle and len(list(isolated_iter_text(path))) == 3 else 1
+        pdf_isolated.close_isolated_workers()
+        os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert 0 == os.waitstatus_to_exitcode(status)
+    assert 3 == len(list(isolated_iter_text(path)))
+    assert [worker.pid] == [child.pid for child in _children()]
