@@ -209,6 +209,12 @@ def test_skip_bad_pages_goes_on_and_reports(hostile_dir: Path) -> None:
     assert [PdfLimitError] == [type(error) for error in slow.skipped]
 
 
+def _fail_mid_file(path: Path) -> None:
+    with isolated_iter_text(path) as pages:
+        next(pages)
+        raise KeyError("the caller's own error")
+
+
 def test_worker_is_reused_and_survives_an_early_close(pdf_dir: Path) -> None:
     """One worker serves file after file, also after the caller stopped or failed mid-file."""
     path = pdf_dir / "text.pdf"
@@ -218,9 +224,8 @@ def test_worker_is_reused_and_survives_an_early_close(pdf_dir: Path) -> None:
     for _ in range(3):
         for _ in isolated_iter_text(path):
             break  # the generator is dropped: stops like close()
-        with pytest.raises(KeyError), isolated_iter_text(path) as pages:
-            next(pages)
-            raise KeyError("the caller's own error")
+        with pytest.raises(KeyError):
+            _fail_mid_file(path)
         assert 3 == len(list(isolated_iter_text(path)))
     assert [worker.pid] == [child.pid for child in _children()]
     assert psutil.STATUS_ZOMBIE != worker.status()
