@@ -44,7 +44,7 @@ from ._pdf_worker import (
 )
 from ._sizes import format_bytes, parse_bytes
 from .errors import ConfigError, PdfError, PdfLimitError, PdfPageError
-from .pdf import DEFAULT_BUDGET, PdfSource, TextMode, _describe
+from .pdf import DEFAULT_BUDGET, PdfSource, TextMode
 
 __all__ = [
     "IsolatedPages",
@@ -270,16 +270,18 @@ def _isolated(
     for timeout in (page_timeout, file_timeout):
         if timeout is not None and not timeout > 0:
             raise ConfigError(f"timeouts must be positive seconds or None, got {timeout!r}")
-    name = _describe(source)
     sent: str | bytes
     if isinstance(source, (str, os.PathLike)):
-        sent = os.path.abspath(os.fspath(source))
+        name = repr(os.fspath(source))  # as open_pdf names it
+        sent = os.path.abspath(source)  # the worker may not share our working directory
         if not os.path.exists(sent):
             raise FileNotFoundError(2, "no such PDF file", sent)
-    elif isinstance(source, (bytes, bytearray, memoryview)):
-        sent = bytes(source)
     else:
-        sent = source.read()
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            sent = bytes(source)
+        else:
+            sent = source.read()
+        name = f"<{len(sent)} bytes>"
     if not sent:
         raise PdfError(f"cannot open {name}: the data is empty")
     request = {"op": op, "source": sent, "name": name, "options": options, "skip": skip}
