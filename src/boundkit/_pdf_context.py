@@ -9,7 +9,7 @@ import errno
 import logging
 import os
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Union
+from typing import IO, TYPE_CHECKING, Any, Literal, Union
 
 from ._pdf_memory import _Guard, _shrink_store, _trim_heap, _watch
 from ._pdf_mupdf import MupdfMessages, load, reason
@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_BUDGET",
     "PdfContext",
     "PdfSource",
+    "TextMode",
     "check_max_pixels",
     "contexts",
     "messages",
@@ -44,6 +45,8 @@ logger = logging.getLogger("boundkit.pdf")
 #: being rendered (decoded images, pixmap, output) comes on top (docs/pdf.md).
 DEFAULT_BUDGET = 64 * 1024 * 1024
 
+#: What iter_text() yields per page: plain text, or PyMuPDF's dict, words or blocks.
+TextMode = Literal["text", "dict", "words", "blocks"]
 PdfSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
 messages = MupdfMessages()
 

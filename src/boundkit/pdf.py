@@ -34,6 +34,7 @@ from ._pdf_context import (
     DEFAULT_BUDGET,
     PdfContext,
     PdfSource,
+    TextMode,
     check_max_pixels,
     contexts,
     messages,
@@ -69,7 +70,6 @@ logger = logging.getLogger(__name__)
 
 _pymupdf = load  # PyMuPDF, imported on first use (demo.py calls it too)
 
-TextMode = Literal["text", "dict", "words", "blocks"]
 _T = TypeVar("_T")
 
 
