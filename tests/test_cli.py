@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -26,8 +27,12 @@ def test_snapshot_json_parses_and_carries_every_key() -> None:
 def test_snapshot_table(capsys: pytest.CaptureFixture[str]) -> None:
     """Without --json the snapshot is a key/value table."""
     assert 0 == main(["snapshot"])
-    lines = capsys.readouterr().out.splitlines()
-    assert SNAPSHOT_KEYS == {line.split()[0] for line in lines}
+    out = capsys.readouterr().out
+    flat, _, dyno = out.partition("\n\ndyno: ")
+    assert SNAPSHOT_KEYS - {"dyno"} == {line.split()[0] for line in flat.splitlines()}
+    assert "pid" in dyno
+    assert "rss_mb" in dyno
+    assert f"{os.getpid()} " in dyno
 
 
 def test_unknown_command_exits_with_usage(capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,6 +37,7 @@ SNAPSHOT_KEYS = {
     "gc_counts",
     "pid",
     "timestamp",
+    "dyno",
 }
 
 

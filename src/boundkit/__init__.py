@@ -27,8 +27,10 @@ if TYPE_CHECKING:
     from .cache import BoundedCache, CacheStats, cached
     from .guard import MemoryGuard
     from .memory import (
+        DynoMemory,
         MemoryLimit,
         ProcessMemory,
+        dyno_memory,
         memory_limit,
         memory_snapshot,
         process_memory,
@@ -84,6 +86,8 @@ _LAZY = {
     "MemoryDelta": "boundkit.scope",
     "MemoryGuard": "boundkit.guard",
     "MemoryLimit": "boundkit.memory",
+    "DynoMemory": "boundkit.memory",
+    "dyno_memory": "boundkit.memory",
     "PdfContext": "boundkit.pdf",
     "PooledConnection": "boundkit.pg",
     "ProcessMemory": "boundkit.memory",
@@ -133,6 +137,7 @@ __all__ = [
     "BoundkitError",
     "CacheStats",
     "ConfigError",
+    "DynoMemory",
     "GrowthAttempt",
     "GrowthReport",
     "LeakError",
@@ -165,6 +170,7 @@ __all__ = [
     "cached",
     "close_pools",
     "create_pool",
+    "dyno_memory",
     "estimate_size",
     "format_bytes",
     "iter_text",

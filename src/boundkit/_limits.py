@@ -86,19 +86,31 @@ def memory_limit(
 
 
 def _cgroup_limit(proc_root: Path, sys_root: Path) -> MemoryLimit | None:
-    found: list[MemoryLimit] = []
+    found = limiting_cgroup(proc_root, sys_root)
+    return None if found is None else found[0]
+
+
+def limiting_cgroup(proc_root: Path, sys_root: Path) -> tuple[MemoryLimit, Path, int] | None:
+    """Return the smallest cgroup limit over this process, the directory setting it and its version.
+
+    The directory is the one whose usage the limit is enforced on (for v1's
+    ``hierarchical_memory_limit``, this process's own cgroup).
+    """
+    found: list[tuple[MemoryLimit, Path, int]] = []
     for directory, mount, version in _memory_cgroups(proc_root, sys_root):
-        files = ("memory.max",) if version == 2 else ("memory.limit_in_bytes",)
+        name = "memory.max" if version == 2 else "memory.limit_in_bytes"
         for cgdir in _up_to(directory, mount):
-            for name in files:
-                value = _read_limit(cgdir / name)
-                if value is not None:
-                    found.append(MemoryLimit(value, f"cgroup v{version} {cgdir / name}"))
+            value = _read_limit(cgdir / name)
+            if value is not None:
+                found.append(
+                    (MemoryLimit(value, f"cgroup v{version} {cgdir / name}"), cgdir, version)
+                )
         if version == 1:
             value = _hierarchical_limit(directory / "memory.stat")
             if value is not None:
-                found.append(MemoryLimit(value, f"cgroup v1 {directory / 'memory.stat'}"))
-    return min(found, key=lambda limit: limit.bytes, default=None)
+                source = f"cgroup v1 {directory / 'memory.stat'}"
+                found.append((MemoryLimit(value, source), directory, 1))
+    return min(found, key=lambda item: item[0].bytes, default=None)
 
 
 def _memory_cgroups(proc_root: Path, sys_root: Path) -> Iterator[tuple[Path, Path, int]]:

@@ -28,9 +28,9 @@ def _snapshot(as_json: bool) -> int:
     if as_json:
         print(json.dumps(snap, indent=2, sort_keys=True))
     else:
-        width = max(map(len, snap))
-        for key, value in snap.items():
-            print(f"{key:<{width}}  {value}")
+        from ._report import snapshot_lines
+
+        print("\n".join(snapshot_lines(snap)))
     return 0
 
 
