@@ -55,7 +55,7 @@ def memory_limit(
     In order: ``BOUNDKIT_MEMORY_LIMIT`` (``512M``, ``1.5G``, ``512MiB`` or
     bytes) wins outright; else the smallest cgroup limit up the tree from this
     process's own cgroup (v2 ``memory.max``, v1 ``memory.limit_in_bytes`` and
-    ``hierarchical_memory_limit``); else a platform hint in MB (``DYNO_RAM``,
+    ``hierarchical_memory_limit``); else a platform hint in MiB (``DYNO_RAM``,
     ``MEMORY_AVAILABLE``); else a finite ``RLIMIT_AS``; else the system's
     total memory with ``limited=False``. ``proc_root`` and ``sys_root`` let
     tests point at fake trees: mount points under ``/sys`` are read below
@@ -75,9 +75,9 @@ def memory_limit(
             try:
                 megabytes = float(env[name])
             except ValueError:
-                raise ConfigError(f"{name} must be a number of MB, got {env[name]!r}") from None
+                raise ConfigError(f"{name} must be a number of MiB, got {env[name]!r}") from None
             if not 0 < megabytes < _UNLIMITED:
-                raise ConfigError(f"{name} must be a positive number of MB, got {env[name]!r}")
+                raise ConfigError(f"{name} must be a positive number of MiB, got {env[name]!r}")
             return MemoryLimit(int(megabytes * 1024 * 1024), name)
     soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY and 0 < soft < _UNLIMITED:
