@@ -15,7 +15,9 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="boundkit", description="Keep a Python process inside a fixed memory budget."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    snapshot = commands.add_parser("snapshot", help="print this process's memory and its limit")
+    snapshot = commands.add_parser(
+        "snapshot", help="print this process's memory, the dyno's and its share plan"
+    )
     snapshot.add_argument("--json", action="store_true", help="print JSON instead of a table")
     commands.add_parser("demo", help="run naive workloads beside boundkit's and compare memory")
     return parser
@@ -25,6 +27,10 @@ def _snapshot(as_json: bool) -> int:
     from .memory import memory_snapshot
 
     snap = memory_snapshot()
+    from .dyno import find_states
+
+    for state in find_states()[:1]:  # a governed gunicorn on this machine: its share plan
+        snap["plan"] = state.read(state.plan_path)
     if as_json:
         print(json.dumps(snap, indent=2, sort_keys=True))
     else:
