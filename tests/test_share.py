@@ -117,7 +117,7 @@ def test_bad_inputs_raise_config_error(kwargs: dict[str, object]) -> None:
 
 
 def test_guard_takes_its_share_and_caps_a_cache_configured_larger() -> None:
-    """take_share(): limit = share, thresholds from the plan, a too-large cache is cut to its part."""
+    """take_share(): limit = share, thresholds from the plan, a cache too large is cut down."""
     plan = plan_shares("512M", workers=2, footprint="60M", arbiter="30M", largest_request="40M")
     guard = MemoryGuard(limit="4G")
     big = BoundedCache(max_bytes=400 * MB)

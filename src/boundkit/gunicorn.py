@@ -172,6 +172,7 @@ def govern_dyno(
     def when_ready(server: Any) -> None:
         arbiter["server"] = server
         supervisor.log = getattr(server, "log", None) or supervisor.log
+        _one_connection_per_thread(server)
         supervisor.start()
 
     def post_fork(server: Any, worker: Any) -> None:
@@ -235,6 +236,28 @@ def govern_dyno(
     for name in _HOOKS:
         namespace[name] = _chain(namespace.get(name), ours[name])
     return supervisor
+
+
+def _one_connection_per_thread(server: Any) -> None:
+    """Make a gthread worker with every thread busy leave new connections to the others.
+
+    gunicorn's default lets a gthread worker accept up to ``worker_connections``
+    (1000) connections and queue them behind busy threads: a ``/health`` poll can
+    then wait seconds behind a slow request while another worker sits idle. With
+    one connection per thread the kernel hands it to a worker with a free thread.
+    Only settings left at gunicorn's defaults are changed (keep-alive goes, as
+    gunicorn has no room for idle connections then).
+    """
+    cfg = getattr(server, "cfg", None)
+    settings = getattr(cfg, "settings", {})
+    if cfg is None or "worker_connections" not in settings or cfg.threads <= 1:
+        return
+    if settings["worker_connections"].value != settings["worker_connections"].default:
+        return
+    cfg.set("worker_connections", cfg.threads)
+    if settings["keepalive"].value == settings["keepalive"].default:
+        cfg.set("keepalive", 0)
+    server.log.info("boundkit: worker_connections = threads (%s)", cfg.threads)
 
 
 def _chain(theirs: Callable[..., Any] | None, ours: Callable[..., Any]) -> Callable[..., Any]:

@@ -70,7 +70,8 @@ class DynoSupervisor:
 
     ``workers()`` returns the live worker pids (gunicorn: ``server.WORKERS``);
     ``num_workers()`` the configured count. ``reader`` returns the dyno's
-    memory (default :func:`~boundkit.dyno_memory` without the process list),
+    memory (default :func:`~boundkit.dyno_memory` without the process list,
+    the arbiter's tree when no cgroup limits it),
     ``rss(pid)`` a worker's RSS, ``kill(pid, sig)`` signals it and ``clock``
     gives seconds: tests inject them. ``limit`` overrides the dyno's limit.
     """
@@ -85,7 +86,7 @@ class DynoSupervisor:
         backoff: float = 1.0,
         max_backoff: float = 16.0,
         limit: int | None = None,
-        reader: Callable[[], DynoMemory] = lambda: dyno_memory(processes=False),
+        reader: Callable[[], DynoMemory] | None = None,
         rss: Callable[[int], int | None] = _statm_rss,
         kill: Callable[[int, int], None] = os.kill,
         clock: Callable[[], float] = time.monotonic,
@@ -98,7 +99,7 @@ class DynoSupervisor:
         self._workers = workers
         self._num_workers = num_workers
         self._limit = limit
-        self._reader = reader
+        self._reader = reader or (lambda: dyno_memory(processes=False, top=os.getpid()))
         self._rss = rss
         self._kill = kill
         self._clock = clock
@@ -267,8 +268,9 @@ class DynoSupervisor:
                 self.largest_request = max(self.largest_request, data["largest_request"])
             self.figures.pop(pid, None)
             self.recycles += 1
-            if self._in_flight == pid:
+            if self._in_flight == pid:  # the backoff runs from the end of a retirement
                 self._in_flight = None
+                self._not_before = self._clock() + self._current_backoff
             self.state.remove(self.state.worker_path(pid))
             self.state.remove(self.state.retiring_path(pid))
 
