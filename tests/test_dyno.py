@@ -339,3 +339,23 @@ def test_request_ledgers_merge_across_processes() -> None:
     assert 200 == summary["requests"]
     assert {"200": 150, "500": 50} == summary["statuses"]
     assert summary["routes"]["/a"]["seconds"]["p99"] == pytest.approx(5.0, rel=0.02)
+
+
+def test_pdf_budget_is_capped_by_the_plan_in_a_governed_worker(tmp_path: Path) -> None:
+    """Inside a worker following a plan, a PDF's budget guard acts at the plan's pdf_budget."""
+    from boundkit import _pdf_memory
+    from boundkit.dyno import WorkerAgent, current_plan, set_current_worker
+    from boundkit.share import plan_shares
+
+    state = DynoState(tmp_path)
+    plan = plan_shares("512M", workers=4, footprint="41M", arbiter="25M")
+    state.write(state.plan_path, plan.as_dict())
+    set_current_worker(WorkerAgent(state))
+    try:
+        assert plan == current_plan()
+        guard = _pdf_memory._Guard(64 * MB, rss=lambda: 100 * MB)
+        assert plan.pdf_budget == guard.budget
+        assert 100 * MB + plan.pdf_budget == guard.limit
+    finally:
+        set_current_worker(None)
+    assert 64 * MB == _pdf_memory._Guard(64 * MB, rss=lambda: 0).budget  # outside: as given

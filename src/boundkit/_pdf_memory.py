@@ -58,7 +58,7 @@ class _Guard:
         self.budget = budget if plan is None else min(budget, plan.pdf_budget)
         self._rss = rss
         self.last = rss()
-        self.base_limit = self.last + budget
+        self.base_limit = self.last + self.budget
         self.limit = self.base_limit
 
     def check(self) -> None:

@@ -173,14 +173,15 @@ def govern_dyno(
         arbiter["server"] = server
         supervisor.log = getattr(server, "log", None) or supervisor.log
         _one_connection_per_thread(server)
+        supervisor.tick()  # the first plan is published before any worker is forked
         supervisor.start()
 
     def post_fork(server: Any, worker: Any) -> None:
-        recycler.post_fork(server, worker)
         agent = WorkerAgent(state, health_path=health_path)
         set_current_worker(agent)
         if agent.plan is not None:
             recycler.take_share(agent.plan)
+        recycler.post_fork(server, worker)
 
     def pre_request(worker: Any, req: Any) -> None:
         agent = current_worker()

@@ -158,7 +158,9 @@ def plan_shares(
     headroom = max(int(limit_b * HEADROOM), MIN_HEADROOM)
     available = max(limit_b - headroom - arbiter_b, 0)
     share = available // workers
-    recycle = max(share - request, 0)
+    # a plan that does not fit still never recycles a worker below a fresh one's footprint
+    # (that would recycle on every request); the supervisor guards the total then
+    recycle = max(share - request, min(footprint_b + MIN_REQUEST, share), 0)
     critical = int(recycle * (1 - RECYCLE_JITTER) * CRITICAL_OF_RECYCLE)
     warning = int(critical * WARNING_OF_CRITICAL)
     spare = max(warning - footprint_b, 0)
