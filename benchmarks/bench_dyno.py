@@ -225,7 +225,7 @@ def cannot_run() -> str | None:
         try:
             __import__(module)
         except ImportError:
-            return f"needs {module} (pip install 'boundkit[bench]')"
+            return f"needs {module} (pip install 'boundkit[test]')"
     return None
 
 

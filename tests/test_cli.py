@@ -41,3 +41,26 @@ def test_unknown_command_exits_with_usage(capsys: pytest.CaptureFixture[str]) ->
         main(["frobnicate"])
     assert 2 == info.value.code
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_snapshot_shows_the_share_plan_of_a_governed_dyno(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With a governed dyno's state on the machine, the snapshot prints its plan as a table."""
+    from boundkit.dyno import DynoState
+    from boundkit.share import plan_shares
+
+    state = DynoState.create()  # this process stands in for the arbiter
+    try:
+        plan = plan_shares("512M", workers=2, footprint="60M", arbiter="30M")
+        state.write(state.plan_path, plan.as_dict())
+        assert 0 == main(["snapshot"])
+        out = capsys.readouterr().out
+        assert "share plan (MiB):" in out
+        table = out.split("share plan (MiB):")[1]
+        assert "limit" in table
+        assert f"{round(plan.share / 1024**2, 1)}" in table
+    finally:
+        import shutil
+
+        shutil.rmtree(state.directory)
