@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import json
 import os
 import random
 import re
@@ -149,6 +150,9 @@ class Result:
     retirements: int = 0
     stops: int = 0
     recycles: int = 0
+    arbiter_cpu: float = 0.0
+    mean_tick_ms: float | None = None
+    health_ms: float | None = None
     errors: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -319,6 +323,20 @@ def load(port: int, clients: int, duration: float, routes: list[str], seed: int)
     return result
 
 
+def supervisor_figures(port: int) -> tuple[float | None, float]:
+    """The supervisor's mean tick cost (from /health) and the median /health latency."""
+    latencies, tick = [], None
+    for _ in range(9):
+        started = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", "/health")
+        body = conn.getresponse().read()
+        conn.close()
+        latencies.append(time.perf_counter() - started)
+        tick = json.loads(body).get("supervisor", {}).get("mean_tick_ms")
+    return tick, 1000 * statistics.median(latencies)
+
+
 def run_scenario(
     name: str,
     mode: str,
@@ -363,6 +381,11 @@ def run_scenario(
             _wait_for_port(port, proc)
             routes = [r for r, _ in MIX if r != "/db" or with_db]
             result = load(port, 2 * workers, duration, routes, seed)
+            with open(f"/proc/{proc.pid}/stat") as stat:  # the arbiter's own CPU time
+                fields = stat.read().rsplit(")", 1)[1].split()
+            result.arbiter_cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            if mode == "boundkit":
+                result.mean_tick_ms, result.health_ms = supervisor_figures(port)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -424,6 +447,13 @@ def main() -> int:
             f"{r.name:<22} {r.oom_kills:>9} {r.failed:>9} {r.ok:>9} {r.throughput:>9.2f} "
             f"{r.peak / MIB:>9.1f} {r.retirements:>9} {r.stops:>9} {r.recycles:>9}"
         )
+    for r in results:
+        cost = f"arbiter CPU {r.arbiter_cpu:.1f} s over {r.seconds:.0f} s"
+        if r.mean_tick_ms is not None:
+            cost += f", supervisor tick {r.mean_tick_ms:.3f} ms mean"
+        if r.health_ms is not None:
+            cost += f", /health {r.health_ms:.1f} ms median after the load"
+        print(f"  {r.name}: {cost}")
     for r in results:
         if r.errors:
             print(f"  {r.name} failures: {r.errors}")

@@ -359,3 +359,27 @@ def test_pdf_budget_is_capped_by_the_plan_in_a_governed_worker(tmp_path: Path) -
     finally:
         set_current_worker(None)
     assert 64 * MB == _pdf_memory._Guard(64 * MB, rss=lambda: 0).budget  # outside: as given
+
+
+def test_wsgi_health_details_need_the_token_or_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A remote caller sees only the status; with the token, or from loopback, the details."""
+    from boundkit import MemoryGuard, WebMonitor, WSGIMiddleware
+
+    monkeypatch.setenv("BOUNDKIT_HEALTH_TOKEN", "s3cret-token")
+    app = WSGIMiddleware(
+        lambda environ, start_response: [], monitor=WebMonitor(guard=MemoryGuard(limit="64G"))
+    )
+
+    def health(**environ: str) -> dict[str, Any]:
+        body = app({"PATH_INFO": "/health", **environ}, lambda *args: None)
+        return json.loads(b"".join(body))  # type: ignore[no-any-return]
+
+    assert {"status": "ok"} == health(REMOTE_ADDR="203.0.113.5")
+    assert {"status": "ok"} == health(REMOTE_ADDR="203.0.113.5", HTTP_AUTHORIZATION="Bearer nope")
+    assert {"status": "ok"} == health(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.5")
+    assert {"status": "ok"} == health()  # no address (a unix socket): not loopback
+    detailed = health(REMOTE_ADDR="203.0.113.5", HTTP_AUTHORIZATION="Bearer s3cret-token")
+    assert {"memory", "guard", "requests"} <= set(detailed)
+    assert "s3cret-token" not in json.dumps(detailed)
+    assert "guard" in health(REMOTE_ADDR="203.0.113.5", HTTP_X_BOUNDKIT_TOKEN="s3cret-token")
+    assert "guard" in health(REMOTE_ADDR="::1")

@@ -247,7 +247,7 @@ class WorkerAgent:
                 guard.take_share(plan)
         return True
 
-    def pre_request(self, path: str) -> None:
+    def pre_request(self) -> None:
         """Note memory and time before a request."""
         self._before = (process_memory().rss, _peak_rss(), time.perf_counter())
 

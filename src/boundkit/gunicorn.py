@@ -186,7 +186,7 @@ def govern_dyno(
     def pre_request(worker: Any, req: Any) -> None:
         agent = current_worker()
         if agent is not None:
-            agent.pre_request(req.path)
+            agent.pre_request()
 
     def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
         agent = current_worker()

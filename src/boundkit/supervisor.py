@@ -11,7 +11,9 @@ retirement is in flight, retirements back off (doubling while they keep
 coming, up to ``max_backoff``), and every action is logged with its figures.
 A worker whose own recycler already retires it is never picked: the two do
 not fight. Once a second it also re-plans the shares from measured figures
-and writes the health snapshot every worker serves (:mod:`boundkit.dyno`).
+(the largest footprint and the largest request any worker reported, so the
+plan does not swing as workers come and go) and writes the health snapshot
+every worker serves (:mod:`boundkit.dyno`).
 Anchors: uWSGI's master-side ``evil-reload-on-rss``, earlyoom, systemd-oomd.
 """
 
@@ -29,7 +31,7 @@ from typing import Any
 
 from ._dyno_memory import DynoMemory, dyno_memory
 from ._sizes import format_bytes
-from .dyno import DynoState, RequestLedger
+from .dyno import DynoState, RequestLedger, merge_ledgers
 from .memory import process_memory
 from .share import SharePlan, plan_shares
 
@@ -113,6 +115,7 @@ class DynoSupervisor:
         self.ticks = 0
         self.tick_seconds = 0.0
         self.largest_request = 0
+        self.footprint = 0
         self.last_action: dict[str, Any] | None = None
         self._in_flight: int | None = None
         self._not_before = 0.0
@@ -143,9 +146,9 @@ class DynoSupervisor:
             self._act(dyno, now)
             if now >= self._next_report:
                 self._next_report = now + 1.0
-                self._read_workers()
+                ledgers = self._read_workers()
                 self._replan(dyno)
-                self._report(dyno)
+                self._report(dyno, ledgers)
             self.ticks += 1
             self.tick_seconds += time.perf_counter() - started
 
@@ -218,7 +221,9 @@ class DynoSupervisor:
 
     # figures, plan, report ----------------------------------------------------
 
-    def _read_workers(self) -> None:
+    def _read_workers(self) -> list[dict[str, Any]]:
+        """Update each worker's figures from its file; return their request ledgers."""
+        ledgers = []
         for pid, figures in self.figures.items():
             data = self.state.read(self.state.worker_path(pid))
             if isinstance(data, dict):
@@ -227,13 +232,15 @@ class DynoSupervisor:
                 figures.footprint = data["footprint"]
                 figures.started = data["started"]
                 self.largest_request = max(self.largest_request, figures.largest_request)
+                self.footprint = max(self.footprint, figures.footprint)
+                ledgers.append(data["ledger"])
             if self.state.retiring_path(pid).exists():
                 figures.retiring = True
+        return ledgers
 
     def _replan(self, dyno: DynoMemory) -> None:
         arbiter = process_memory().rss
-        measured = [f.footprint for f in self.figures.values() if f.footprint]
-        footprint = max(measured) if measured else arbiter + _UNMEASURED_APP
+        footprint = self.footprint or arbiter + _UNMEASURED_APP
         plan = plan_shares(
             self._limit or dyno.limit,
             workers=max(self._num_workers(), 1),
@@ -266,6 +273,7 @@ class DynoSupervisor:
             if isinstance(data, dict):
                 self.retired.merge(data["ledger"])
                 self.largest_request = max(self.largest_request, data["largest_request"])
+                self.footprint = max(self.footprint, data["footprint"])
             self.figures.pop(pid, None)
             self.recycles += 1
             if self._in_flight == pid:  # the backoff runs from the end of a retirement
@@ -274,16 +282,9 @@ class DynoSupervisor:
             self.state.remove(self.state.worker_path(pid))
             self.state.remove(self.state.retiring_path(pid))
 
-    def _report(self, dyno: DynoMemory) -> None:
+    def _report(self, dyno: DynoMemory, ledgers: list[dict[str, Any]]) -> None:
         plan = self.plan
-        ledgers = [self.retired.as_dict()]
-        for pid in self.figures:
-            data = self.state.read(self.state.worker_path(pid))
-            if isinstance(data, dict):
-                ledgers.append(data["ledger"])
-        requests = RequestLedger()
-        for ledger in ledgers:
-            requests.merge(ledger)
+        requests = merge_ledgers([self.retired.as_dict(), *ledgers])
         now = time.time()
         share = plan.share if plan is not None else 0
         workers = [
