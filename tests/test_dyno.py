@@ -49,11 +49,13 @@ def inner(environ, start_response):
         time.sleep(float(query.get("hold", "0")))
     elif path == "/leak":  # keep 8 MiB per request
         HELD.append(bytearray(b"x" * (8 * 1024 * 1024)))
-    elif path == "/busy":  # a busy request: CPU and a heap of small objects for `seconds`
+    elif path == "/busy":  # a busy request: CPU and a churning heap (~30 MiB) for `seconds`
         end = time.monotonic() + float(query.get("seconds", "1"))
         junk = []
         while time.monotonic() < end:
             junk.append([str(i) for i in range(1000)])
+            if len(junk) > 500:
+                junk.clear()
     body = str(os.getpid()).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
@@ -216,7 +218,7 @@ def test_stats_survive_recycling_and_cover_every_worker(start_dyno: Callable[...
 def test_health_answers_fast_while_every_worker_is_busy(start_dyno: Callable[..., Dyno]) -> None:
     """With a busy request on every worker, /health still answers from a snapshot, fast.
 
-    gthread workers with 2 threads: 3 busy requests (CPU and a growing heap for 6 s) occupy
+    gthread workers with 2 threads: 3 busy requests (CPU and a churning heap for 6 s) occupy
     both workers; /health is served by a free thread from the supervisor's snapshot, never
     by measuring or collecting on the request path.
     """

@@ -16,7 +16,7 @@ quota and a dyno in swap is already over.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import psutil
 
 from ._limits import MemoryLimit, limiting_cgroup, memory_limit
 
-__all__ = ["DynoMemory", "DynoProcess", "dyno_memory"]
+__all__ = ["DynoMemory", "DynoProcess", "DynoReader", "dyno_memory"]
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _MB = 1024 * 1024
@@ -110,21 +110,51 @@ def dyno_memory(
     (default: the highest ancestor running this executable). ``proc_root``
     and ``sys_root`` let tests point at fake trees.
     """
-    proc, sys_path = Path(proc_root), Path(sys_root)
-    found = limiting_cgroup(proc, sys_path)
-    if found is not None:
-        limit, directory, version = found
-        usage = _cgroup_usage(directory, version)
-        if usage is not None:
-            pids = _cgroup_pids(directory) if processes else []
-            return DynoMemory(
-                **usage,
-                limit=limit.bytes,
-                limit_source=limit.source,
-                limited=True,
-                processes=_processes(pids, proc),
-            )
-    return _tree_memory(memory_limit(proc_root=proc, sys_root=sys_path), top, proc)
+    return DynoReader(proc_root=proc_root, sys_root=sys_root, top=top).read(processes=processes)
+
+
+class DynoReader:
+    """Reads the dyno again and again: where to read is found once, at creation.
+
+    For a watcher (the arbiter's supervisor reads every 250 ms): a reading of
+    a cgroup is then two or three small files. Without a cgroup limit the
+    tree is ``pids()`` when given (the supervisor knows its workers), else
+    the process tree under ``top``.
+    """
+
+    def __init__(
+        self,
+        *,
+        proc_root: str | os.PathLike[str] = "/proc",
+        sys_root: str | os.PathLike[str] = "/sys",
+        top: int | None = None,
+        pids: Callable[[], list[int]] | None = None,
+    ) -> None:
+        self._proc, sys_path = Path(proc_root), Path(sys_root)
+        self._cgroup = limiting_cgroup(self._proc, sys_path)
+        self._limit = memory_limit(proc_root=self._proc, sys_root=sys_path)
+        self._top = top
+        self._pids = pids
+
+    def read(self, *, processes: bool = True) -> DynoMemory:
+        """Return the dyno's memory now (see :func:`dyno_memory`)."""
+        if self._cgroup is not None:
+            limit, directory, version = self._cgroup
+            usage = _cgroup_usage(directory, version)
+            if usage is not None:
+                pids = _cgroup_pids(directory) if processes else []
+                return DynoMemory(
+                    **usage,
+                    limit=limit.bytes,
+                    limit_source=limit.source,
+                    limited=True,
+                    processes=_processes(pids, self._proc),
+                )
+        if self._pids is not None:
+            pids = self._pids()
+        else:
+            pids = list(_tree_pids(self._top if self._top is not None else top_process()))
+        return _tree_memory(self._limit, pids, self._proc)
 
 
 def _cgroup_usage(directory: Path, version: int) -> dict[str, Any] | None:
@@ -153,8 +183,7 @@ def _cgroup_usage(directory: Path, version: int) -> dict[str, Any] | None:
     }
 
 
-def _tree_memory(limit: MemoryLimit, top: int | None, proc: Path) -> DynoMemory:
-    pids = list(_tree_pids(top if top is not None else top_process()))
+def _tree_memory(limit: MemoryLimit, pids: list[int], proc: Path) -> DynoMemory:
     members = _processes(pids, proc)
     return DynoMemory(
         used=sum(p.rss for p in members),

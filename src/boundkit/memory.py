@@ -15,13 +15,14 @@ from typing import Any
 
 import psutil
 
-from ._dyno_memory import DynoMemory, DynoProcess, dyno_memory
+from ._dyno_memory import DynoMemory, DynoProcess, DynoReader, dyno_memory
 from ._limits import MemoryLimit, memory_limit
 from .errors import ConfigError
 
 __all__ = [
     "DynoMemory",
     "DynoProcess",
+    "DynoReader",
     "MemoryLimit",
     "ProcessMemory",
     "dyno_memory",

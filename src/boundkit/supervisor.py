@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ._dyno_memory import DynoMemory, dyno_memory
+from ._dyno_memory import DynoMemory, DynoReader
 from ._sizes import format_bytes
 from .dyno import DynoState, RequestLedger, merge_ledgers
 from .memory import process_memory
@@ -72,8 +72,8 @@ class DynoSupervisor:
 
     ``workers()`` returns the live worker pids (gunicorn: ``server.WORKERS``);
     ``num_workers()`` the configured count. ``reader`` returns the dyno's
-    memory (default :func:`~boundkit.dyno_memory` without the process list,
-    the arbiter's tree when no cgroup limits it),
+    memory (default: a :class:`~boundkit.memory.DynoReader` without the process
+    list; the arbiter and its workers when no cgroup limits them),
     ``rss(pid)`` a worker's RSS, ``kill(pid, sig)`` signals it and ``clock``
     gives seconds: tests inject them. ``limit`` overrides the dyno's limit.
     """
@@ -101,7 +101,7 @@ class DynoSupervisor:
         self._workers = workers
         self._num_workers = num_workers
         self._limit = limit
-        self._reader = reader or (lambda: dyno_memory(processes=False, top=os.getpid()))
+        self._reader = reader or self._default_reader()
         self._rss = rss
         self._kill = kill
         self._clock = clock
@@ -126,6 +126,10 @@ class DynoSupervisor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _default_reader(self) -> Callable[[], DynoMemory]:
+        dyno = DynoReader(pids=lambda: [os.getpid(), *self._workers()])
+        return lambda: dyno.read(processes=False)
 
     # one tick -----------------------------------------------------------------
 
