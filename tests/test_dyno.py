@@ -215,6 +215,31 @@ def test_stats_survive_recycling_and_cover_every_worker(start_dyno: Callable[...
 
 
 @pytest.mark.slow
+def test_a_reload_keeps_one_supervisor_and_the_stats(start_dyno: Callable[..., Dyno]) -> None:
+    """After SIGHUP (gunicorn reloads its config and replaces every worker) one supervisor
+    runs on, and the requests served before the reload are still counted."""
+    dyno = start_dyno(limit="1G")
+    before = {dyno.get("/hello") for _ in range(10)}
+    dyno.proc.send_signal(signal.SIGHUP)
+
+    def replaced() -> bool:
+        pids = {w["pid"] for w in dyno.health()["workers"]}
+        return len(pids) == 2 and not pids & before
+
+    dyno.wait_for(replaced, 60, "new workers after the reload")
+    dyno.wait_for(
+        lambda: dyno.health()["requests"]["routes"].get("/hello", {}).get("requests") == 10,
+        15,
+        "the requests from before the reload",
+    )
+    ticks = dyno.health()["supervisor"]["ticks"]
+    time.sleep(2.5)
+    assert 6 <= dyno.health()["supervisor"]["ticks"] - ticks <= 14  # ticking, ~4 a second
+    status = Path(f"/proc/{dyno.proc.pid}/status").read_text()
+    assert "Threads:\t2\n" in status  # the arbiter's main thread and one supervisor
+
+
+@pytest.mark.slow
 def test_health_answers_fast_while_every_worker_is_busy(start_dyno: Callable[..., Dyno]) -> None:
     """With a busy request on every worker, /health still answers from a snapshot, fast.
 

@@ -364,11 +364,21 @@ def _worse(first: str, second: str) -> str:
     return first if ranks.get(first, 0) >= ranks.get(second, 0) else second
 
 
-def find_states() -> list[DynoState]:
-    """Shared directories of governed dynos on this machine whose arbiter is alive."""
+def find_states(*, fresh_within: float = 10.0) -> list[DynoState]:
+    """Shared directories of governed dynos on this machine whose plan is current.
+
+    Current: the arbiter's process exists and its health snapshot was written
+    within ``fresh_within`` seconds (a directory left by a killed arbiter, or
+    whose pid was reused, is not).
+    """
     found = []
+    now = time.time()
     for directory in sorted(_shared_memory_dir().glob("boundkit-*")):
         pid = directory.name.removeprefix("boundkit-")
-        if pid.isdigit() and Path(f"/proc/{pid}").exists() and (directory / "plan.json").exists():
+        try:
+            written = (directory / "health.json").stat().st_mtime
+        except OSError:
+            continue
+        if pid.isdigit() and Path(f"/proc/{pid}").exists() and now - written < fresh_within:
             found.append(DynoState(directory))
     return found

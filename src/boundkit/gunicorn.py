@@ -132,6 +132,8 @@ class WorkerRecycler:
             self.retiring = True
 
 
+#: The arbiter's server and running supervisor, kept across configuration reloads.
+_arbiter: dict[str, Any] = {}
 _HOOKS = (
     "when_ready",
     "post_fork",
@@ -167,7 +169,10 @@ def govern_dyno(
     state = DynoState.create()
     os.environ[ENV_STATE_DIR] = str(state.directory)
     recycler = WorkerRecycler(max_worker_memory=1 << 62, jitter=0)
-    arbiter: dict[str, Any] = {}
+    arbiter = _arbiter  # survives a reload: gunicorn runs this file again on SIGHUP
+    previous = arbiter.get("supervisor")
+    if previous is not None:
+        previous.stop()
 
     def when_ready(server: Any) -> None:
         arbiter["server"] = server
@@ -236,6 +241,12 @@ def govern_dyno(
     }
     for name in _HOOKS:
         namespace[name] = _chain(namespace.get(name), ours[name])
+    arbiter["supervisor"] = supervisor
+    if previous is not None:
+        supervisor.take_over(previous)
+    if "server" in arbiter:  # a reload: when_ready does not run again
+        supervisor.log = getattr(arbiter["server"], "log", None) or supervisor.log
+        supervisor.start()
     return supervisor
 
 

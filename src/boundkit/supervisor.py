@@ -339,6 +339,19 @@ class DynoSupervisor:
             "last_action": self.last_action,
         }
 
+    def take_over(self, previous: DynoSupervisor) -> None:
+        """Carry on from ``previous`` (a configuration reload): workers, totals, measurements."""
+        with previous._lock:
+            self.figures = dict(previous.figures)
+            self.retired = previous.retired
+            self.recycles, self.retirements, self.stops = (
+                previous.recycles,
+                previous.retirements,
+                previous.stops,
+            )
+            self.largest_request, self.footprint = previous.largest_request, previous.footprint
+            self.plan = previous.plan
+
     # the thread ---------------------------------------------------------------
 
     def start(self) -> None:
