@@ -21,8 +21,8 @@ def test_snapshot_json_parses_and_carries_every_key() -> None:
         text=True,
         check=True,
     ).stdout
-    # "plan" as well when a governed gunicorn runs on this machine
-    assert set(json.loads(out)) - SNAPSHOT_KEYS <= {"plan"}
+    # "plans" as well when a governed gunicorn runs on this machine
+    assert set(json.loads(out)) - SNAPSHOT_KEYS <= {"plans"}
     assert SNAPSHOT_KEYS <= set(json.loads(out))
 
 
@@ -59,8 +59,9 @@ def test_snapshot_shows_the_share_plan_of_a_governed_dyno(
         state.write(state.health_path, {"status": "ok"})
         assert 0 == main(["snapshot"])
         out = capsys.readouterr().out
-        assert "share plan (MiB):" in out
-        table = out.split("share plan (MiB):")[1]
+        heading = f"share plan of the gunicorn arbiter {os.getpid()} (MiB):"
+        assert heading in out
+        table = out.split(heading)[1].split("\n\n")[0]
         assert "limit" in table
         assert f"{round(plan.share / 1024**2, 1)}" in table
     finally:

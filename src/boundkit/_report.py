@@ -28,7 +28,7 @@ def _is_number(value: object) -> bool:
 
 
 def snapshot_lines(snap: Mapping[str, Any]) -> list[str]:
-    """Render :func:`~boundkit.memory_snapshot` (plus a ``plan``, if any) as text lines.
+    """Render :func:`~boundkit.memory_snapshot` (plus ``plans`` by arbiter) as text lines.
 
     The flat keys come first as ``key  value`` lines; then the dyno's
     processes and the share plan as tables. Sizes are MiB.
@@ -49,8 +49,7 @@ def snapshot_lines(snap: Mapping[str, Any]) -> list[str]:
         ]
         rows = [(p["pid"], p["name"], p["rss_mb"], p["rss_anon_mb"]) for p in dyno["processes"]]
         lines += ["  " + line for line in table(("pid", "name", "rss_mb", "rss_anon_mb"), rows)]
-    plan = snap.get("plan")
-    if isinstance(plan, Mapping):
-        lines += ["", "share plan (MiB):"]
+    for arbiter, plan in (snap.get("plans") or {}).items():
+        lines += ["", f"share plan of the gunicorn arbiter {arbiter} (MiB):"]
         lines += ["  " + line for line in table(("part", "MiB", "what"), plan["table"])]
     return lines

@@ -29,8 +29,12 @@ def _snapshot(as_json: bool) -> int:
     snap = memory_snapshot()
     from .dyno import find_states
 
-    for state in find_states()[:1]:  # a governed gunicorn on this machine: its share plan
-        snap["plan"] = state.read(state.plan_path)
+    plans = {
+        state.directory.name.removeprefix("boundkit-"): state.read(state.plan_path)
+        for state in find_states()
+    }  # governed gunicorns on this machine, by arbiter pid
+    if plans:
+        snap["plans"] = plans
     if as_json:
         print(json.dumps(snap, indent=2, sort_keys=True))
     else:
