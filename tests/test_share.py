@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from boundkit import BoundedCache, ConfigError, MemoryGuard
@@ -23,6 +23,9 @@ MB = 1024 * 1024
     arbiter=st.integers(10 * MB, 120 * MB),
     largest_request=st.integers(0, 300 * MB),
     seed=st.integers(0, 2**32 - 1),
+)
+@example(  # a share just over the need: the recycler once sat a few bytes too high
+    limit=128 * MB, workers=1, footprint=10 * MB, arbiter=65022989, largest_request=0, seed=0
 )
 def test_worst_case_fits_under_the_limit(
     limit: int, workers: int, footprint: int, arbiter: int, largest_request: int, seed: int

@@ -158,14 +158,16 @@ def plan_shares(
     headroom = max(int(limit_b * HEADROOM), MIN_HEADROOM)
     available = max(limit_b - headroom - arbiter_b, 0)
     share = available // workers
-    # a plan that does not fit still never recycles a worker below a fresh one's footprint
-    # (that would recycle on every request); the supervisor guards the total then
-    recycle = max(share - request, min(footprint_b + MIN_REQUEST, share), 0)
+    needed = _share_needed(footprint_b, request)
+    fits = share >= needed
+    recycle = max(share - request, 0)
+    if not fits:  # never recycle below a fresh worker (that would recycle on every request);
+        # the worst case may then pass limit - headroom, and the supervisor guards the total
+        recycle = max(recycle, min(footprint_b + MIN_REQUEST, share))
     critical = int(recycle * (1 - RECYCLE_JITTER) * CRITICAL_OF_RECYCLE)
     warning = int(critical * WARNING_OF_CRITICAL)
     spare = max(warning - footprint_b, 0)
     pdf = min(max(int(spare * PDF_SHARE), MIN_PDF_BUDGET), MAX_PDF_BUDGET, spare)
-    needed = _share_needed(footprint_b, request)
     return SharePlan(
         limit=limit_b,
         workers=workers,
@@ -181,7 +183,7 @@ def plan_shares(
         pdf_budget=pdf,
         retire_at=limit_b - int(headroom * RETIRE_OF_HEADROOM),
         stop_at=limit_b - int(headroom * STOP_OF_HEADROOM),
-        fits=share >= needed,
+        fits=fits,
         max_workers=int(available // needed),
     )
 
