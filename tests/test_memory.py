@@ -37,6 +37,7 @@ SNAPSHOT_KEYS = {
     "gc_counts",
     "pid",
     "timestamp",
+    "dyno",
 }
 
 
@@ -260,7 +261,7 @@ def test_platform_hints_in_megabytes(tmp_path: Path, name: str) -> None:
 
 
 def test_platform_hint_bad_value(tmp_path: Path) -> None:
-    """A hint that is not a number of MB raises ConfigError naming it."""
+    """A hint that is not a number of MiB raises ConfigError naming it."""
     with pytest.raises(ConfigError, match=r"DYNO_RAM.*'half a gig'"):
         memory_limit(environ={"DYNO_RAM": "half a gig"}, proc_root=tmp_path)
 

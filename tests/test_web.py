@@ -215,8 +215,17 @@ def test_wsgi_middleware_holds_no_growth(monitor: WebMonitor) -> None:
 # -- ASGI with Starlette and FastAPI -----------------------------------------------------------
 
 
+HEALTH_TOKEN = {"Authorization": "Bearer test-health-token"}
+
+
 @pytest.fixture
-def starlette_client(monitor: WebMonitor) -> Iterator[Any]:
+def health_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The health token the ASGI test clients present (their client address is not loopback)."""
+    monkeypatch.setenv("BOUNDKIT_HEALTH_TOKEN", "test-health-token")
+
+
+@pytest.fixture
+def starlette_client(monitor: WebMonitor, health_token: None) -> Iterator[Any]:
     pytest.importorskip("httpx")
     applications = pytest.importorskip("starlette.applications")
     from starlette.responses import PlainTextResponse
@@ -231,7 +240,7 @@ def starlette_client(monitor: WebMonitor) -> Iterator[Any]:
 
     app = applications.Starlette(routes=[Route("/hello", hello), Route("/boom", boom)])
     app.add_middleware(ASGIMiddleware, monitor=monitor)
-    with TestClient(app, raise_server_exceptions=False) as client:  # runs lifespan too
+    with TestClient(app, raise_server_exceptions=False, headers=HEALTH_TOKEN) as client:  # lifespan
         yield client
 
 
@@ -257,6 +266,7 @@ def test_starlette_health_route(starlette_client: Any, monitor: WebMonitor) -> N
     assert ["/hello"] == list(payload["requests"]["routes"])
 
 
+@pytest.mark.usefixtures("health_token")
 def test_fastapi_app(monitor: WebMonitor) -> None:
     """FastAPI apps take the ASGI middleware like any Starlette app."""
     fastapi = pytest.importorskip("fastapi")
@@ -269,7 +279,7 @@ def test_fastapi_app(monitor: WebMonitor) -> None:
         return {"id": item_id}
 
     app.add_middleware(ASGIMiddleware, monitor=monitor)
-    with TestClient(app) as client:
+    with TestClient(app, headers=HEALTH_TOKEN) as client:
         assert {"id": 3} == client.get("/items/3").json()
         check_health(client.get("/health").content, monitor)
     assert {"200": 1} == routes(monitor)["/items/{item_id}"]["statuses"]

@@ -28,8 +28,10 @@ if TYPE_CHECKING:
     from .cache import BoundedCache, CacheStats, cached
     from .guard import MemoryGuard
     from .memory import (
+        DynoMemory,
         MemoryLimit,
         ProcessMemory,
+        dyno_memory,
         memory_limit,
         memory_snapshot,
         process_memory,
@@ -92,6 +94,8 @@ _LAZY = {
     "MemoryDelta": "boundkit.scope",
     "MemoryGuard": "boundkit.guard",
     "MemoryLimit": "boundkit.memory",
+    "DynoMemory": "boundkit.memory",
+    "dyno_memory": "boundkit.memory",
     "PdfContext": "boundkit.pdf",
     "PooledConnection": "boundkit.pg",
     "ProcessMemory": "boundkit.memory",
@@ -142,6 +146,7 @@ __all__ = [
     "BoundkitError",
     "CacheStats",
     "ConfigError",
+    "DynoMemory",
     "GrowthAttempt",
     "GrowthReport",
     "IsolatedPages",
@@ -176,6 +181,7 @@ __all__ = [
     "close_isolated_workers",
     "close_pools",
     "create_pool",
+    "dyno_memory",
     "estimate_size",
     "format_bytes",
     "isolated_iter_text",

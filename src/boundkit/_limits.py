@@ -55,7 +55,7 @@ def memory_limit(
     In order: ``BOUNDKIT_MEMORY_LIMIT`` (``512M``, ``1.5G``, ``512MiB`` or
     bytes) wins outright; else the smallest cgroup limit up the tree from this
     process's own cgroup (v2 ``memory.max``, v1 ``memory.limit_in_bytes`` and
-    ``hierarchical_memory_limit``); else a platform hint in MB (``DYNO_RAM``,
+    ``hierarchical_memory_limit``); else a platform hint in MiB (``DYNO_RAM``,
     ``MEMORY_AVAILABLE``); else a finite ``RLIMIT_AS``; else the system's
     total memory with ``limited=False``. ``proc_root`` and ``sys_root`` let
     tests point at fake trees: mount points under ``/sys`` are read below
@@ -75,9 +75,9 @@ def memory_limit(
             try:
                 megabytes = float(env[name])
             except ValueError:
-                raise ConfigError(f"{name} must be a number of MB, got {env[name]!r}") from None
+                raise ConfigError(f"{name} must be a number of MiB, got {env[name]!r}") from None
             if not 0 < megabytes < _UNLIMITED:
-                raise ConfigError(f"{name} must be a positive number of MB, got {env[name]!r}")
+                raise ConfigError(f"{name} must be a positive number of MiB, got {env[name]!r}")
             return MemoryLimit(int(megabytes * 1024 * 1024), name)
     soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY and 0 < soft < _UNLIMITED:
@@ -86,19 +86,31 @@ def memory_limit(
 
 
 def _cgroup_limit(proc_root: Path, sys_root: Path) -> MemoryLimit | None:
-    found: list[MemoryLimit] = []
+    found = limiting_cgroup(proc_root, sys_root)
+    return None if found is None else found[0]
+
+
+def limiting_cgroup(proc_root: Path, sys_root: Path) -> tuple[MemoryLimit, Path, int] | None:
+    """Return the smallest cgroup limit over this process, the directory setting it and its version.
+
+    The directory is the one whose usage the limit is enforced on (for v1's
+    ``hierarchical_memory_limit``, this process's own cgroup).
+    """
+    found: list[tuple[MemoryLimit, Path, int]] = []
     for directory, mount, version in _memory_cgroups(proc_root, sys_root):
-        files = ("memory.max",) if version == 2 else ("memory.limit_in_bytes",)
+        name = "memory.max" if version == 2 else "memory.limit_in_bytes"
         for cgdir in _up_to(directory, mount):
-            for name in files:
-                value = _read_limit(cgdir / name)
-                if value is not None:
-                    found.append(MemoryLimit(value, f"cgroup v{version} {cgdir / name}"))
+            value = _read_limit(cgdir / name)
+            if value is not None:
+                found.append(
+                    (MemoryLimit(value, f"cgroup v{version} {cgdir / name}"), cgdir, version)
+                )
         if version == 1:
             value = _hierarchical_limit(directory / "memory.stat")
             if value is not None:
-                found.append(MemoryLimit(value, f"cgroup v1 {directory / 'memory.stat'}"))
-    return min(found, key=lambda limit: limit.bytes, default=None)
+                source = f"cgroup v1 {directory / 'memory.stat'}"
+                found.append((MemoryLimit(value, source), directory, 1))
+    return min(found, key=lambda item: item[0].bytes, default=None)
 
 
 def _memory_cgroups(proc_root: Path, sys_root: Path) -> Iterator[tuple[Path, Path, int]]:

@@ -47,14 +47,18 @@ class _Guard:
     the trim cannot give back (the open document's parsed objects, the
     caller's data) is not the store's: when it leaves less than half the
     budget free, the limit moves to half a budget above it, so the store is
-    not shrunk on every page. ``rss`` is injectable for tests.
+    not shrunk on every page. In a worker governed by a share plan the
+    budget is at most the plan's ``pdf_budget``. ``rss`` is injectable for tests.
     """
 
     def __init__(self, budget: int, *, rss: Callable[[], int] = _rss) -> None:
-        self.budget = budget
+        plan = (
+            sys.modules["boundkit.dyno"].current_plan() if "boundkit.dyno" in sys.modules else None
+        )
+        self.budget = budget if plan is None else min(budget, plan.pdf_budget)
         self._rss = rss
         self.last = rss()
-        self.base_limit = self.last + budget
+        self.base_limit = self.last + self.budget
         self.limit = self.base_limit
 
     def check(self) -> None:

@@ -1,6 +1,9 @@
 """Byte sizes: estimate what a value occupies, parse human sizes ("512M"), format byte counts.
 
-Stdlib only.
+One convention everywhere in boundkit: every size argument takes bytes or a
+string whose unit is binary (``M``, ``MB``, ``MiB`` all mean 1024**2 bytes,
+as memory limits are), every log line formats with :func:`format_bytes`
+(``"200.0 MiB"``), and every JSON key ending ``_mb`` is in MiB. Stdlib only.
 """
 
 from __future__ import annotations

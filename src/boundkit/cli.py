@@ -21,7 +21,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"boundkit {__version__}")
     commands = parser.add_subparsers(dest="command")
-    snapshot = commands.add_parser("snapshot", help="print this process's memory and its limit")
+    snapshot = commands.add_parser(
+        "snapshot", help="print this process's memory, the dyno's and its share plan"
+    )
     snapshot.add_argument("--json", action="store_true", help="print JSON instead of a table")
     commands.add_parser("demo", help="run naive workloads beside boundkit's and compare memory")
     from ._watch_cli import add_parsers
@@ -37,18 +39,26 @@ def _snapshot(as_json: bool) -> int:
     snap = memory_snapshot(limit=limit)
     rss = process_memory().rss
     if limit.bytes < rss:
-        hint = "; a bare number is bytes (512M is megabytes)" if limit.source == ENV_LIMIT else ""
+        hint = "; a bare number is bytes (512M is 512 MiB)" if limit.source == ENV_LIMIT else ""
         print(
             f"boundkit: warning: the limit from {limit.source} ({format_bytes(limit.bytes)}) "
             f"is below this command's own resident memory ({format_bytes(rss)}){hint}",
             file=sys.stderr,
         )
+    from .dyno import find_states
+
+    plans = {
+        state.directory.name.removeprefix("boundkit-"): state.read(state.plan_path)
+        for state in find_states()
+    }  # governed gunicorns on this machine, by arbiter pid
+    if plans:
+        snap["plans"] = plans
     if as_json:
         print(json.dumps(snap, indent=2, sort_keys=True))
     else:
-        width = max(map(len, snap))
-        for key, value in snap.items():
-            print(f"{key:<{width}}  {value}")
+        from ._report import snapshot_lines
+
+        print("\n".join(snapshot_lines(snap)))
     return 0
 
 

@@ -17,11 +17,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ._sizes import format_bytes, parse_bytes
 from .errors import ConfigError, ResourceClosedError
 from .memory import MemoryLimit, _check_fraction, memory_limit, process_memory, trim_memory
+
+if TYPE_CHECKING:
+    from .share import SharePlan
 
 __all__ = ["MemoryGuard", "default_guard"]
 
@@ -76,13 +79,18 @@ class MemoryGuard:
     in use (default: this process's RSS), ``timer`` the time in seconds and
     ``trim`` gives memory back after the cleanup hooks (default
     :func:`~boundkit.trim_memory`); tests inject all three.
+
+    In a gunicorn worker under :func:`boundkit.gunicorn.govern_dyno`, a
+    guard given none of ``limit``, ``warning`` and ``critical`` takes the
+    worker's share of the plan (:meth:`take_share`) and follows it as the
+    plan changes; elsewhere they default to the limit, 0.80 and 0.90.
     """
 
     def __init__(
         self,
         *,
-        warning: float = 0.80,
-        critical: float = 0.90,
+        warning: float | None = None,
+        critical: float | None = None,
         limit: int | str | MemoryLimit | None = None,
         interval: float = 5.0,
         cooldown: float = 30.0,
@@ -91,8 +99,9 @@ class MemoryGuard:
         timer: Callable[[], float] = time.monotonic,
         trim: Callable[[], object] = trim_memory,
     ) -> None:
-        self.warning = _check_fraction("warning", warning)
-        self.critical = _check_fraction("critical", critical)
+        self.follows_plan = limit is None and warning is None and critical is None
+        self.warning = _check_fraction("warning", 0.80 if warning is None else warning)
+        self.critical = _check_fraction("critical", 0.90 if critical is None else critical)
         if self.warning >= self.critical:
             raise ConfigError(f"warning ({warning!r}) must be below critical ({critical!r})")
         if isinstance(hysteresis, bool) or not (
@@ -102,22 +111,14 @@ class MemoryGuard:
         self.hysteresis = float(hysteresis)
         self.interval = _check_seconds("interval", interval, allow_zero=False)
         self.cooldown = _check_seconds("cooldown", cooldown, allow_zero=True)
-        self.limit = self._resolve_limit(limit)
-        self._limit_bytes = self.limit.bytes
-        self._bounds = tuple(
-            self._limit_bytes * fraction
-            for fraction in (
-                self.critical,
-                self.critical - self.hysteresis,
-                self.warning,
-                self.warning - self.hysteresis,
-            )
-        )
+        self._set_limit(self._resolve_limit(limit))
         self._reader = reader
         self._timer = timer
         self._trim = trim
         self._hooks: dict[str, list[Callable[[], object]]] = {"warning": [], "critical": []}
         self._caches: dict[str, Any] = {}
+        self._configured_bytes: dict[str, int | None] = {}
+        self.plan: SharePlan | None = None
         self._lock = threading.Lock()
         self._level: Level = "ok"
         self._used = 0
@@ -132,6 +133,63 @@ class MemoryGuard:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         _GUARDS.add(self)
+        if self.follows_plan:
+            from .dyno import current_plan
+
+            plan = current_plan()
+            if plan is not None:
+                self.take_share(plan)
+
+    def _set_limit(self, limit: MemoryLimit) -> None:
+        self.limit = limit
+        self._limit_bytes = limit.bytes
+        self._bounds = tuple(
+            self._limit_bytes * fraction
+            for fraction in (
+                self.critical,
+                self.critical - self.hysteresis,
+                self.warning,
+                self.warning - self.hysteresis,
+            )
+        )
+
+    def take_share(self, plan: SharePlan) -> None:
+        """Guard this worker's share of ``plan`` and fit the registered caches into it.
+
+        The limit becomes ``plan.share``, warning and critical the plan's
+        ``guard_warning`` and ``guard_critical``; each registered cache with
+        ``resize(max_bytes=...)`` gets an equal part of ``plan.cache_budget``,
+        never more than it was configured with. A plan with no room (a
+        share below one request) is logged and not taken.
+        """
+        if not 0 < plan.guard_warning < plan.guard_critical <= plan.share:
+            logger.error("share plan leaves no room for a guard: %s", plan.as_dict()["table"])
+            return
+        with self._lock:
+            self.plan = plan
+            self.warning = plan.guard_warning / plan.share
+            self.critical = plan.guard_critical / plan.share
+            self.hysteresis = min(self.hysteresis, self.warning / 2)
+            self._set_limit(MemoryLimit(plan.share, "share plan", limited=True))
+        self._fit_caches()
+
+    def _fit_caches(self) -> None:
+        plan = self.plan
+        with self._lock:
+            resizable = {
+                name: cache for name, cache in self._caches.items() if hasattr(cache, "resize")
+            }
+        if plan is None or not resizable:
+            return
+        part = max(plan.cache_budget // len(resizable), 1)
+        for name, cache in resizable.items():
+            configured = self._configured_bytes.get(name)
+            budget = part if configured is None else min(configured, part)
+            if getattr(cache, "max_bytes", None) != budget:
+                cache.resize(max_bytes=budget)
+                logger.info(
+                    "cache %s: max_bytes %s (its share of the plan)", name, format_bytes(budget)
+                )
 
     @staticmethod
     def _resolve_limit(limit: int | str | MemoryLimit | None) -> MemoryLimit:
@@ -175,13 +233,16 @@ class MemoryGuard:
 
         Any object with ``shrink(fraction)`` will do (a
         :class:`~boundkit.BoundedCache`); its ``stats()``, when it has one,
-        appear in the health output under ``name``.
+        appear in the health output under ``name``. Under a share plan a cache
+        with ``resize()`` is also held to its part of the plan's cache budget.
         """
         fraction = _check_fraction("fraction", fraction)
         key = name or f"{type(cache).__name__}-{len(self._caches) + 1}"
         with self._lock:
             self._caches[key] = cache
+            self._configured_bytes[key] = getattr(cache, "max_bytes", None)
         self.register_cleanup(lambda: cache.shrink(fraction))
+        self._fit_caches()
 
     def register_pools(self) -> None:
         """Close idle pooled connections (down to ``min_size``) at critical, sync and async.

@@ -15,12 +15,17 @@ from typing import Any
 
 import psutil
 
+from ._dyno_memory import DynoMemory, DynoProcess, DynoReader, dyno_memory
 from ._limits import MemoryLimit, memory_limit
 from .errors import ConfigError
 
 __all__ = [
+    "DynoMemory",
+    "DynoProcess",
+    "DynoReader",
     "MemoryLimit",
     "ProcessMemory",
+    "dyno_memory",
     "memory_limit",
     "memory_snapshot",
     "process_memory",
@@ -146,7 +151,9 @@ def memory_snapshot(
     ``rss_anon_mb``, ``peak_rss_mb``, ``limit_mb``, ``limit_source``,
     ``limited``, ``percent_of_limit``, ``within_limit``, ``status``,
     ``system_total_mb``, ``system_available_mb``, ``gc_counts``, ``pid``,
-    ``timestamp`` (ISO 8601, UTC).
+    ``timestamp`` (ISO 8601, UTC), and ``dyno``: the whole container's
+    memory and each process in it (:meth:`DynoMemory.as_dict`). Sizes are
+    MiB.
     """
     if not _check_fraction("warning", warning) <= _check_fraction("critical", critical):
         raise ConfigError(
@@ -172,6 +179,7 @@ def memory_snapshot(
         "gc_counts": list(gc.get_count()),
         "pid": os.getpid(),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dyno": dyno_memory().as_dict(),
     }
 
 

@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from typing import Any, Protocol
 
+from . import dyno
+from ._health_access import asgi_headers, health_authorised, wsgi_headers
 from .errors import ConfigError
 from .guard import MemoryGuard, default_guard
 from .memory import memory_snapshot
@@ -95,7 +97,8 @@ class WebMonitor:
         (conninfo redacted), read only when the module is already imported.
         """
         guard = self.guard
-        level = guard.check()
+        # in a governed dyno the snapshot and the watcher keep figures current: no check here
+        level = guard.check() if dyno.current_worker() is None else guard.level
         caches = {}
         for name, cache in guard.caches().items():
             stats = getattr(cache, "stats", None)
@@ -106,7 +109,7 @@ class WebMonitor:
             pg = sys.modules.get(module)
             if pg is not None and hasattr(pg, "pool_stats"):
                 pools.update(pg.pool_stats())
-        return {
+        payload = {
             "status": level,
             "memory": memory_snapshot(
                 warning=guard.warning, critical=guard.critical, limit=guard.limit
@@ -116,10 +119,17 @@ class WebMonitor:
             "caches": caches,
             "pools": pools,
         }
+        return dyno.with_dyno(payload, level)
 
-    def health_body(self) -> bytes:
-        """Return :meth:`health` encoded as JSON."""
-        return json.dumps(self.health(), default=str, sort_keys=True).encode()
+    def status(self) -> str:
+        """The bare health status: this worker's guard level, or worse if the dyno's is."""
+        level = self.guard.check() if dyno.current_worker() is None else self.guard.level
+        return dyno.dyno_status(level)
+
+    def health_body(self, *, authorised: bool = True) -> bytes:
+        """Return :meth:`health` as JSON, or only ``{"status": ...}`` when not ``authorised``."""
+        payload = self.health() if authorised else {"status": self.status()}
+        return json.dumps(payload, default=str, sort_keys=True).encode()
 
 
 _default: WebMonitor | None = None
@@ -200,9 +210,11 @@ class WSGIMiddleware:
     """Guard a WSGI app: memory checks, request stats and a health route.
 
     ``health_path`` (None to turn it off) answers with :meth:`WebMonitor.health`
-    as JSON and is not counted in the stats. ``route(environ)`` names a request
-    for the stats, after the app ran (default: its path; the stats cap the
-    number of routes): ``route=flask_route(app)`` names Flask requests by URL rule.
+    as JSON to authorised callers (``BOUNDKIT_HEALTH_TOKEN`` or loopback, see
+    docs/guard.md), with only ``{"status": ...}`` to others, and is not counted
+    in the stats. ``route(environ)`` names a request for the stats, after the
+    app ran (default: its path; the stats cap the number of routes):
+    ``route=flask_route(app)`` names Flask requests by URL rule.
     """
 
     def __init__(
@@ -222,7 +234,8 @@ class WSGIMiddleware:
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         if self.health_path is not None and environ.get("PATH_INFO") == self.health_path:
-            payload = self.monitor.health_body()
+            authorised = health_authorised(environ.get("REMOTE_ADDR"), wsgi_headers(environ))
+            payload = self.monitor.health_body(authorised=authorised)
             start_response("200 OK", [*_JSON_HEADERS, ("Content-Length", str(len(payload)))])
             return [payload]
         monitor = self.monitor
@@ -327,7 +340,11 @@ class ASGIMiddleware:
             await self.app(scope, receive, send)
             return
         if self.health_path is not None and scope.get("path") == self.health_path:
-            body = self.monitor.health_body()
+            client = scope.get("client")
+            authorised = health_authorised(
+                client[0] if client else None, asgi_headers(scope.get("headers") or [])
+            )
+            body = self.monitor.health_body(authorised=authorised)
             headers = [(k.lower().encode(), v.encode()) for k, v in _JSON_HEADERS]
             headers.append((b"content-length", str(len(body)).encode()))
             await send({"type": "http.response.start", "status": 200, "headers": headers})
