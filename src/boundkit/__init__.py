@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    AdmissionTimeout,
     BoundkitError,
     ConfigError,
     LeakError,
@@ -24,6 +25,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._sizes import estimate_size, format_bytes, parse_bytes
+    from .admission import Admission, reserve
     from .cache import BoundedCache, CacheStats, cached
     from .guard import MemoryGuard
     from .memory import (
@@ -125,12 +127,16 @@ _LAZY = {
     "release_pdf_memory": "boundkit.pdf",
     "render_pages": "boundkit.pdf",
     "trim_memory": "boundkit.memory",
+    "Admission": "boundkit.admission",
+    "reserve": "boundkit.admission",
 }
 # third-party top-level package -> the extra that installs it
 _EXTRA_OF = {"psycopg": "postgres", "psycopg_pool": "postgres", "pymupdf": "pdf", "fitz": "pdf"}
 
 __all__ = [
     "ASGIMiddleware",
+    "Admission",
+    "AdmissionTimeout",
     "AsyncPooledConnection",
     "BoundedCache",
     "BoundedCounter",
@@ -188,6 +194,7 @@ __all__ = [
     "release_idle",
     "release_pdf_memory",
     "render_pages",
+    "reserve",
     "trim_memory",
 ]
 

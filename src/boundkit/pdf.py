@@ -108,6 +108,7 @@ class PdfContext:
         filetype: str | None,
         budget: int,
         strict: bool,
+        reserve: bool | int | str = False,
     ) -> None:
         if budget < 0:
             raise ConfigError(f"budget must not be negative, got {budget!r}")
@@ -116,6 +117,8 @@ class PdfContext:
         self._filetype = filetype
         self._budget = budget
         self._strict = strict
+        self._reserve = reserve
+        self._reservation: Any = None
         self._document: pymupdf.Document | None = None
         self._entered = False
         self._mark = 0
@@ -136,6 +139,10 @@ class PdfContext:
         self._mark = _watch.older
         self._warnings_before = len(_warning_lines(fitz, reset=False))
         self._guard = _Guard(self._budget)
+        if self._reserve is not False:
+            from .admission import reserve_for_pdf
+
+            self._reservation = reserve_for_pdf(self._reserve, self._guard.budget)
         try:
             self._document = self._open(fitz)
             self._check(self._document)
@@ -201,6 +208,9 @@ class PdfContext:
             _watch.collect_since(self._mark)
             release_pdf_memory()
             self.warnings = tuple(_warning_lines(fitz, reset=True)[self._warnings_before :])
+            reservation, self._reservation = self._reservation, None
+            if reservation is not None:
+                reservation.__exit__(None, None, None)
 
 
 def _warning_lines(fitz: Any, *, reset: bool) -> list[str]:
@@ -215,6 +225,7 @@ def open_pdf(
     filetype: str | None = "pdf",
     budget: int = DEFAULT_BUDGET,
     strict: bool = False,
+    reserve: bool | int | str = False,
 ) -> PdfContext:
     """Open a PDF from a path, bytes or binary file object, for one ``with`` block.
 
@@ -229,8 +240,14 @@ def open_pdf(
     :class:`~boundkit.PdfPasswordError` when a password is needed,
     :class:`~boundkit.PdfWrongPasswordError` when it is wrong, and
     :class:`~boundkit.PdfError` for anything that is not a readable document.
+
+    ``reserve=True`` first waits for the block's ``budget`` in the dyno's
+    admission budget (:func:`~boundkit.reserve`), and holds it until exit;
+    a size reserves that amount instead (docs/admission.md).
     """
-    return PdfContext(source, password=password, filetype=filetype, budget=budget, strict=strict)
+    return PdfContext(
+        source, password=password, filetype=filetype, budget=budget, strict=strict, reserve=reserve
+    )
 
 
 def _free_pixmap(pix: Any) -> None:
@@ -285,17 +302,19 @@ def render_pages(
     pages: Iterable[int] | None = None,
     password: str | None = None,
     budget: int = DEFAULT_BUDGET,
+    reserve: bool | int | str = False,
 ) -> Iterator[tuple[int, bytes]]:
     """Yield ``(page_number, image bytes)`` for each page, one pixmap alive at a time.
 
     ``page_number`` counts from 0, as ``pages`` does (default: all pages).
     ``fmt="png"`` yields PNG files; ``"raw"`` the RGB samples, row by row.
     The document is closed and cleaned up as by :func:`open_pdf` when the
-    generator finishes or is closed.
+    generator finishes or is closed. ``reserve`` is as for :func:`open_pdf`.
     """
     if fmt not in ("png", "raw"):
         raise ConfigError(f"fmt must be 'png' or 'raw', got {fmt!r}")
-    return _render(open_pdf(source, password=password, budget=budget), dpi, fmt, pages)
+    context = open_pdf(source, password=password, budget=budget, reserve=reserve)
+    return _render(context, dpi, fmt, pages)
 
 
 def _render(
