@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, Union, cast
 
-from ._pdf_memory import _Guard, _shrink_store, _trim_heap, _watch
+from ._pdf_memory import _check_guards, _Guard, _shrink_store, _trim_heap, _watch
 from .errors import (
     ConfigError,
     PdfError,
@@ -280,6 +280,7 @@ def pixmap(
     """
     guard = _guards.get(id(page.parent)) or _Guard(DEFAULT_BUDGET)
     pix = cast(Any, page).get_pixmap(dpi=dpi, alpha=alpha, colorspace=colorspace, clip=clip)
+    _check_guards()  # the page's peak: memory guards see it before the next page
     try:
         yield pix
     finally:
