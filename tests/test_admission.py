@@ -336,3 +336,26 @@ def test_render_pages_reserves_its_budget(
     with held_elsewhere(admission, 80 * MB), pytest.raises(AdmissionTimeout):
         list(render_pages(pdf_bytes, budget=40 * MB, reserve=True))
     assert 0 == admission.status().held
+
+
+def test_a_cancelled_wait_gives_up_its_place(path: Path) -> None:
+    """A waiting task that is cancelled leaves the queue: the next caller is not blocked by it."""
+    admission = Admission(path, budget=10 * MB)
+
+    async def main() -> None:
+        async def wait() -> None:
+            async with admission.reserve(8 * MB, timeout=30):
+                pass
+
+        with held_elsewhere(admission, 8 * MB):
+            task = asyncio.create_task(wait())
+            await asyncio.sleep(0.05)
+            assert 1 == admission.status().waiters
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert 0 == admission.status().waiters
+
+    asyncio.run(main())
+    with admission.reserve(10 * MB, timeout=0):
+        assert 10 * MB == admission.status().held

@@ -28,7 +28,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -402,21 +402,26 @@ class Reservation:
         finally:
             self._restore()
 
-    def __enter__(self) -> Reservation:
-        if self._plan() == 0:
-            return self
+    def _attempts(self) -> Generator[float, None, None]:
+        """Try to be admitted; between tries yield the seconds to sleep. Releases on any exit."""
         started = self.admission._timer()
         deadline = started + self.timeout
         poll = _FIRST_POLL
         try:
             while not self._step(deadline):
-                time.sleep(poll)
+                yield poll
                 poll = min(poll * 2, _MAX_POLL)
-        except BaseException:
+        except BaseException:  # the timeout, or the caller interrupted while sleeping
             self._release()
             raise
         finally:
             self.waited = self.admission._timer() - started
+
+    def __enter__(self) -> Reservation:
+        if self._plan():
+            with contextlib.closing(self._attempts()) as attempts:
+                for seconds in attempts:
+                    time.sleep(seconds)
         return self
 
     def __exit__(
@@ -428,20 +433,10 @@ class Reservation:
         self._release()
 
     async def __aenter__(self) -> Reservation:
-        if self._plan() == 0:
-            return self
-        started = self.admission._timer()
-        deadline = started + self.timeout
-        poll = _FIRST_POLL
-        try:
-            while not self._step(deadline):
-                await asyncio.sleep(poll)
-                poll = min(poll * 2, _MAX_POLL)
-        except BaseException:
-            self._release()
-            raise
-        finally:
-            self.waited = self.admission._timer() - started
+        if self._plan():
+            with contextlib.closing(self._attempts()) as attempts:
+                for seconds in attempts:
+                    await asyncio.sleep(seconds)
         return self
 
     async def __aexit__(
