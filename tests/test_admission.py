@@ -119,6 +119,24 @@ def test_a_sigkilled_holder_releases_its_reservation(path: Path) -> None:
     assert 0 == admission.status().held
 
 
+def _send_default_path(queue: Any) -> None:
+    queue.put(str(admission_module._default_path()))
+
+
+def test_forked_children_share_their_parents_file_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a dyno or BOUNDKIT_ADMISSION_FILE a fork (a Celery child) opens its parent's file."""
+    monkeypatch.delenv(admission_module.ENV_ADMISSION_FILE, raising=False)
+    monkeypatch.delenv("BOUNDKIT_DYNO_DIR", raising=False)
+    queue = FORK.Queue()
+    child = FORK.Process(target=_send_default_path, args=(queue,))
+    child.start()
+    child.join(10)
+    assert str(admission_module._default_path()) == queue.get(timeout=5)
+    assert f"-{os.getpgrp()}" in str(admission_module._default_path())
+
+
 def test_a_reused_pid_does_not_keep_a_dead_slot(path: Path) -> None:
     """A slot naming this pid with another start time belongs to a dead process: it is freed."""
     admission = Admission(path, budget=10 * MB)

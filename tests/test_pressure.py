@@ -200,7 +200,7 @@ def _count_checks(guard: MemoryGuard, seconds: float) -> int:
 def test_the_watcher_checks_fast_above_warning_and_slowly_at_rest(memory: FakeMemory) -> None:
     """At ok the watcher sleeps its interval; above warning it checks every fast_interval."""
     guard = MemoryGuard(
-        limit=LIMIT, interval=5.0, fast_interval=0.05, reader=memory, trim=lambda: None
+        limit=LIMIT, interval=1.0, fast_interval=0.05, reader=memory, trim=lambda: None
     )
     guard.check()
     guard.start()
@@ -208,7 +208,7 @@ def test_the_watcher_checks_fast_above_warning_and_slowly_at_rest(memory: FakeMe
         assert 0 == _count_checks(guard, 0.5)
         memory.used = 85 * MB
         guard.check()  # a request's check sees the warning; the watcher's next wait is short
-        time.sleep(5.1)  # the wait begun at ok ends
+        time.sleep(0.6)  # the wait begun at ok ends
         assert _count_checks(guard, 0.5) >= 5
     finally:
         guard.close()
