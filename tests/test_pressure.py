@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -239,3 +243,24 @@ def test_the_guard_sees_a_spike_inside_a_render_before_the_next_page() -> None:
     assert [0, 1, 2] == rendered
     assert seen_at, "the guard never saw the spike"
     assert 0 == seen_at[0]  # seen inside page 0, before page 1
+
+
+def _retire_in_child(directory: str) -> None:
+    from boundkit import dyno, guard
+
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(42))  # gunicorn's graceful exit, here
+    dyno.set_current_worker(dyno.WorkerAgent(dyno.DynoState(directory)))
+    guard._retire_worker()
+    time.sleep(10)
+    os._exit(1)
+
+
+def test_default_retire_tells_the_supervisor_and_exits_gracefully(tmp_path: Path) -> None:
+    """In a governed worker the default retire marks it retiring, then sends it SIGTERM."""
+    child = multiprocessing.get_context("fork").Process(
+        target=_retire_in_child, args=(str(tmp_path),)
+    )
+    child.start()
+    child.join(20)
+    assert 42 == child.exitcode
+    assert (tmp_path / f"retiring-{child.pid}").exists()
