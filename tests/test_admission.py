@@ -92,6 +92,25 @@ def test_processes_never_hold_more_than_the_budget_together(path: Path) -> None:
     assert 0 == Admission(path).status().held
 
 
+def _read_status(path: str, done: Any) -> None:
+    Admission(path).status()
+    done.value = time.monotonic()
+
+
+def test_the_table_is_updated_by_one_process_at_a_time(path: Path) -> None:
+    """While one process has the table locked, another's read-modify-write waits for it."""
+    admission = Admission(path, budget=100 * MB)
+    done = FORK.Value("d", 0.0)
+    with admission._locked():
+        child = FORK.Process(target=_read_status, args=(str(path), done))
+        child.start()
+        time.sleep(0.3)
+        released = time.monotonic()
+    child.join(10)
+    assert 0 == child.exitcode
+    assert done.value >= released
+
+
 def _hold_forever(path: str, amount: int, ready: Any) -> None:
     with Admission(path).reserve(amount, timeout=5):
         ready.set()

@@ -5,10 +5,11 @@ for 150 MiB more, holds it for the block and gives it back at exit. Every
 process of the dyno (gunicorn workers, Celery children, plain forks) shares
 one small table in shared memory (``/dev/shm``): a slot per holder or waiter
 with its pid, the pid's start time, the amount and a ticket. Updates are
-made under an ``flock`` of the file, which the kernel drops when its holder
-dies. A slot whose process is gone (even by SIGKILL) or whose pid now names
-another process is freed by the next caller, so a dead holder never keeps
-its reservation. Waiters are admitted strictly in ticket order (FIFO): a
+made under a POSIX record lock of the file (``lockf``), which the kernel
+drops when its holder dies and which a forked child never inherits. A slot
+whose process is gone (even by SIGKILL) or whose pid now names another
+process is freed by the next caller, so a dead holder never keeps its
+reservation. Waiters are admitted strictly in ticket order (FIFO): a
 large reservation is never starved by a stream of small ones. A wait longer
 than ``timeout`` raises :class:`~boundkit.AdmissionTimeout`, which the web
 middleware answers with 503 and ``Retry-After``.
@@ -145,7 +146,7 @@ class AdmissionStatus:
 
 
 class _Table:
-    """The shared file under its flock: the header and the occupied slots by index."""
+    """The shared file under its lock: the header and the occupied slots by index."""
 
     def __init__(self, fd: int, slots: int) -> None:
         self.fd = fd
@@ -202,6 +203,17 @@ class _Table:
             os.pwrite(self.fd, _SLOT.pack(*slot), _HEADER.size + index * _SLOT.size)
 
 
+#: The record lock excludes other processes; this excludes the other threads of this one.
+_threads = threading.Lock()
+
+
+def _reset_after_fork() -> None:
+    global _threads
+    _threads = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
 #: Bytes this context (thread or task) already holds per table: nested reservations add only
 #: what they need beyond it, so a render inside a reserved request does not wait for itself.
 _held_here: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
@@ -250,14 +262,17 @@ class Admission:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[_Table]:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            table = _Table(fd, self.slots)
-            yield table
-            table.write()
-        finally:
-            os.close(fd)  # drops the flock
+        # a POSIX record lock belongs to the process: a child forked meanwhile does not hold
+        # it (an flock would be shared with the child through the inherited descriptor)
+        with _threads:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX)
+                table = _Table(fd, self.slots)
+                yield table
+                table.write()
+            finally:
+                os.close(fd)  # drops the lock
 
     @property
     def budget(self) -> int:
