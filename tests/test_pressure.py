@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
-import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -245,22 +244,27 @@ def test_the_guard_sees_a_spike_inside_a_render_before_the_next_page() -> None:
     assert 0 == seen_at[0]  # seen inside page 0, before page 1
 
 
-def _retire_in_child(directory: str) -> None:
+def _retire_in_child(directory: str, asked: Any) -> None:
     from boundkit import dyno, guard
 
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(42))  # gunicorn's graceful exit, here
+    before = guard.retire_requested()
     dyno.set_current_worker(dyno.WorkerAgent(dyno.DynoState(directory)))
     guard._retire_worker()
-    time.sleep(10)
-    os._exit(1)
+    asked.value = int(not before and guard.retire_requested())
 
 
-def test_default_retire_tells_the_supervisor_and_exits_gracefully(tmp_path: Path) -> None:
-    """In a governed worker the default retire marks it retiring, then sends it SIGTERM."""
+def test_default_retire_asks_the_gunicorn_hooks_to_retire_the_worker(tmp_path: Path) -> None:
+    """In a governed worker the default retire sets the flag the post_request hook acts on."""
+    asked = multiprocessing.get_context("fork").Value("i", 0)
     child = multiprocessing.get_context("fork").Process(
-        target=_retire_in_child, args=(str(tmp_path),)
+        target=_retire_in_child, args=(str(tmp_path), asked)
     )
     child.start()
     child.join(20)
-    assert 42 == child.exitcode
-    assert (tmp_path / f"retiring-{child.pid}").exists()
+    assert 0 == child.exitcode
+    assert 1 == asked.value
+    from boundkit import guard
+
+    assert not guard.retire_requested()  # outside a governed worker: only logged
+    guard._retire_worker()
+    assert not guard.retire_requested()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import sys
 import threading
 import time
@@ -55,16 +54,22 @@ def _release_idle_connections() -> None:
         logger.info("memory cleanup closed %s idle database connections", released)
 
 
+_retire_request = threading.Event()
+
+
+def retire_requested() -> bool:
+    """Whether a guard asked to retire this worker (the gunicorn hooks act after the request)."""
+    return _retire_request.is_set()
+
+
 def _retire_worker() -> None:
-    """Retire this process gracefully if it is a governed gunicorn worker; else only log."""
+    """Ask the governed gunicorn worker's hooks to retire it after the request in hand."""
     from . import dyno
 
-    agent = dyno.current_worker()
-    if agent is None:
+    if dyno.current_worker() is None:
         logger.error("memory still critical after cleanups: nothing to retire (pass retire=)")
         return
-    agent.mark_retiring()
-    os.kill(os.getpid(), signal.SIGTERM)  # gunicorn: finish the request in hand, then exit
+    _retire_request.set()
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -94,7 +99,7 @@ class MemoryGuard:
     above it. While memory stays critical, ``escalate_after`` seconds after
     a cleanup it is done again (caches lowered further, trim), and as much
     later ``retire()`` is called once (default: a governed gunicorn worker
-    tells the supervisor and exits gracefully). ``reader`` returns the bytes
+    is retired after the request in hand, as its recycler would). ``reader`` returns the bytes
     in use (default: this process's RSS), ``timer`` the time in seconds and
     ``trim`` gives memory back after the cleanup hooks (default
     :func:`~boundkit.trim_memory`); tests inject all three.
@@ -524,6 +529,8 @@ _GUARDS: weakref.WeakSet[MemoryGuard] = weakref.WeakSet()
 
 
 def _reset_guards_in_child() -> None:
+    global _retire_request
+    _retire_request = threading.Event()
     for guard in list(_GUARDS):
         guard._after_fork_in_child()
 
