@@ -24,12 +24,23 @@ def boom(request: Any) -> Any:
     raise RuntimeError("boom")
 
 
+def busy(request: Any) -> Any:
+    from boundkit import AdmissionTimeout
+
+    raise AdmissionTimeout("no room for 150.0 MiB within 5 s", retry_after=5)
+
+
 def _urlpatterns() -> list[Any]:
     from django.urls import path
 
     from boundkit.django import health
 
-    return [path("items/<int:pk>", item), path("boom", boom), path("health", health)]
+    return [
+        path("items/<int:pk>", item),
+        path("boom", boom),
+        path("busy", busy),
+        path("health", health),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +97,12 @@ def test_health_view_answers_json_without_secrets(
     payload = json.loads(response.content)
     assert {"status", "memory", "guard", "requests", "caches", "pools"} == set(payload)
     assert payload["requests"]["routes"]["items/<int:pk>"]["requests"] >= 1
+
+
+def test_admission_timeout_answers_503_with_retry_after(client: Any) -> None:
+    """A view whose reservation timed out answers 503 with Retry-After, counted as a 503."""
+    response = client.get("/busy")
+    assert 503 == response.status_code
+    assert "5" == response["Retry-After"]
+    assert 5 == json.loads(response.content)["retry_after"]
+    assert default_monitor().stats.summary()["routes"]["busy"]["statuses"]["503"] >= 1

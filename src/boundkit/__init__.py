@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._extras import NEEDS_EXTRA, raise_if_extra_missing
 from .errors import (
+    AdmissionTimeout,
     BoundkitError,
     ConfigError,
     LeakError,
@@ -25,6 +26,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._sizes import estimate_size, format_bytes, parse_bytes
+    from .admission import Admission, reserve
     from .cache import BoundedCache, CacheStats, cached
     from .guard import MemoryGuard
     from .memory import (
@@ -136,10 +138,14 @@ _LAZY = {
     "release_pdf_memory": "boundkit.pdf",
     "render_pages": "boundkit.pdf",
     "trim_memory": "boundkit.memory",
+    "Admission": "boundkit.admission",
+    "reserve": "boundkit.admission",
 }
 
 __all__ = [
     "ASGIMiddleware",
+    "Admission",
+    "AdmissionTimeout",
     "AsyncPooledConnection",
     "BoundedCache",
     "BoundedCounter",
@@ -201,6 +207,7 @@ __all__ = [
     "release_idle",
     "release_pdf_memory",
     "render_pages",
+    "reserve",
     "trim_memory",
 ]
 

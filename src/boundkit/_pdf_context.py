@@ -109,6 +109,7 @@ class PdfContext:
         budget: int | str,
         strict: bool,
         max_pixels: int | None,
+        reserve: bool | int | str = False,
     ) -> None:
         _check_source(source)
         self._source = source
@@ -117,6 +118,8 @@ class PdfContext:
         self.budget = parse_bytes(budget, name="budget")
         self.max_pixels = check_max_pixels(max_pixels)
         self._strict = strict
+        self._reserve = reserve
+        self._reservation: Any = None
         self._document: pymupdf.Document | None = None
         self._entered = False
         self._mark = 0
@@ -138,6 +141,10 @@ class PdfContext:
         self._lines = messages.open(fitz)
         self._guard = _Guard(self.budget)
         try:
+            if self._reserve is not False:
+                from .admission import reserve_for_pdf
+
+                self._reservation = reserve_for_pdf(self._reserve, self._guard.budget)
             self._document = self._open(fitz)
             self._check(fitz, self._document)
         except BaseException:
@@ -236,6 +243,9 @@ class PdfContext:
             release_pdf_memory()
             messages.close(fitz, self._lines)
             self.warnings = tuple(self._lines)
+            reservation, self._reservation = self._reservation, None
+            if reservation is not None:
+                reservation.__exit__(None, None, None)
         if damaged is not None and not failed:
             raise damaged
 

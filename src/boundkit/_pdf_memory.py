@@ -31,6 +31,13 @@ def _trim_heap() -> None:
         _malloc_trim(0)
 
 
+def _check_guards() -> None:
+    """Let the process's memory guards check now (:func:`boundkit.guard.check_guards`)."""
+    guard = sys.modules.get("boundkit.guard")
+    if guard is not None:
+        guard.check_guards()
+
+
 def _rss() -> int:
     return process_memory().rss
 

@@ -19,6 +19,7 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .errors import AdmissionTimeout
 from .web import WebMonitor, default_monitor
 
 if TYPE_CHECKING:
@@ -65,6 +66,16 @@ class MemoryGuardMiddleware:
             return response
         finally:
             monitor.finish(_route(request), started, status)
+
+    def process_exception(self, request: Any, exception: Exception) -> Any:
+        """Answer a view's :class:`~boundkit.AdmissionTimeout` with 503 and ``Retry-After``."""
+        if not isinstance(exception, AdmissionTimeout):
+            return None
+        http = importlib.import_module("django.http")
+        busy = {"error": "busy", "retry_after": exception.retry_after}
+        response = http.JsonResponse(busy, status=503)
+        response["Retry-After"] = str(exception.retry_after)
+        return response
 
 
 def health(request: Any) -> Any:

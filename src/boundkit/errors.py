@@ -7,6 +7,7 @@ Each one also subclasses the builtin that callers already catch, so
 from __future__ import annotations
 
 __all__ = [
+    "AdmissionTimeout",
     "BoundkitError",
     "ConfigError",
     "LeakError",
@@ -69,6 +70,25 @@ class LeakError(BoundkitError, AssertionError):
     """Memory grew where it should not: pytest reports the test as failed."""
 
 
+class AdmissionTimeout(BoundkitError, TimeoutError):
+    """No room in the dyno's admission budget within the timeout.
+
+    ``retry_after`` is the seconds a client may wait before trying again
+    (the web middleware sends it as ``Retry-After`` with a 503).
+    """
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_admission_timeout, (str(self), self.retry_after))
+
+
+def _rebuild_admission_timeout(message: str, retry_after: int) -> AdmissionTimeout:
+    return AdmissionTimeout(message, retry_after=retry_after)
+
+
 for _cls in (
     BoundkitError,
     ConfigError,
@@ -79,6 +99,7 @@ for _cls in (
     PdfPageError,
     PdfLimitError,
     LeakError,
+    AdmissionTimeout,
 ):
     _cls.__module__ = "boundkit"
 del _cls

@@ -4,7 +4,11 @@ A guard compares this process's resident memory with its limit. Crossing the
 ``warning`` fraction upwards logs and runs the warning hooks; crossing
 ``critical`` runs the cleanup hooks, then :func:`~boundkit.trim_memory`, and
 logs what was given back. Hysteresis and a cooldown keep cleanups rare: never
-per request, never in a storm.
+per request, never in a storm. Registered caches with a byte bound have their
+``max_bytes`` lowered at critical and restored gradually afterwards
+(:class:`~boundkit.pressure.CacheBudgets`). Above ``ok`` the watcher checks
+every ``fast_interval``; a process still critical ``escalate_after`` seconds
+after a cleanup is cleaned up again, then retired (``retire``).
 """
 
 from __future__ import annotations
@@ -17,16 +21,17 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from ._sizes import format_bytes, parse_bytes
 from .errors import ConfigError, ResourceClosedError
 from .memory import MemoryLimit, _check_fraction, memory_limit, process_memory, trim_memory
+from .pressure import CacheBudgets
 
 if TYPE_CHECKING:
     from .share import SharePlan
 
-__all__ = ["MemoryGuard", "default_guard"]
+__all__ = ["MemoryGuard", "check_guards", "default_guard"]
 
 logger = logging.getLogger("boundkit.guard")
 
@@ -58,6 +63,24 @@ def _release_idle_connections() -> None:
         logger.info("memory cleanup closed %s idle database connections", released)
 
 
+_retire_request = threading.Event()
+
+
+def retire_requested() -> bool:
+    """Whether a guard asked to retire this worker (the gunicorn hooks act after the request)."""
+    return _retire_request.is_set()
+
+
+def _retire_worker() -> None:
+    """Ask the governed gunicorn worker's hooks to retire it after the request in hand."""
+    from . import dyno
+
+    if dyno.current_worker() is None:
+        logger.error("memory still critical after cleanups: nothing to retire (pass retire=)")
+        return
+    _retire_request.set()
+
+
 def _check_seconds(name: str, value: float, *, allow_zero: bool) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < 0 or (value == 0 and not allow_zero) or value > threading.TIMEOUT_MAX:
@@ -75,7 +98,11 @@ class MemoryGuard:
     memory). ``hysteresis`` is how far (as a fraction of the limit) memory
     must fall below a threshold before its level is left. While memory stays
     critical, cleanup repeats at most once per ``cooldown`` seconds.
-    ``interval`` is the watcher thread's period. ``reader`` returns the bytes
+    ``interval`` is the watcher thread's period at ``ok``, ``fast_interval``
+    above it. While memory stays critical, ``escalate_after`` seconds after
+    a cleanup it is done again (caches lowered further, trim), and as much
+    later ``retire()`` is called once (default: a governed gunicorn worker
+    is retired after the request in hand, as its recycler would). ``reader`` returns the bytes
     in use (default: this process's RSS), ``timer`` the time in seconds and
     ``trim`` gives memory back after the cleanup hooks (default
     :func:`~boundkit.trim_memory`); tests inject all three.
@@ -93,11 +120,14 @@ class MemoryGuard:
         critical: float | None = None,
         limit: int | str | MemoryLimit | None = None,
         interval: float = 5.0,
+        fast_interval: float = 0.25,
         cooldown: float = 30.0,
+        escalate_after: float = 2.0,
         hysteresis: float = 0.05,
         reader: Callable[[], int] = _rss,
         timer: Callable[[], float] = time.monotonic,
         trim: Callable[[], object] = trim_memory,
+        retire: Callable[[], object] = _retire_worker,
     ) -> None:
         self.follows_plan = limit is None and warning is None and critical is None
         self.warning = _check_fraction("warning", 0.80 if warning is None else warning)
@@ -111,10 +141,17 @@ class MemoryGuard:
         self.hysteresis = float(hysteresis)
         self.interval = _check_seconds("interval", interval, allow_zero=False)
         self.cooldown = _check_seconds("cooldown", cooldown, allow_zero=True)
+        self.fast_interval = _check_seconds("fast_interval", fast_interval, allow_zero=False)
+        self.escalate_after = _check_seconds("escalate_after", escalate_after, allow_zero=True)
         self._set_limit(self._resolve_limit(limit))
         self._reader = reader
         self._timer = timer
         self._trim = trim
+        self._retire = retire
+        self.budgets = CacheBudgets(timer=timer)
+        self._stage = 0  # 1 cleaned up, 2 cleaned up again, 3 retire asked, while critical
+        self._given_back = {"caches": 0, "trim": 0, "own": 0}
+        self._retirements = 0
         self._hooks: dict[str, list[Callable[[], object]]] = {"warning": [], "critical": []}
         self._caches: dict[str, Any] = {}
         self._configured_bytes: dict[str, int | None] = {}
@@ -229,10 +266,13 @@ class MemoryGuard:
     def register_cache(
         self, cache: _Shrinkable, *, name: str | None = None, fraction: float = 0.5
     ) -> None:
-        """Shrink ``cache`` by ``fraction`` of its entries at critical.
+        """Give back ``cache``'s memory at critical.
 
-        Any object with ``shrink(fraction)`` will do (a
-        :class:`~boundkit.BoundedCache`); its ``stats()``, when it has one,
+        A cache with a byte bound and ``resize()`` (a
+        :class:`~boundkit.BoundedCache` with ``max_bytes``) has its budget
+        lowered, then restored gradually (:attr:`budgets`); any other object
+        with ``shrink(fraction)`` loses ``fraction`` of its entries. Its
+        ``stats()``, when it has one,
         appear in the health output under ``name``. Under a share plan a cache
         with ``resize()`` is also held to its part of the plan's cache budget.
         """
@@ -241,7 +281,10 @@ class MemoryGuard:
         with self._lock:
             self._caches[key] = cache
             self._configured_bytes[key] = getattr(cache, "max_bytes", None)
-        self.register_cleanup(lambda: cache.shrink(fraction))
+        if hasattr(cache, "resize") and self._configured_bytes[key] is not None:
+            self.budgets.add(key, cast(Any, cache))
+        else:
+            self.register_cleanup(lambda: cache.shrink(fraction))
         self._fit_caches()
 
     def register_pools(self) -> None:
@@ -290,6 +333,8 @@ class MemoryGuard:
             now = self._timer()
             previous = self._level
             level = self._level_for(used)
+            if previous != "ok" and used < self._used:
+                self._given_back["own"] += self._used - used
             self._level, self._used = level, used
             self._checks += 1
             self._last_check = now
@@ -303,13 +348,41 @@ class MemoryGuard:
                 )
                 if previous == "ok":
                     self._run_hooks("warning")
+            self.budgets.relax(level)
             if level != "critical":
+                self._stage = 0
                 return level
-            if self._last_cleanup_at is None or now - self._last_cleanup_at >= self.cooldown:
-                self._cleanup(used, now)
+            self._escalate(used, now)
             return self._level
         finally:
             self._lock.release()
+
+    def _escalate(self, used: int, now: float) -> None:
+        """Clean up on entering critical (or after the cooldown); escalate if it does not help."""
+        last = self._last_cleanup_at
+        if last is None or now - last >= self.cooldown:
+            self._cleanup(used, now)
+            self._stage = 1
+        elif self._stage == 0:  # back within the cooldown: escalation counts from that cleanup
+            self._stage = 1
+        elif now - last >= self.escalate_after and self._stage == 1:
+            logger.warning("memory still critical %.1f s after cleanup: again", now - last)
+            self._cleanup(used, now)
+            self._stage = 2
+        elif now - last >= self.escalate_after and self._stage == 2:
+            self._stage = 3
+            self._retirements += 1
+            logger.error(
+                "memory still critical after two cleanups (%s of %s): asking to retire pid %s",
+                format_bytes(used),
+                format_bytes(self._limit_bytes),
+                os.getpid(),
+            )
+            try:
+                self._retire()
+            except Exception:
+                self._hook_errors += 1
+                logger.exception("memory guard retire failed")
 
     def _run_hooks(self, level: str) -> int:
         errors = 0
@@ -324,7 +397,9 @@ class MemoryGuard:
 
     def _cleanup(self, before: int, now: float) -> None:
         started = self._timer()
+        estimated = self.budgets.lower()
         errors = self._run_hooks("critical")
+        after_caches = self._reader()
         try:
             self._trim()
         except Exception:
@@ -333,6 +408,13 @@ class MemoryGuard:
             logger.exception("memory guard trim failed")
         after = self._reader()
         reclaimed = max(before - after, 0)
+        steps = {
+            "caches": max(before - after_caches, 0),
+            "caches_estimated": estimated,
+            "trim": max(after_caches - after, 0),
+        }
+        self._given_back["caches"] += steps["caches"]
+        self._given_back["trim"] += steps["trim"]
         finished = self._timer()
         self._last_cleanup_at = finished
         self._cleanups += 1
@@ -343,15 +425,20 @@ class MemoryGuard:
             "reclaimed": reclaimed,
             "seconds": finished - started,
             "errors": errors,
+            "steps": steps,
         }
         self._used = after
         self._level = self._level_for(after)
         logger.warning(
-            "memory cleanup gave back %s (%s -> %s) in %.3f s",
+            "memory cleanup gave back %s (%s -> %s) in %.3f s: caches %s "
+            "(entries of about %s evicted), trim %s",
             format_bytes(reclaimed),
             format_bytes(before),
             format_bytes(after),
             finished - started,
+            format_bytes(steps["caches"]),
+            format_bytes(estimated),
+            format_bytes(steps["trim"]),
         )
 
     def status(self) -> dict[str, Any]:
@@ -359,8 +446,12 @@ class MemoryGuard:
 
         ``level``, ``used`` and ``limit`` bytes, ``checks``, ``cleanups``,
         ``reclaimed`` bytes in total, ``last_cleanup`` (its ``before``,
-        ``after``, ``reclaimed``, ``seconds``, ``errors`` and ``seconds_ago``,
-        or None), ``hook_errors`` and whether the watcher thread is running.
+        ``after``, ``reclaimed``, ``seconds``, ``errors``, ``steps`` (what
+        the caches and the trim each gave back) and ``seconds_ago``, or None),
+        ``given_back`` (bytes in total by the caches, the trim, and the
+        process's ``own`` release while above ``ok``), ``budgets`` (cache
+        budgets now and before pressure), ``retirements`` asked,
+        ``hook_errors`` and whether the watcher thread is running.
         """
         with self._lock:
             now = self._timer()
@@ -380,6 +471,9 @@ class MemoryGuard:
                 "cleanups": self._cleanups,
                 "reclaimed": self._reclaimed,
                 "last_cleanup": last,
+                "given_back": dict(self._given_back),
+                "budgets": self.budgets.status(),
+                "retirements": self._retirements,
                 "hook_errors": self._hook_errors,
                 "watching": self.watching,
             }
@@ -393,6 +487,8 @@ class MemoryGuard:
 
     def start(self) -> None:
         """Start a daemon thread that calls :meth:`check` every ``interval`` seconds.
+
+        Every ``fast_interval`` seconds instead while the level is above ``ok``.
 
         Idempotent. After ``fork()`` the child starts its own watcher if the
         parent's was running, and never inherits a dead one.
@@ -408,7 +504,7 @@ class MemoryGuard:
         self._thread.start()
 
     def _watch(self, stop: threading.Event) -> None:
-        while not stop.wait(self.interval):
+        while not stop.wait(self.interval if self._level == "ok" else self.fast_interval):
             try:
                 self.check()
             except Exception:
@@ -441,8 +537,20 @@ _GUARDS: weakref.WeakSet[MemoryGuard] = weakref.WeakSet()
 
 
 def _reset_guards_in_child() -> None:
+    global _retire_request
+    _retire_request = threading.Event()
     for guard in list(_GUARDS):
         guard._after_fork_in_child()
+
+
+def check_guards() -> None:
+    """Check the default guard and every started guard now: the per-page hook of PDF rendering.
+
+    One read of ``/proc/self/statm`` per guard (microseconds); nothing when there is none.
+    """
+    for guard in list(_GUARDS):
+        if guard is _default or guard.watching:
+            guard.check()
 
 
 if hasattr(os, "register_at_fork"):

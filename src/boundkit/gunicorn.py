@@ -164,6 +164,7 @@ def govern_dyno(
     Returns the supervisor.
     """
     from .dyno import ENV_STATE_DIR, DynoState, WorkerAgent, current_worker, set_current_worker
+    from .guard import retire_requested
     from .supervisor import DynoSupervisor
 
     state = DynoState.create()
@@ -201,6 +202,9 @@ def govern_dyno(
         if agent.plan is not None:
             recycler.take_share(agent.plan)
         recycler.post_request(worker, req, environ, resp)
+        if not recycler.retiring and retire_requested():  # the guard escalated
+            worker.alive = False
+            recycler.retiring = True
         if recycler.retiring:
             agent.mark_retiring()
             agent.publish()

@@ -42,7 +42,7 @@ from ._pdf_context import (
     page_error,
     release_pdf_memory,
 )
-from ._pdf_memory import _Guard
+from ._pdf_memory import _check_guards, _Guard
 from ._pdf_mupdf import drop_samples, installed_distributions, load, missing_error, own_samples
 from ._window import check_count
 from .errors import ConfigError, PdfLimitError, PdfPageError
@@ -81,6 +81,7 @@ def open_pdf(
     budget: int | str = DEFAULT_BUDGET,
     strict: bool = False,
     max_pixels: int | None = None,
+    reserve: bool | int | str = False,
 ) -> PdfContext:
     """Open a PDF from a path, bytes or binary file object, for one ``with`` block.
 
@@ -99,6 +100,10 @@ def open_pdf(
     :class:`~boundkit.PdfWrongPasswordError` when it is wrong, and
     :class:`~boundkit.PdfError` for anything that is not a readable document
     (an unreadable page count included).
+
+    ``reserve=True`` first waits for the block's ``budget`` in the dyno's
+    admission budget (:func:`~boundkit.reserve`), and holds it until exit;
+    a size reserves that amount instead (docs/admission.md).
     """
     return PdfContext(
         source,
@@ -107,6 +112,7 @@ def open_pdf(
         budget=budget,
         strict=strict,
         max_pixels=max_pixels,
+        reserve=reserve,
     )
 
 
@@ -189,6 +195,7 @@ def pixmap(
         except mupdf_errors(fitz) as exc:
             raise page_error(name, exc, page.number) from exc
         own_samples(fitz, pix)
+        _check_guards()  # the page's peak: memory guards see it before the next page
         try:
             yield pix
         finally:
@@ -295,6 +302,7 @@ def render_pages(
     downscale: bool = False,
     skip_bad_pages: bool = False,
     strict: bool = False,
+    reserve: bool | int | str = False,
 ) -> PageStream[bytes]:
     """Yield ``(page_number, image bytes)`` for each page, one pixmap alive at a time.
 
@@ -306,13 +314,19 @@ def render_pages(
     out and listed in the stream's ``skipped``. ``strict=True`` ends the stream
     with :class:`~boundkit.PdfError` when MuPDF has to repair the file (at open
     or at a page). The document is closed and cleaned up as by
-    :func:`open_pdf` when the stream finishes or is closed.
+    :func:`open_pdf` when the stream finishes or is closed. ``reserve`` is as
+    for :func:`open_pdf`.
     """
     if fmt not in ("png", "raw"):
         raise ConfigError(f"fmt must be 'png' or 'raw', got {fmt!r}")
     check_count("dpi", dpi)
     context = open_pdf(
-        source, password=password, budget=budget, strict=strict, max_pixels=max_pixels
+        source,
+        password=password,
+        budget=budget,
+        strict=strict,
+        max_pixels=max_pixels,
+        reserve=reserve,
     )
 
     def read(context: PdfContext, doc: Any, number: int) -> bytes:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from . import dyno
 from ._health_access import asgi_headers, health_authorised, wsgi_headers
-from .errors import ConfigError
+from .errors import AdmissionTimeout, ConfigError
 from .guard import MemoryGuard, default_guard
 from .memory import memory_snapshot
 
@@ -37,6 +37,13 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _JSON_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+
+
+def _busy(exc: AdmissionTimeout) -> tuple[list[tuple[str, str]], bytes]:
+    """The headers and body of the 503 that answers an admission timeout."""
+    body = json.dumps({"error": "busy", "retry_after": exc.retry_after}).encode()
+    headers = [*_JSON_HEADERS, ("Retry-After", str(exc.retry_after))]
+    return [*headers, ("Content-Length", str(len(body)))], body
 
 
 class _Stats(Protocol):
@@ -250,6 +257,11 @@ class WSGIMiddleware:
 
         try:
             body = self.app(environ, observing_start_response)
+        except AdmissionTimeout as exc:
+            headers, payload = _busy(exc)
+            start_response("503 Service Unavailable", headers, sys.exc_info())
+            monitor.finish(self.route(environ), started, 503)
+            return [payload]
         except BaseException:
             monitor.finish(self.route(environ), started, 500)
             raise
@@ -269,15 +281,17 @@ class _StatusSend:
     A plain callable returning ``send``'s awaitable: no extra coroutine per message.
     """
 
-    __slots__ = ("send", "status")
+    __slots__ = ("send", "started", "status")
 
     def __init__(self, send: Send) -> None:
         self.send = send
         self.status = 500
+        self.started = False
 
     def __call__(self, message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.start":
             self.status = message["status"]
+            self.started = True
         return self.send(message)
 
 
@@ -355,5 +369,12 @@ class ASGIMiddleware:
         observing_send = _StatusSend(send)
         try:
             await self.app(scope, receive, observing_send)
+        except AdmissionTimeout as exc:
+            if observing_send.started:
+                raise
+            busy_headers, payload = _busy(exc)
+            raw = [(k.lower().encode(), v.encode()) for k, v in busy_headers]
+            await observing_send({"type": "http.response.start", "status": 503, "headers": raw})
+            await send({"type": "http.response.body", "body": payload})
         finally:
             monitor.finish(self.route(scope), started, observing_send.status)
