@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import shutil
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -147,6 +148,7 @@ class Seen:
     lines: list[tuple[Any, ...]] = field(default_factory=list)
     who: str = "step"  # or "next borrower"
     pipelines: int = 0  # how deep in conn.pipeline() the step runs
+    synced: list[Any] = field(default_factory=list)  # the pipelines entered, innermost last
 
 
 def describe(exc: BaseException) -> tuple[str, str | None]:
@@ -207,9 +209,17 @@ def nested_step(conn: Any, seen: Seen, kind: str, steps: tuple[Any, ...], ending
 
     if kind == "transaction":
         return (yield from within(conn.transaction(), body))
+
+    def synced(pipeline: Any) -> Program:
+        seen.synced.append(pipeline)
+        try:
+            return (yield from body(pipeline))
+        finally:
+            seen.synced.pop()
+
     seen.pipelines += 1
     try:
-        return (yield from within(conn.pipeline(), body))
+        return (yield from within(conn.pipeline(), synced))
     finally:
         seen.pipelines -= 1
 
@@ -219,7 +229,11 @@ def run_step(conn: Any, seen: Seen, step: tuple[Any, ...]) -> Program:
 
     In a pipeline, and for the pipeline itself, only whether it failed: which
     error surfaces where (the statement's, or ``PipelineAborted``), and the
-    status meanwhile, depend on when results arrive, for psycopg alone too.
+    status meanwhile, depend on when results arrive, for psycopg alone too. A
+    step in a pipeline ends with the pipeline's ``sync()``, so that its error
+    surfaces in that step: without it, whether an error shows in a later step
+    or at the pipeline's exit depends on when the server's answer arrives, and
+    plain psycopg gives different outcomes for the same program run twice.
     """
     kind, *args = step
     coarse = seen.pipelines > 0 or kind == "pipeline"
@@ -250,6 +264,8 @@ def run_step(conn: Any, seen: Seen, step: tuple[Any, ...]) -> Program:
             outcome = (conn.autocommit, conn.isolation_level, conn.read_only, conn.deferrable)
         else:  # commit, rollback, tpc_prepare, tpc_commit, tpc_rollback
             outcome = yield Request("call", getattr(conn, kind))
+        if seen.synced and kind not in ("transaction", "pipeline"):
+            yield Request("call", seen.synced[-1].sync)
     except Exception as exc:
         outcome = "failed" if coarse else describe(exc)
     else:
@@ -459,18 +475,10 @@ def programs(simple: st.SearchStrategy[tuple[Any, ...]]) -> st.SearchStrategy[An
     )
 
 
-# issue 12: divergences branch `pg` is fixing; strict=False so the fix turns them green
-KNOWN = {
-    "statements": "issue 12 #2: a parse error in the first statement leaves no transaction open",
-    "copy": "issue 12 #2, #3: COPY through execute() ends the block with no COMMIT and no error",
-    "transactions": "issue 12 #2, #6: transaction()/TPC bookkeeping poisons the next borrower",
-    "session": "issue 12 #8: handlers, adapters and queued notifications reach the next borrower",
-    "everything": "issue 12 #2, #3, #5, #6, #8",
-}
-
-# no shrinking: a failing example is reported as found, in seconds rather than minutes
+# no shrinking: a failing example is reported as found, in seconds rather than minutes;
+# BOUNDKIT_DIFFERENTIAL_EXAMPLES runs more programs per test (a longer local hunt)
 FAST = settings(
-    max_examples=25,
+    max_examples=int(os.environ.get("BOUNDKIT_DIFFERENTIAL_EXAMPLES", "25")),
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -478,13 +486,7 @@ FAST = settings(
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
-@pytest.mark.parametrize(
-    "area",
-    [
-        pytest.param(area, marks=pytest.mark.xfail(strict=False, reason=KNOWN[area]))
-        for area in AREAS
-    ],
-)
+@pytest.mark.parametrize("area", list(AREAS))
 def test_programs_behave_as_on_psycopg(pg_dsn, table, area, flavour):
     """Random programs give the same outcomes, block endings and next-borrower views."""
 
@@ -550,7 +552,6 @@ REFUSED = st.tuples(
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
-@pytest.mark.xfail(strict=False, reason="issue 12 #1: a refused BEGIN runs the statement anyway")
 def test_a_refused_begin_fails_as_on_psycopg(standby_dsn, flavour):
     """On a hot standby, a BEGIN it refuses fails the statement as psycopg's does."""
     plain, pooled = RUNNERS[flavour]
@@ -583,7 +584,8 @@ def test_the_standby_refuses_serializable_and_read_write(standby_dsn):
                 conn.execute("SELECT 1")
 
 
-# the smallest program for each divergence issue 12 lists, run on every CI run
+# the smallest program that showed each divergence issue 12 lists: regression tests that
+# compare with plain psycopg (tests/test_pg.py checks each bug against fixed expectations)
 INSERT = ("sql", "INSERT INTO {t} VALUES (1)", None)
 COPY_BY_EXECUTE = ("sql", "COPY {t} FROM STDIN", None)
 LISTEN = ("sql", "LISTEN boundkit_differential", None)
@@ -623,15 +625,10 @@ KNOWN_PROGRAMS = {
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 @pytest.mark.parametrize(
     "program",
-    [
-        pytest.param(
-            program, id=name, marks=pytest.mark.xfail(strict=False, reason=f"issue 12 {name}")
-        )
-        for name, program in KNOWN_PROGRAMS.items()
-    ],
+    [pytest.param(program, id=name) for name, program in KNOWN_PROGRAMS.items()],
 )
 def test_known_divergences(pg_dsn, table, flavour, program):
-    """Each divergence issue 12 lists, as the smallest program that shows it."""
+    """The smallest program that showed each divergence of issue 12 behaves as on psycopg."""
     compare(pg_dsn, table, flavour, program)
 
 
@@ -641,7 +638,6 @@ def test_known_divergences(pg_dsn, table, flavour, program):
     [("isolation_level", psycopg.IsolationLevel.SERIALIZABLE), ("read_only", False)],
 )
 @pytest.mark.parametrize("params", [None, (7,)])
-@pytest.mark.xfail(strict=False, reason="issue 12 #1: a refused BEGIN runs the statement anyway")
 def test_a_refused_begin(standby_dsn, flavour, attribute, params):
     """#1: a BEGIN the standby refuses fails the first statement, with or without parameters."""
     steps = (("set", *attribute), ("sql", "SELECT %s::int" if params else "SELECT 1", params))

@@ -12,8 +12,8 @@ modes (``--boundkit-mode``; the fixtures are in lent.py):
   async), so every test borrows the connection the previous test gave back:
   what leaks from one borrower to the next.
 
-Tests listed in ``expected.py`` are marked ``xfail(strict=False)`` with their
-reason, so the run still reports them (XFAIL, or XPASS once fixed).
+Tests listed in ``expected.py`` are marked ``xfail(strict=True)`` with their
+reason: each must fail, so a regression and a fix both fail the run.
 """
 
 from __future__ import annotations
@@ -48,4 +48,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         reason = failures.get(item.nodeid.split("[")[0])
         if reason is not None:
-            item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
