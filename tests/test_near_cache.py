@@ -251,9 +251,11 @@ def test_local_hit_and_invalidation_through_the_client(tracking_redis: str) -> N
 
 def test_health_lists_the_near_cache() -> None:
     """Registered with the guard, the near cache's stats appear in /health."""
+    from boundkit import MemoryGuard
     from boundkit.web import WebMonitor
 
-    monitor = WebMonitor()
+    # a limit far above this process, so no cleanup at critical empties the cache first
+    monitor = WebMonitor(guard=MemoryGuard(limit="1T"))
     near = NearCache(max_bytes="1M")
     fill(near, "a", b"1")
     monitor.guard.register_cache(near, name="redis-near")
