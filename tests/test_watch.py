@@ -170,11 +170,16 @@ def test_bounded_child_is_stable() -> None:
 def test_pid_target_counts_children() -> None:
     """A pid's sample sums the RSS of its children; a dead pid is a WatchTargetError."""
     parent = subprocess.Popen(
-        [sys.executable, "-c",
-         "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
-         "'import time; time.sleep(30)']); print('ok', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time; kid = subprocess.Popen([sys.executable, '-c', "
+            "'import time; print(1, flush=True); time.sleep(30)'], stdout=subprocess.PIPE); "
+            "kid.stdout.readline(); print('ok', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip; "ok" once the child has started too, so neither grows while measured
     assert parent.stdout is not None
     target = ProcessTarget(parent.pid)
     try:
