@@ -29,7 +29,6 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench_dyno import CONF, MIB, SRC, Cgroup, _free_port, _wait_for_port, cannot_run, make_pdfs
+from bench_dyno import (
+    CONF,
+    MIB,
+    SRC,
+    Cgroup,
+    _free_port,
+    cannot_run,
+    gunicorn_in_cgroup,
+    make_pdfs,
+)
 
 WORKERS = 4
 
@@ -160,37 +168,14 @@ def run_overlap(name: str, amount: int, pdf: str, duration: float, logs: Path) -
     (work / "gunicorn.conf.py").write_text(
         CONF.format(governed=governed, port=port, workers=WORKERS)
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([SRC, str(work)]),
-        "BENCH_PDF": pdf,
-        "BENCH_RESERVE": str(amount),
-    }
-    for variable in ("BOUNDKIT_MEMORY_LIMIT", "DYNO_RAM", "MEMORY_AVAILABLE"):
-        env.pop(variable, None)
     result = Overlap(name)
     cgroup = Cgroup(f"boundkit-bench-admission-{os.getpid()}-{name.replace(' ', '-')}")
     log_path = logs / f"{name.replace(' ', '-')}.log"
     try:
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "benchapp:app"],
-                cwd=work,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=cgroup.join,
-            )
-        try:
-            _wait_for_port(port, proc)
+        with gunicorn_in_cgroup(
+            work, port, cgroup, log_path, BENCH_PDF=pdf, BENCH_RESERVE=str(amount)
+        ):
             hammer(port, 2 * WORKERS, duration, result)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
         result.oom_kills = cgroup.oom_kills()
         result.peak = cgroup.peak()
         text = log_path.read_text(errors="replace")

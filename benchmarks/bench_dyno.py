@@ -42,6 +42,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -282,6 +283,40 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60
     raise RuntimeError("gunicorn did not start")
 
 
+@contextlib.contextmanager
+def gunicorn_in_cgroup(
+    work: Path, port: int, cgroup: Cgroup, log_path: Path, **bench_env: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``work``'s gunicorn.conf.py and benchapp inside ``cgroup`` until the block ends.
+
+    The environment is this one plus ``bench_env`` and ``work`` on PYTHONPATH,
+    without the limit variables (the cgroup is the limit, as on a platform).
+    Yields once ``port`` answers; at exit, SIGTERM, then SIGKILL after 90 s.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, str(work)]), **bench_env}
+    for variable in ("BOUNDKIT_MEMORY_LIMIT", "DYNO_RAM", "MEMORY_AVAILABLE"):
+        env.pop(variable, None)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "benchapp:app"],
+            cwd=work,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=cgroup.join,
+        )
+    try:
+        _wait_for_port(port, proc)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def load(port: int, clients: int, duration: float, routes: list[str], seed: int) -> Result:
     """Hit the app from ``clients`` threads for ``duration`` seconds; count outcomes."""
     result = Result("", 0)
@@ -355,30 +390,19 @@ def run_scenario(
     (work / "gunicorn.conf.py").write_text(
         CONF.format(governed=governed if mode == "boundkit" else "", port=port, workers=workers)
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([SRC, str(work)]),
-        "BENCH_MODE": mode,
-        "BENCH_PDFS": os.pathsep.join(pdfs),
-        "BENCH_DSN": DSN,
-        "BENCH_CACHE_BYTES": str(cache_bytes),
-    }
-    for variable in ("BOUNDKIT_MEMORY_LIMIT", "DYNO_RAM", "MEMORY_AVAILABLE"):
-        env.pop(variable, None)  # the cgroup is the limit, as on a platform
     cgroup = Cgroup(f"boundkit-bench-{os.getpid()}-{name.replace(' ', '-')}")
     log_path = keep_logs / f"{name.replace(' ', '-')}.log"
     try:
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "benchapp:app"],
-                cwd=work,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=cgroup.join,
-            )
-        try:
-            _wait_for_port(port, proc)
+        with gunicorn_in_cgroup(
+            work,
+            port,
+            cgroup,
+            log_path,
+            BENCH_MODE=mode,
+            BENCH_PDFS=os.pathsep.join(pdfs),
+            BENCH_DSN=DSN,
+            BENCH_CACHE_BYTES=str(cache_bytes),
+        ) as proc:
             routes = [r for r, _ in MIX if r != "/db" or with_db]
             result = load(port, 2 * workers, duration, routes, seed)
             with open(f"/proc/{proc.pid}/stat") as stat:  # the arbiter's own CPU time
@@ -386,13 +410,6 @@ def run_scenario(
             result.arbiter_cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             if mode == "boundkit":
                 result.mean_tick_ms, result.health_ms = supervisor_figures(port)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
         result.name, result.workers = name, workers
         result.oom_kills = cgroup.oom_kills()
         result.peak = cgroup.peak()
@@ -427,6 +444,9 @@ def main() -> int:
         ("boundkit 4w", "boundkit", 4, 256 * MIB),
         ("boundkit 2w cache 1G", "boundkit", 2, 1024 * MIB),
     ]
+    if args.only and not any(args.only in name for name, *_ in scenarios):
+        names = ", ".join(repr(name) for name, *_ in scenarios)
+        parser.error(f"--only {args.only!r} matches no scenario; the scenarios are {names}")
     results = []
     for name, mode, workers, cache_bytes in scenarios:
         if args.only and args.only not in name:
