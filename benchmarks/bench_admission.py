@@ -26,7 +26,6 @@ holds). Medians of ``--repeat`` runs.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import statistics
@@ -48,6 +47,7 @@ from bench_dyno import (
     cannot_run,
     gunicorn_in_cgroup,
     make_pdfs,
+    request_outcome,
 )
 
 WORKERS = 4
@@ -133,16 +133,8 @@ def hammer(port: int, clients: int, duration: float, result: Overlap) -> None:
 
     def client() -> None:
         while time.monotonic() < deadline:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
             started = time.monotonic()
-            try:
-                conn.request("GET", "/heavy")
-                status = conn.getresponse().status
-                outcome = "ok" if status == 200 else f"HTTP {status}"
-            except (OSError, http.client.HTTPException) as exc:
-                outcome = type(exc).__name__
-            finally:
-                conn.close()
+            outcome = request_outcome(port, "/heavy", timeout=300)
             with lock:
                 if outcome == "ok":
                     result.ok += 1

@@ -317,6 +317,19 @@ def gunicorn_in_cgroup(
             proc.wait()
 
 
+def request_outcome(port: int, path: str, *, timeout: float) -> str:
+    """GET ``path`` on 127.0.0.1:``port``: "ok", "HTTP <status>" or the exception's name."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        status = conn.getresponse().status
+        return "ok" if status == 200 else f"HTTP {status}"
+    except (OSError, http.client.HTTPException) as exc:
+        return type(exc).__name__
+    finally:
+        conn.close()
+
+
 def load(port: int, clients: int, duration: float, routes: list[str], seed: int) -> Result:
     """Hit the app from ``clients`` threads for ``duration`` seconds; count outcomes."""
     result = Result("", 0)
@@ -330,15 +343,7 @@ def load(port: int, clients: int, duration: float, routes: list[str], seed: int)
         while time.monotonic() < deadline:
             route = rng.choices(names, weights)[0]
             query = f"key={rng.randrange(4000)}" if route == "/cache" else f"doc={rng.randrange(3)}"
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=180)
-            try:
-                conn.request("GET", f"{route}?{query}")
-                status = conn.getresponse().status
-                outcome = "ok" if status == 200 else f"HTTP {status}"
-            except (OSError, http.client.HTTPException) as exc:
-                outcome = type(exc).__name__
-            finally:
-                conn.close()
+            outcome = request_outcome(port, f"{route}?{query}", timeout=180)
             with lock:
                 if outcome == "ok":
                     result.ok += 1

@@ -23,7 +23,7 @@ from psycopg.adapt import AdaptersMap
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ._conninfo import check_conninfo, redact, scrub
-from ._window import check_count, check_finite
+from ._window import check_count, check_seconds
 from .errors import ConfigError, ResourceClosedError
 
 # The statement that resets a session when its block ends, in autocommit after
@@ -45,15 +45,6 @@ _read_attrs = operator.attrgetter(*_ATTRS)  # one C call: the tuple of their val
 
 # how long a checkout waits before asking why no connection came
 DIAGNOSE_AFTER = 0.5
-
-
-def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
-    """Return ``value`` as float seconds if finite and positive (or zero), else ConfigError."""
-    seconds = check_finite(name, value)
-    if isinstance(value, bool) or seconds < 0 or (seconds == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be seconds {bound}, got {value!r}")
-    return seconds
 
 
 def resolve_conninfo(conninfo: str | None) -> str:

@@ -38,6 +38,16 @@ def check_finite(name: str, value: object) -> float:
     raise ConfigError(f"{name} must be a finite number, got {value!r}")
 
 
+def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as float seconds: finite, more than zero (or zero when allowed) and
+    no longer than a thread can wait (``threading.TIMEOUT_MAX``); else raise."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero) or value > threading.TIMEOUT_MAX:  # type: ignore[operator]
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise ConfigError(f"{name} must be a number of seconds {bound}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
 def check_max_age(max_age: object) -> float | None:
     """Return ``max_age`` as float seconds if it is ``None`` or positive, else raise."""
     if max_age is None:

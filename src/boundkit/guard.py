@@ -14,7 +14,6 @@ after a cleanup is cleaned up again, then retired (``retire``).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import threading
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from ._sizes import format_bytes, parse_bytes
+from ._window import check_seconds
 from .errors import ConfigError, ResourceClosedError
 from .memory import MemoryLimit, _check_fraction, memory_limit, process_memory, trim_memory
 from .pressure import CacheBudgets
@@ -81,14 +81,6 @@ def _retire_worker() -> None:
     _retire_request.set()
 
 
-def _check_seconds(name: str, value: float, *, allow_zero: bool) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero) or value > threading.TIMEOUT_MAX:
-        bound = "zero or more" if allow_zero else "more than zero"
-        raise ConfigError(f"{name} must be a number of seconds {bound}, got {value!r}")
-    return float(value)
-
-
 class MemoryGuard:
     """Watch resident memory against a limit and clean up under pressure.
 
@@ -139,10 +131,10 @@ class MemoryGuard:
         ):
             raise ConfigError(f"hysteresis must be in [0, warning), got {hysteresis!r}")
         self.hysteresis = float(hysteresis)
-        self.interval = _check_seconds("interval", interval, allow_zero=False)
-        self.cooldown = _check_seconds("cooldown", cooldown, allow_zero=True)
-        self.fast_interval = _check_seconds("fast_interval", fast_interval, allow_zero=False)
-        self.escalate_after = _check_seconds("escalate_after", escalate_after, allow_zero=True)
+        self.interval = check_seconds("interval", interval, allow_zero=False)
+        self.cooldown = check_seconds("cooldown", cooldown, allow_zero=True)
+        self.fast_interval = check_seconds("fast_interval", fast_interval, allow_zero=False)
+        self.escalate_after = check_seconds("escalate_after", escalate_after, allow_zero=True)
         self._set_limit(self._resolve_limit(limit))
         self._reader = reader
         self._timer = timer
@@ -513,7 +505,7 @@ class MemoryGuard:
     def stop(self, timeout: float | None = 5.0) -> None:
         """Stop the watcher thread and wait up to ``timeout`` seconds for it (None: no limit)."""
         if timeout is not None:
-            timeout = _check_seconds("timeout", timeout, allow_zero=True)
+            timeout = check_seconds("timeout", timeout, allow_zero=True)
         thread, self._thread = self._thread, None
         self._stop.set()
         if thread is not None and thread is not threading.current_thread():

@@ -40,7 +40,6 @@ from ._pg_base import (
     PoolSettings,
     PoolState,
     Registry,
-    check_seconds,
     connect_failed_message,
     exhausted_message,
     forget_prepared,
@@ -55,6 +54,7 @@ from ._pg_base import (
     stats_of,
     take_idle,
 )
+from ._window import check_seconds
 
 __all__ = [
     "AsyncPooledConnection",
