@@ -70,6 +70,8 @@ def cached_builds(cache: Path) -> list[Path]:
 
 
 def run(step: str, command: list[str], timeout: float = 60) -> str:
+    if shutil.which(command[0]) is None:
+        raise Failed(f"{step} needs {command[0]}, which is not installed")
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if done.returncode:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
