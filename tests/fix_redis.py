@@ -116,7 +116,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 TRACKING_VERSION = (7, 4)
 
 
-def binary_version(binary: str) -> tuple[int, ...] | None:
+def _binary_version(binary: str) -> tuple[int, ...] | None:
     """The version of the Redis server ``binary`` (``--version``), None if it is none."""
     try:
         done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
@@ -137,7 +137,7 @@ def tracking_binary() -> str:
             "redis-py needs Redis 7.4+ for client-side caching and BOUNDKIT_REDIS_SERVER "
             "names no such redis-server (python3 .ci/redis_server.py builds one)"
         )
-    found = binary_version(binary)
+    found = _binary_version(binary)
     if found is None or found < TRACKING_VERSION:
         version = "not a Redis server" if found is None else ".".join(map(str, found))
         _unavailable(f"BOUNDKIT_REDIS_SERVER={binary} is not a redis-server 7.4+ ({version})")
