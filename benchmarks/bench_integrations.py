@@ -17,7 +17,9 @@ for a short run). Needs the ``django``, ``flask`` and ``redis`` extras.
 redis-py refuses client-side caching with a server older than 7.4, so the
 near-cache rows need one: the server at ``--redis-url`` when it is new
 enough, else one started from ``BOUNDKIT_REDIS_SERVER`` (a redis-server
-binary); without either they are skipped with the reason. Timings are medians
+binary; ``BOUNDKIT_REDIS_SERVER=$(python3 .ci/redis_server.py)`` builds one from
+Debian's source, or names the one built before); without either they are
+skipped with the reason. Timings are medians
 of many short samples taken round-robin, so load from other processes lands
 on every contender alike: quote the ratios, not the absolute times.
 """
@@ -128,7 +130,10 @@ def tracking_server(url: str) -> Iterator[tuple[str, int | None] | str]:
         return
     binary = os.environ.get("BOUNDKIT_REDIS_SERVER")
     if not binary:
-        yield f"{url} runs Redis < 7.4 (redis-py refuses it) and BOUNDKIT_REDIS_SERVER is unset"
+        yield (
+            f"{url} runs Redis < 7.4 (redis-py refuses it) and BOUNDKIT_REDIS_SERVER is unset "
+            "(BOUNDKIT_REDIS_SERVER=$(python3 .ci/redis_server.py) builds one)"
+        )
         return
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -324,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nnear cache and RSS rows skipped: {found}")
             return 0
         url, pid = found
+        print(f"\nnear cache against Redis {'.'.join(map(str, _version(url)))} at {url}")
         near_cache_table(url, samples)
         rss_table(url, pid, options.quick)
     return 0

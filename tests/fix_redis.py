@@ -2,14 +2,17 @@
 
 ``redis_db(n)`` connects to database ``n`` of 127.0.0.1:6379 and flushes it
 before and after; ``redis_server()`` starts a ``redis-server`` of the test's
-own on a free port (the only kind a test may stop or restart). Without Redis
-the tests skip, unless ``CI`` is set: then they fail.
+own on a free port (the only kind a test may stop or restart);
+``tracking_server()`` starts one that redis-py's client-side cache accepts
+(7.4+, from ``BOUNDKIT_REDIS_SERVER``). Without Redis the tests skip, unless
+``CI`` is set: then they fail.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -91,17 +94,61 @@ class RedisServer:
             self.process = None
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test's own, stopped at the end."""
-    if shutil.which("redis-server") is None:
-        _unavailable("redis-server is not installed")
-    server = RedisServer(tmp_path)
+@contextlib.contextmanager
+def _running(server: RedisServer) -> Iterator[RedisServer]:
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, stopped at the end."""
+    if shutil.which("redis-server") is None:
+        _unavailable("redis-server is not installed")
+    with _running(RedisServer(tmp_path)) as server:
+        yield server
+
+
+#: redis-py refuses client-side caching with an older server (or one not Redis).
+TRACKING_VERSION = (7, 4)
+
+
+def _binary_version(binary: str) -> tuple[int, ...] | None:
+    """The version of the Redis server ``binary`` (``--version``), None if it is none."""
+    try:
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    found = re.match(r"Redis server v=(\d+)\.(\d+)\.(\d+)", done.stdout)
+    return tuple(int(part) for part in found.groups()) if found else None
+
+
+def tracking_binary() -> str:
+    """The redis-server 7.4+ that ``BOUNDKIT_REDIS_SERVER`` names, else skip (fail under CI).
+
+    ``python3 .ci/redis_server.py`` builds one from Debian's source and prints its path.
+    """
+    binary = os.environ.get("BOUNDKIT_REDIS_SERVER")
+    if not binary:
+        _unavailable(
+            "redis-py needs Redis 7.4+ for client-side caching and BOUNDKIT_REDIS_SERVER "
+            "names no such redis-server (python3 .ci/redis_server.py builds one)"
+        )
+    found = _binary_version(binary)
+    if found is None or found < TRACKING_VERSION:
+        version = "not a Redis server" if found is None else ".".join(map(str, found))
+        _unavailable(f"BOUNDKIT_REDIS_SERVER={binary} is not a redis-server 7.4+ ({version})")
+    return binary
+
+
+@pytest.fixture
+def tracking_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server 7.4+ of this test's own (``BOUNDKIT_REDIS_SERVER``), stopped at the end."""
+    with _running(RedisServer(tmp_path, tracking_binary())) as server:
+        yield server
 
 
 def _version(client: Any) -> tuple[int, ...]:
@@ -113,24 +160,11 @@ def tracking_redis(tmp_path: Path) -> Iterator[str]:
     """The URL of a Redis that redis-py's client-side cache accepts (7.4 or later).
 
     Database 11 of 127.0.0.1:6379 when that server is new enough, else a server
-    of the test's own from the binary named by ``BOUNDKIT_REDIS_SERVER``; the
-    test skips without either (redis-py refuses older servers).
+    of the test's own from :func:`tracking_binary`.
     """
-    redis = pytest.importorskip("redis")
     with redis_db(11) as client:
-        found = ".".join(map(str, _version(client)))
-        if _version(client) >= (7, 4):
+        if _version(client) >= TRACKING_VERSION:
             yield f"redis://{HOST}:{PORT}/11"
             return
-    binary = os.environ.get("BOUNDKIT_REDIS_SERVER")
-    if not binary:
-        pytest.skip(
-            f"redis-py {redis.__version__} needs Redis 7.4+ for client-side caching; "
-            f"127.0.0.1:6379 runs {found} and BOUNDKIT_REDIS_SERVER names no newer redis-server"
-        )
-    server = RedisServer(tmp_path, binary)
-    server.start()
-    try:
+    with _running(RedisServer(tmp_path, tracking_binary())) as server:
         yield server.url
-    finally:
-        server.stop()
