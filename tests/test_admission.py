@@ -304,7 +304,8 @@ def test_nested_reservations_take_only_the_difference(path: Path) -> None:
         ({"amount": -1}, "must not be negative"),
         ({"amount": "lots"}, "amount"),
         ({"amount": MB, "timeout": -1}, "timeout"),
-        ({"amount": MB, "timeout": float("nan")}, "timeout"),
+        ({"amount": MB, "timeout": float("nan")}, "timeout must be a number of seconds"),
+        ({"amount": MB, "timeout": float("inf")}, "timeout must be a number of seconds"),
     ],
 )
 def test_bad_reservations_raise_config_error(

@@ -136,8 +136,10 @@ def test_bad_arguments_are_config_errors(pdf_dir: Path) -> None:
     path = pdf_dir / "text.pdf"
     with pytest.raises(ConfigError, match="memory_limit"):
         isolated_render_pages(path, memory_limit="lots")
-    with pytest.raises(ConfigError, match="timeout"):
+    with pytest.raises(ConfigError, match="page_timeout must be a number of seconds"):
         isolated_render_pages(path, page_timeout=0)
+    with pytest.raises(ConfigError, match="file_timeout must be a number of seconds"):
+        isolated_render_pages(path, file_timeout=float("nan"))
     with pytest.raises(ConfigError, match="fmt"):
         isolated_render_pages(path, fmt="jpeg")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="mode"):

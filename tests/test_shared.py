@@ -250,7 +250,12 @@ def test_unshareable_value_stays_local(db: Any, caplog: pytest.LogCaptureFixture
     [
         ({"serializer": "yaml"}, "serializer"),
         ({"ttl": 0}, "ttl"),
-        ({"lock_timeout": -1}, "lock_timeout"),
+        ({"lock_timeout": -1}, "lock_timeout must be a number of seconds"),
+        ({"ttl": float("nan")}, "ttl must be a number of seconds"),
+        ({"wait_timeout": -1}, "wait_timeout must be a number of seconds zero or more"),
+        ({"socket_timeout": 0}, "socket_timeout must be a number of seconds more than zero"),
+        ({"retry_interval": "1"}, "retry_interval must be a number of seconds"),
+        ({"log_interval": float("inf")}, "log_interval must be a number of seconds"),
     ],
 )
 def test_bad_options_are_config_errors(kwargs: dict[str, Any], message: str) -> None:

@@ -37,6 +37,7 @@ from typing import Any
 
 from . import dyno
 from ._sizes import format_bytes, parse_bytes
+from ._window import check_seconds
 from .errors import AdmissionTimeout, ConfigError
 from .memory import dyno_memory
 from .share import HEADROOM, MIN_HEADROOM
@@ -360,11 +361,8 @@ class Reservation:
         self.amount = parse_bytes(amount, name="amount")
         if self.amount < 0:
             raise ConfigError(f"amount must not be negative, got {amount!r}")
-        ok = isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
-        if not ok or not timeout >= 0 or math.isinf(timeout):
-            raise ConfigError(f"timeout must be finite seconds >= 0, got {timeout!r}")
+        self.timeout = check_seconds("timeout", timeout, allow_zero=True)
         self.admission = admission
-        self.timeout = float(timeout)
         self.waited = 0.0
         self._slot: tuple[int, int] | None = None
         self._token: contextvars.Token[dict[str, int] | None] | None = None

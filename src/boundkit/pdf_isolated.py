@@ -44,6 +44,7 @@ from ._pdf_worker import (
     resolve_pages,
 )
 from ._sizes import format_bytes, parse_bytes
+from ._window import check_seconds
 from .errors import ConfigError, PdfError, PdfLimitError, PdfPageError
 
 __all__ = [
@@ -267,9 +268,9 @@ def _isolated(
     """Check the arguments here, in the caller, and return the iterator (no worker yet)."""
     memory_limit, page_timeout, file_timeout = limits
     limit = parse_bytes(memory_limit, name="memory_limit")
-    for timeout in (page_timeout, file_timeout):
-        if timeout is not None and not timeout > 0:
-            raise ConfigError(f"timeouts must be positive seconds or None, got {timeout!r}")
+    for name, timeout in (("page_timeout", page_timeout), ("file_timeout", file_timeout)):
+        if timeout is not None:
+            check_seconds(name, timeout)
     sent: str | bytes
     if isinstance(source, (str, os.PathLike)):
         name = repr(os.fspath(source))  # as open_pdf names it

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 from . import dyno
 from ._health_access import asgi_headers, health_authorised, wsgi_headers
-from .errors import AdmissionTimeout, ConfigError
+from ._window import check_seconds
+from .errors import AdmissionTimeout
 from .guard import MemoryGuard, default_guard
 from .memory import memory_snapshot
 
@@ -68,19 +69,13 @@ class WebMonitor:
         check_interval: float = 1.0,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
-        if (
-            isinstance(check_interval, bool)
-            or not isinstance(check_interval, (int, float))
-            or not check_interval >= 0
-        ):
-            raise ConfigError(f"check_interval must be seconds >= 0, got {check_interval!r}")
         if stats is None:
             from .metrics import RequestStats
 
             stats = RequestStats()
         self.guard = guard if guard is not None else default_guard()
         self.stats = stats
-        self.check_interval = float(check_interval)
+        self.check_interval = check_seconds("check_interval", check_interval, allow_zero=True)
         self._timer = timer
         self._next_check = float("-inf")
 
