@@ -39,6 +39,7 @@ from .errors import (
     PdfPasswordError,
     PdfWrongPasswordError,
 )
+from .memory import _high_water, _reset_high_water, process_memory
 
 HEADER = struct.Struct("!cQ")
 READY = b"R"  # the worker is up: payload empty
@@ -190,7 +191,7 @@ def _count_pages(source: str | bytes, password: str | None) -> int:
 def _serve(request: dict[str, Any], commands: IO[bytes], out: IO[bytes]) -> None:
     """Answer one request: OPENED, then one frame per NEXT command, until DONE or ERROR."""
     source, name = request["source"], request["name"]
-    _reset_peak()
+    _reset_high_water()  # the peak DONE reports is this request's
     try:
         count = _count_pages(source, request["options"].get("password"))
     except Exception as exc:
@@ -223,7 +224,8 @@ def _serve(request: dict[str, Any], commands: IO[bytes], out: IO[bytes]) -> None
     finally:
         if results is not None:
             results.close()  # type: ignore[attr-defined]
-    write_frame(out, DONE, USAGE.pack(*_memory_usage()))
+    rss = process_memory().rss
+    write_frame(out, DONE, USAGE.pack(rss, _high_water() or rss))
 
 
 class _ForwardHandler(logging.Handler):
@@ -236,23 +238,6 @@ class _ForwardHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message = pickle.dumps((record.name, record.levelno, record.getMessage()))
         write_frame(self._out, LOG, message)
-
-
-def _reset_peak() -> None:
-    """Start the peak resident size (VmHWM) over from the current size."""
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")
-
-
-def _memory_usage() -> tuple[int, int]:
-    """Resident bytes now and at the peak (VmRSS, VmHWM)."""
-    fields = {}
-    with open("/proc/self/status") as status:
-        for line in status:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                fields[key] = int(value.split()[0]) * 1024
-    return fields["VmRSS"], fields["VmHWM"]
 
 
 def _bind_to_parent(parent_pid: int) -> None:
