@@ -340,6 +340,31 @@ def test_health_lists_bounded_cache_stats(monitor: WebMonitor) -> None:
     assert 1 == payload["caches"]["small"]["entries"]
 
 
+def test_health_shows_the_admission_table_once_it_exists(
+    monitor: WebMonitor, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/health has no admission key until the dyno's table exists, then its held bytes."""
+    from boundkit import Admission
+    from boundkit.admission import ENV_ADMISSION_FILE
+
+    path = tmp_path / "admission"
+    monkeypatch.setenv(ENV_ADMISSION_FILE, str(path))
+    assert "admission" not in check_health(monitor.health_body(), monitor)
+    assert not path.exists()  # looking did not create it
+    admission = Admission(path, budget=100 * MB)
+    with admission.reserve(30 * MB, timeout=1):
+        payload = json.loads(monitor.health_body())
+    assert {"status"} == set(json.loads(monitor.health_body(authorised=False)))
+    assert HEALTH_KEYS | {"admission"} == set(payload)
+    shown = payload["admission"]
+    assert (100 * MB, 30 * MB, 1, 0) == (
+        shown["budget"],
+        shown["held"],
+        shown["holders"],
+        shown["waiters"],
+    )
+
+
 def test_health_lists_pools_with_password_redacted(monitor: WebMonitor, pg_dsn: str) -> None:
     """A boundkit.pg pool shows in the health JSON, its conninfo without the password."""
     pytest.importorskip("psycopg_pool")

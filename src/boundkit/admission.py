@@ -48,7 +48,9 @@ __all__ = [
     "AdmissionStatus",
     "Reservation",
     "admission_budget",
+    "admission_status",
     "default_admission",
+    "find_admissions",
     "reserve",
     "reserve_for_pdf",
 ]
@@ -472,6 +474,50 @@ def default_admission() -> Admission:
         if _default is None or _default.path != _default_path():
             _default = Admission()
         return _default
+
+
+def admission_status() -> AdmissionStatus | None:
+    """This dyno's table (the one :func:`reserve` uses) now, or None if no process opened it.
+
+    Creates nothing: a dyno that never reserved has no table and reports none.
+    """
+    if not _default_path().exists():
+        return None
+    return default_admission().status()
+
+
+def find_admissions() -> dict[str, AdmissionStatus]:
+    """Every table in use on this machine that this user can open, by path.
+
+    The one ``BOUNDKIT_ADMISSION_FILE`` names, each governed dyno's, and
+    each per-process-group file whose group still has a process (a group's
+    file outlives it; such a stale one is left out).
+    """
+    paths = {state.directory / "admission" for state in dyno.find_states()}
+    if named := os.environ.get(ENV_ADMISSION_FILE):
+        paths.add(Path(named))
+    prefix = f"boundkit-admission-{os.getuid()}-"
+    paths.update(
+        path
+        for path in _shared_dir().glob(f"{prefix}*")
+        if _group_alive(path.name.removeprefix(prefix))
+    )
+    found = {}
+    for path in sorted(paths):
+        if path.is_file():
+            with contextlib.suppress(OSError):
+                found[str(path)] = Admission(path).status()
+    return found
+
+
+def _group_alive(pgid: str) -> bool:
+    try:
+        os.killpg(int(pgid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def reserve(amount: int | str, *, timeout: float = 30.0) -> Reservation:

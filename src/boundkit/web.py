@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from . import dyno
 from ._health_access import asgi_headers, health_authorised, wsgi_headers
 from ._window import check_seconds
+from .admission import admission_status
 from .errors import AdmissionTimeout
 from .guard import MemoryGuard, default_guard
 from .memory import memory_snapshot
@@ -92,7 +93,11 @@ class WebMonitor:
         self.stats.observe(route, self._timer() - started, status)
 
     def health(self) -> dict[str, Any]:
-        """Return the health payload: memory, guard, requests, caches and pools.
+        """Return the health payload: memory, guard, requests, caches, pools and admission.
+
+        ``admission`` (:meth:`AdmissionStatus.as_dict
+        <boundkit.admission.AdmissionStatus.as_dict>`) is there only once a process of
+        the dyno has opened its reservation table (:func:`boundkit.admission.admission_status`).
 
         Holds no secrets: no environment, and pool stats come from
         :func:`boundkit.pg.pool_stats` and :func:`boundkit.pg_async.pool_stats`
@@ -121,6 +126,9 @@ class WebMonitor:
             "caches": caches,
             "pools": pools,
         }
+        admission = admission_status()
+        if admission is not None:
+            payload["admission"] = admission.as_dict()
         return dyno.with_dyno(payload, level)
 
     def status(self) -> str:
