@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -30,7 +31,14 @@ from boundkit.errors import (
 from boundkit.memory import process_memory
 from boundkit.testing import assert_no_growth
 from fix_hostile_pdf import huge_page, page_tree_cycle, slow_page
-from fix_pdf import PASSWORD
+from fix_pdf import (
+    PASSWORD,
+    late_repair_pdf,
+    lying_page_count_pdf,
+    page_tree_cycle_pdf,
+    poster_pdf,
+    truncated_pdf,
+)
 
 pytestmark = pytest.mark.pdf
 
@@ -106,6 +114,58 @@ def test_text_equals_in_process(pdf_dir: Path, mode: str) -> None:
     assert expected == list(isolated_iter_text(path, mode=mode))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("make", "skip"),
+    [
+        (truncated_pdf, False),  # repaired at open
+        (late_repair_pdf, False),  # repaired when page 1 is read
+        (page_tree_cycle_pdf, True),  # pages 1 and 2 fail: a new stream per failed page
+        (lying_page_count_pdf, True),
+    ],
+)
+def test_warnings_and_repair_equal_in_process(make: Any, skip: bool) -> None:
+    """MuPDF's lines and the repair come back as iter_text's stream has them, also when
+    failed pages made the worker open the file again."""
+    data = make()
+    expected = pdf.iter_text(data, skip_bad_pages=skip)
+    pages = list(expected)
+    isolated = isolated_iter_text(data, skip_bad_pages=skip)
+    assert pages == list(isolated)
+    assert expected.warnings == isolated.warnings
+    assert expected.repaired == isolated.repaired
+    assert [e.page for e in expected.skipped] == [e.page for e in isolated.skipped]
+    assert isolated.warnings  # each of these files makes MuPDF say something
+
+
+def test_strict_raises_as_in_process() -> None:
+    """strict=True: a repair at open, or while a page is read, ends the stream with PdfError
+    (not a page error, so skip_bad_pages does not skip it); the worker serves on."""
+    with pytest.raises(PdfError, match=r"damaged.*to open it") as at_open:
+        list(isolated_render_pages(truncated_pdf(), strict=True, dpi=20))
+    assert not isinstance(at_open.value, PdfPageError)
+    pages = isolated_iter_text(late_repair_pdf(), strict=True, skip_bad_pages=True)
+    assert 0 == next(pages)[0]
+    with pytest.raises(PdfError, match="while reading page 1") as later:
+        next(pages)
+    assert not isinstance(later.value, PdfPageError)
+    assert pages.repaired
+    (worker,) = _children()
+    assert 2 == len(list(isolated_iter_text(late_repair_pdf())))
+    assert [worker.pid] == [child.pid for child in _children()]
+
+
+def test_pixel_bound_and_downscale_as_in_process() -> None:
+    """A 30,000-pixel-square page is refused before rendering; max_pixels with downscale
+    renders it smaller, byte for byte as render_pages does."""
+    data = poster_pdf()
+    with pytest.raises(PdfLimitError, match="30000 x 30000") as refused:
+        list(isolated_render_pages(data))
+    assert 0 == refused.value.page
+    small = {"downscale": True, "max_pixels": 250_000}
+    expected = list(pdf.render_pages(data, **small))  # type: ignore[arg-type]
+    assert expected == list(isolated_render_pages(data, **small))  # type: ignore[arg-type]
+
+
 def test_sources_and_page_selection(pdf_dir: Path) -> None:
     """Bytes and file objects work as paths do; pages keep the caller's order, -1 is the last."""
     data = (pdf_dir / "text.pdf").read_bytes()
@@ -144,6 +204,12 @@ def test_bad_arguments_are_config_errors(pdf_dir: Path) -> None:
         isolated_render_pages(path, fmt="jpeg")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="mode"):
         isolated_iter_text(path, mode="html")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="dpi"):
+        isolated_render_pages(path, dpi=0)
+    with pytest.raises(ConfigError, match="max_pixels"):
+        isolated_render_pages(path, max_pixels=-1)
+    with pytest.raises(ConfigError, match="budget"):
+        isolated_iter_text(path, budget="lots")
     assert [] == _children()
 
 

@@ -2,7 +2,8 @@
 
 :func:`isolated_render_pages` and :func:`isolated_iter_text` take the
 arguments of :func:`boundkit.pdf.render_pages` and :func:`boundkit.pdf.iter_text`
-and yield the same pages, but the work runs in a worker process held to
+and yield the same pages (with the stream's ``warnings`` and ``repaired``),
+but the work runs in a worker process held to
 ``memory_limit`` (a memory cgroup where this process may create one, else
 ``RLIMIT_AS``), with a deadline per page and for the whole file. Pages come
 back one at a time, so the parent holds one page. A PDF bomb, a hang or a
@@ -28,12 +29,13 @@ from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
 from . import _pdf_pool
-from ._pdf_context import DEFAULT_BUDGET, PdfSource, TextMode
+from ._pdf_context import DEFAULT_BUDGET, PdfSource, TextMode, check_max_pixels
 from ._pdf_pool import WorkerDied, WorkerTimedOut, close_isolated_workers
 from ._pdf_worker import (
     DONE,
     ERROR,
     NEXT,
+    NOTES,
     NUMBER,
     OPENED,
     PAGE,
@@ -44,7 +46,7 @@ from ._pdf_worker import (
     resolve_pages,
 )
 from ._sizes import format_bytes, parse_bytes
-from ._window import check_seconds
+from ._window import check_count, check_seconds
 from .errors import ConfigError, PdfError, PdfLimitError, PdfPageError
 
 __all__ = [
@@ -63,8 +65,10 @@ class IsolatedPages(Generic[_T]):
     """The iterator the isolated functions return: ``(page_number, result)`` pairs.
 
     ``skipped`` lists the :class:`~boundkit.PdfPageError` of each page skipped
-    so far (``skip_bad_pages=True``). ``close()``, leaving a ``with`` block or
-    dropping the iterator stops the worker's work on the file.
+    so far (``skip_bad_pages=True``); ``warnings`` and ``repaired`` are the
+    document's, as :class:`~boundkit.pdf.PageStream`'s, once the file was read
+    to the end or failed. ``close()``, leaving a ``with`` block or dropping the
+    iterator stops the worker's work on the file.
     """
 
     def __init__(
@@ -84,6 +88,17 @@ class IsolatedPages(Generic[_T]):
     def skipped(self) -> tuple[PdfPageError, ...]:
         """The errors of the pages skipped so far, in page order."""
         return tuple(self._session.skipped)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """MuPDF's warning and error lines for the document, once it was read to the end or
+        failed (empty after an early close; a worker that died takes its lines with it)."""
+        return tuple(self._session.warnings)
+
+    @property
+    def repaired(self) -> bool:
+        """Whether MuPDF repaired the document (at open or while reading a page)."""
+        return self._session.repaired
 
     @property
     def peak_memory(self) -> int | None:
@@ -132,6 +147,8 @@ class _Session:
         self._file_timeout = file_timeout
         self._waited = 0.0
         self.skipped: list[PdfPageError] = []
+        self.warnings: list[str] = []
+        self.repaired = False
         self.peak_memory: int | None = None
 
     def run(self, pages: list[int] | None) -> Generator[tuple[int, Any], None, None]:
@@ -163,7 +180,10 @@ class _Session:
                         yield self._page(payload)
                 page = None
                 worker.send(NEXT)
-                _, payload = self._receive(worker, None, (DONE,))
+                kind, payload = self._receive(worker, None, (DONE, ERROR))
+                if kind == ERROR:  # strict: MuPDF repaired the file while it was read
+                    reusable, error = _reported(payload)
+                    raise error
                 worker.resident, self.peak_memory = USAGE.unpack(payload)
                 reusable = True
                 return
@@ -197,12 +217,18 @@ class _Session:
     def _receive(
         self, worker: _pdf_pool.Worker, page: int | None, expected: tuple[bytes, ...]
     ) -> tuple[bytes, bytes]:
-        """The worker's next frame, within the page's and the file's remaining time."""
+        """The worker's next frame, within the page's and the file's remaining time; the
+        document's lines (NOTES) on the way are kept."""
         limits = [t for t in (self._page_timeout, self._time_left()) if t is not None]
         started = time.monotonic()
         try:
             deadline = started + min(limits) if limits else float("inf")
             kind, payload = worker.receive(deadline)
+            if kind == NOTES:
+                lines, repaired = load_plain(payload)
+                self.warnings += (str(line) for line in lines)
+                self.repaired = self.repaired or bool(repaired)
+                kind, payload = worker.receive(deadline)
         finally:
             self._waited += time.monotonic() - started
         if kind not in expected:
@@ -302,22 +328,34 @@ def isolated_render_pages(
     fmt: Literal["png", "raw"] = "png",
     pages: Iterable[int] | None = None,
     password: str | None = None,
-    budget: int = DEFAULT_BUDGET,
+    budget: int | str = DEFAULT_BUDGET,
+    max_pixels: int | None = None,
+    downscale: bool = False,
+    skip_bad_pages: bool = False,
+    strict: bool = False,
     memory_limit: str | int = DEFAULT_MEMORY_LIMIT,
     page_timeout: float | None = 30.0,
     file_timeout: float | None = 300.0,
-    skip_bad_pages: bool = False,
 ) -> IsolatedPages[bytes]:
     """Yield ``(page_number, image bytes)`` as :func:`boundkit.pdf.render_pages`, in a worker.
 
-    The worker holds at most ``memory_limit`` bytes (``"256M"``, ``"1G"`` or an
+    The arguments up to ``strict`` are :func:`~boundkit.pdf.render_pages`'s. The
+    worker holds at most ``memory_limit`` bytes (``"256M"``, ``"1G"`` or an
     int), takes at most ``page_timeout`` seconds per page (opening counts as
     a page) and ``file_timeout`` seconds in all (time the caller spends between
     pages is not counted). ``None`` lifts a timeout.
     """
     if fmt not in ("png", "raw"):
         raise ConfigError(f"fmt must be 'png' or 'raw', got {fmt!r}")
-    options = {"dpi": dpi, "fmt": fmt, "password": password, "budget": budget}
+    options = {
+        "dpi": check_count("dpi", dpi),
+        "fmt": fmt,
+        "password": password,
+        "budget": parse_bytes(budget, name="budget"),
+        "max_pixels": check_max_pixels(max_pixels),
+        "downscale": bool(downscale),
+        "strict": bool(strict),
+    }
     limits = (memory_limit, page_timeout, file_timeout)
     return _isolated("render", source, pages, options, limits, skip_bad_pages)
 
@@ -328,18 +366,25 @@ def isolated_iter_text(
     mode: TextMode = "text",
     pages: Iterable[int] | None = None,
     password: str | None = None,
-    budget: int = DEFAULT_BUDGET,
+    budget: int | str = DEFAULT_BUDGET,
+    skip_bad_pages: bool = False,
+    strict: bool = False,
     memory_limit: str | int = DEFAULT_MEMORY_LIMIT,
     page_timeout: float | None = 30.0,
     file_timeout: float | None = 300.0,
-    skip_bad_pages: bool = False,
 ) -> IsolatedPages[Any]:
     """Yield ``(page_number, text)`` as :func:`boundkit.pdf.iter_text`, in a worker.
 
-    Limits and timeouts as :func:`isolated_render_pages`.
+    The arguments up to ``strict`` are :func:`~boundkit.pdf.iter_text`'s; limits
+    and timeouts as :func:`isolated_render_pages`.
     """
     if mode not in ("text", "dict", "words", "blocks"):
         raise ConfigError(f"mode must be one of text, dict, words, blocks, got {mode!r}")
-    options = {"mode": mode, "password": password, "budget": budget}
+    options = {
+        "mode": mode,
+        "password": password,
+        "budget": parse_bytes(budget, name="budget"),
+        "strict": bool(strict),
+    }
     limits = (memory_limit, page_timeout, file_timeout)
     return _isolated("text", source, pages, options, limits, skip_bad_pages)
