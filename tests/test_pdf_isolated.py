@@ -210,6 +210,8 @@ def test_bad_arguments_are_config_errors(pdf_dir: Path) -> None:
         isolated_render_pages(path, max_pixels=-1)
     with pytest.raises(ConfigError, match="budget"):
         isolated_iter_text(path, budget="lots")
+    with pytest.raises(ConfigError, match="idle_timeout must be a number of seconds zero or more"):
+        isolated_iter_text(path, idle_timeout=-1)
     assert [] == _children()
 
 
@@ -298,6 +300,26 @@ def test_worker_is_reused_and_survives_an_early_close(pdf_dir: Path) -> None:
         assert 3 == len(list(isolated_iter_text(path)))
     assert [worker.pid] == [child.pid for child in _children()]
     assert psutil.STATUS_ZOMBIE != worker.status()
+
+
+def _wait_for_no_child() -> list[psutil.Process]:
+    deadline = time.monotonic() + 10
+    while (children := _children()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return children
+
+
+def test_idle_worker_stops_after_idle_timeout(pdf_dir: Path) -> None:
+    """A worker left idle for idle_timeout stops and is reaped (no zombie left); a call within
+    it reuses the worker; idle_timeout=0 stops it at once; the next call starts a new one."""
+    path = pdf_dir / "text.pdf"
+    assert 3 == len(list(isolated_iter_text(path, idle_timeout=30)))
+    (first,) = _children()
+    assert 3 == len(list(isolated_iter_text(path, idle_timeout=0.2)))  # the 30 s timer is off
+    assert [first.pid] == [child.pid for child in _children()]
+    assert [] == _wait_for_no_child()
+    assert 3 == len(list(isolated_iter_text(path, idle_timeout=0)))
+    assert [] == _children()
 
 
 def test_worker_dies_with_its_parent(pdf_dir: Path) -> None:
