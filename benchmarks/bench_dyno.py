@@ -47,7 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from fix_ports import free_port, wait_for_port
+from fix_servers import free_port, stop_server, wait_for_port
 
 MIB = 1024 * 1024
 LIMIT = 512 * MIB
@@ -294,12 +294,7 @@ def gunicorn_in_cgroup(
         wait_for_port(port, proc, timeout=60)
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc, timeout=90)
 
 
 def request_outcome(port: int, path: str, *, timeout: float) -> str:

@@ -28,7 +28,7 @@ from boundkit.metrics import RequestStats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from fix_ports import free_port, wait_for_port
+from fix_servers import free_port, wait_for_port
 
 REPEATS = 15
 

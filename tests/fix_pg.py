@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from fix_ports import free_port
+from fix_servers import free_port
 
 psycopg = pytest.importorskip("psycopg")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from fix_ports import free_port
+from fix_servers import free_port
 
 HOST, PORT = "127.0.0.1", 6379
 

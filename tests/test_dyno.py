@@ -25,7 +25,7 @@ import pytest
 from boundkit._dyno_memory import DynoMemory
 from boundkit.dyno import DynoState, RequestLedger
 from boundkit.supervisor import DynoSupervisor
-from fix_ports import free_port
+from fix_servers import free_port, stop_server
 
 MB = 1024 * 1024
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -150,12 +150,7 @@ def start_dyno(tmp_path: Path) -> Iterator[Callable[..., Dyno]]:
 
     yield start
     for proc in started:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc, timeout=30)
 
 
 @pytest.mark.slow

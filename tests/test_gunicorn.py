@@ -17,7 +17,7 @@ import pytest
 from boundkit import ConfigError
 from boundkit.gunicorn import WorkerRecycler
 from fakes import FakeMemory
-from fix_ports import free_port, wait_for_port
+from fix_servers import free_port, stop_server, wait_for_port
 
 MB = 1024**2
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -139,12 +139,7 @@ def gunicorn_server(tmp_path: Path) -> Iterator[tuple[int, Path, int]]:
         wait_for_port(port, proc, timeout=30)
         yield port, log, limit
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc, timeout=15)
 
 
 @pytest.mark.slow

@@ -27,8 +27,8 @@ from boundkit import cached
 from boundkit.errors import ConfigError
 from boundkit.shared import SharedCachedFunction, SharedTier
 from boundkit.web import WebMonitor
-from fix_ports import free_port
 from fix_redis import RedisServer, redis_db
+from fix_servers import free_port
 
 DB = 10
 URL = f"redis://127.0.0.1:6379/{DB}"

@@ -1,4 +1,4 @@
-"""Local TCP ports for the servers tests and benchmarks start: a free one, and its opening."""
+"""The local servers tests and benchmarks start: a free port, waiting for it, stopping them."""
 
 from __future__ import annotations
 
@@ -27,3 +27,13 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> N
                 return
         time.sleep(0.05)
     raise RuntimeError(f"{proc.args!r} did not listen on port {port} within {timeout} s")
+
+
+def stop_server(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM ``proc`` and reap it; SIGKILL it if it has not exited within ``timeout`` s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
