@@ -3,8 +3,9 @@
 A worker is a fresh interpreter (``subprocess``: posix_spawn or vfork, so
 neither the parent's heap nor its threads are copied) that imports PyMuPDF
 once and then serves file after file. An idle worker is kept per memory limit
-and reused, until it has been idle for the call's ``idle_timeout``; a worker that died, timed out, hit its limit or grew past half of
-it is killed and reaped, and its cgroup removed. Idle workers stop at exit and
+and reused until it has been idle for the call's ``idle_timeout``; a worker
+that died, timed out, hit its limit or grew past half of it is killed and
+reaped, and its cgroup removed. Idle workers stop at exit and
 are forgotten by forked children, and a worker dies with its parent
 (``PR_SET_PDEATHSIG``), so none is left orphaned or unreaped.
 """
