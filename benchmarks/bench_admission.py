@@ -43,8 +43,8 @@ from bench_dyno import (
     MIB,
     SRC,
     Cgroup,
-    _free_port,
     cannot_run,
+    free_port,
     gunicorn_in_cgroup,
     make_pdfs,
     request_outcome,
@@ -155,7 +155,7 @@ def hammer(port: int, clients: int, duration: float, result: Overlap) -> None:
 def run_overlap(name: str, amount: int, pdf: str, duration: float, logs: Path) -> Overlap:
     work = Path(tempfile.mkdtemp(prefix="bench-admission-"))
     (work / "benchapp.py").write_text(textwrap.dedent(APP))
-    port = _free_port()
+    port = free_port()
     governed = "from boundkit.gunicorn import govern_dyno; govern_dyno(globals())"
     (work / "gunicorn.conf.py").write_text(
         CONF.format(governed=governed, port=port, workers=WORKERS)

@@ -34,7 +34,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from fix_servers import free_port, stop_server, wait_for_port
 
 MIB = 1024 * 1024
 LIMIT = 512 * MIB
@@ -265,24 +268,6 @@ def database_answers() -> bool:
         return False
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {proc.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError("gunicorn did not start")
-
-
 @contextlib.contextmanager
 def gunicorn_in_cgroup(
     work: Path, port: int, cgroup: Cgroup, log_path: Path, **bench_env: str
@@ -306,15 +291,10 @@ def gunicorn_in_cgroup(
             preexec_fn=cgroup.join,
         )
     try:
-        _wait_for_port(port, proc)
+        wait_for_port(port, proc, timeout=60)
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc, timeout=90)
 
 
 def request_outcome(port: int, path: str, *, timeout: float) -> str:
@@ -389,7 +369,7 @@ def run_scenario(
     keep_logs: Path,
 ) -> Result:
     work = Path(tempfile.mkdtemp(prefix="bench-dyno-"))
-    port = _free_port()
+    port = free_port()
     (work / "benchapp.py").write_text(textwrap.dedent(APP))
     governed = "from boundkit.gunicorn import govern_dyno; govern_dyno(globals())"
     (work / "gunicorn.conf.py").write_text(

@@ -14,18 +14,21 @@ import http.client
 import importlib.util
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import timeit
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from boundkit import ASGIMiddleware, MemoryGuard, WebMonitor, WSGIMiddleware, process_memory
 from boundkit.metrics import RequestStats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from fix_servers import free_port, wait_for_port
 
 REPEATS = 15
 
@@ -234,26 +237,18 @@ asgi_app = ASGIMiddleware(asgi_hello, monitor=_monitor()) if guarded else asgi_h
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _serve(command: list[str], folder: str, guarded: bool) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GUARDED": "1" if guarded else "0"}
     env["PYTHONPATH"] = os.pathsep.join([folder, env.get("PYTHONPATH", "")])
     args = [arg.replace("PORT", str(port)) for arg in command]
     proc = subprocess.Popen(args, cwd=folder, env=env, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, port
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"server did not start: {args}")
+    try:
+        wait_for_port(port, proc, timeout=30)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc, port
 
 
 def _requests(port: int, count: int, keep_alive: bool) -> None:

@@ -9,7 +9,8 @@ reports pages/s (wall clock, and per CPU second, steadier on a shared machine),
 peak RSS above its start and minor page faults (deterministic: memory given
 back and faulted in again shows there). ``render_32M`` is render_pages with
 ``budget=32 MiB`` instead of the default 64 MiB; ``--baseline SRC`` adds
-``render_base``, render_pages imported from another checkout's ``src``. Text
+``render_base``, render_pages imported from another checkout's ``src`` (one
+whose ``boundkit.memory`` has ``_high_water``: commit de07830 or later). Text
 pages render ten times faster than image pages, so the text PDF has four times
 as many (``--text-pages``) for runs long enough to time. Runs are interleaved,
 the order reversed every other round so neither side always goes first; the
@@ -39,28 +40,16 @@ DPI = 150
 WORKLOADS = ("raw", "keepall", "render_pages", "render_32M", "pypdfium2")
 
 
-def _peak_rss() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")
-
-
 def child(workload: str, path: str) -> None:
     """Render ``path`` with ``workload`` and print pages, seconds and peak growth as JSON."""
     import pymupdf
     import pypdfium2
 
-    from boundkit.memory import process_memory
+    from boundkit.memory import _high_water, _reset_high_water, process_memory
     from boundkit.pdf import DEFAULT_BUDGET, render_pages
 
-    _reset_peak()
+    if _reset_high_water() is None:
+        raise RuntimeError("cannot reset the peak RSS (needs Linux 4.0+ /proc/self/clear_refs)")
     start = process_memory().rss
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     began = time.perf_counter()
@@ -99,7 +88,7 @@ def child(workload: str, path: str) -> None:
     cpu = time.process_time() - cpu_began
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     del data
-    peak = _peak_rss() - start
+    peak = (_high_water() or 0) - start
     result = {"pages": pages, "seconds": seconds, "cpu": cpu, "peak": peak, "faults": faults}
     print(json.dumps(result))
 

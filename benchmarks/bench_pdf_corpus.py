@@ -205,14 +205,6 @@ def _isolated_file(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _peak_rss() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
@@ -233,6 +225,7 @@ def main() -> None:
 
     from boundkit import _pdf_pool, pdf_isolated
     from boundkit._sizes import format_bytes, parse_bytes
+    from boundkit.memory import _high_water
 
     if args.rlimit:  # what a machine without a writable memory cgroup gets
         _pdf_pool.create_memory_cgroup = lambda limit: None  # type: ignore[assignment]
@@ -243,7 +236,7 @@ def main() -> None:
     seconds: Counter[str] = Counter()
     notes: list[str] = []
     worst_peak = 0
-    start_peak = _peak_rss()
+    start_peak = _high_water() or 0
     for path in files:
         results = {kind: r.run(path) for kind, r in runners.items()}
         results["isolated"] = _isolated_file(path, args)
@@ -259,7 +252,8 @@ def main() -> None:
     _report(files, tally, seconds, notes, args)
     limit = parse_bytes(args.memory_limit)
     print(f"isolated worker: largest peak {format_bytes(worst_peak)} (limit {format_bytes(limit)})")
-    print(f"this process (isolated path): peak grew {format_bytes(_peak_rss() - start_peak)}")
+    grew = (_high_water() or 0) - start_peak
+    print(f"this process (isolated path): peak grew {format_bytes(grew)}")
 
 
 def _compare(

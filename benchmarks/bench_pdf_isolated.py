@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -92,26 +93,25 @@ def main() -> None:
     from fix_pdf import image_pdf, text_pdf
 
     limit = args.memory_limit
+    kept: dict[str, Any] = {"memory_limit": limit, "idle_timeout": None}  # warm between rounds
     operations: dict[str, tuple[Callable[[Path], object], Callable[[Path], object]]] = {
         "png": (
             lambda p: list(pdf.render_pages(p, dpi=DPI)),
-            lambda p: list(pdf_isolated.isolated_render_pages(p, dpi=DPI, memory_limit=limit)),
+            lambda p: list(pdf_isolated.isolated_render_pages(p, dpi=DPI, **kept)),
         ),
         "raw": (
             lambda p: list(pdf.render_pages(p, dpi=DPI, fmt="raw")),
-            lambda p: list(
-                pdf_isolated.isolated_render_pages(p, dpi=DPI, fmt="raw", memory_limit=limit)
-            ),
+            lambda p: list(pdf_isolated.isolated_render_pages(p, dpi=DPI, fmt="raw", **kept)),
         ),
         "text": (
             lambda p: list(pdf.iter_text(p)),
-            lambda p: list(pdf_isolated.isolated_iter_text(p, memory_limit=limit)),
+            lambda p: list(pdf_isolated.isolated_iter_text(p, **kept)),
         ),
     }
     print(f"PyMuPDF {pymupdf.__version__}, {DPI} dpi, {args.rounds} rounds, limit {limit}")
     worker = pdf_isolated._pdf_pool.checkout(pdf_isolated.parse_bytes(limit))
     print(f"worker bound by {worker.bound}")
-    pdf_isolated._pdf_pool.checkin(worker)
+    pdf_isolated._pdf_pool.checkin(worker, None)
     with tempfile.TemporaryDirectory() as tmp:
         docs = {
             f"text x{4 * args.pages}": (Path(tmp) / "text.pdf", text_pdf(4 * args.pages)),

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from fix_servers import free_port
+
 psycopg = pytest.importorskip("psycopg")
 
 _LOCAL = "host=127.0.0.1 port=5432 user=postgres connect_timeout=3"
@@ -55,12 +57,6 @@ def _bindirs() -> list[Path]:
     return [d for d in dirs if (d / "initdb").exists() and (d / "pg_ctl").exists()]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Cluster:
     """A PostgreSQL cluster in a temporary directory, owned by the test session."""
 
@@ -68,7 +64,7 @@ class Cluster:
         self.bindir = bindir
         self.root = Path(tempfile.mkdtemp(prefix="boundkit-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.password = uuid.uuid4().hex
         self.dsn = (
             f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres "

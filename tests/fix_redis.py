@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from fix_servers import free_port
 
 HOST, PORT = "127.0.0.1", 6379
 
@@ -46,13 +47,6 @@ def redis_db(number: int) -> Iterator[Any]:
     finally:
         client.flushdb()
         client.close()
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:

@@ -7,6 +7,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -154,6 +155,42 @@ def test_forked_children_share_their_parents_file_by_default(
     child.join(10)
     assert str(admission_module._default_path()) == queue.get(timeout=5)
     assert f"-{os.getpgrp()}" in str(admission_module._default_path())
+
+
+def test_admission_status_is_none_until_the_dyno_has_a_table(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """admission_status() creates no table; once one exists it reads it like status()."""
+    monkeypatch.setenv(admission_module.ENV_ADMISSION_FILE, str(path))
+    assert admission_module.admission_status() is None
+    assert not path.exists()
+    admission = Admission(path, budget=10 * MB)
+    with admission.reserve(4 * MB, timeout=1):
+        assert admission.status() == admission_module.admission_status()
+        assert 4 * MB == admission.status().held
+
+
+def test_find_admissions_lists_live_groups_tables_not_stale_ones(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The named file and a live process group's file are found; a dead group's is left out."""
+    monkeypatch.setenv(admission_module.ENV_ADMISSION_FILE, str(path))
+    Admission(path, budget=10 * MB)
+    gone = subprocess.Popen(["true"], start_new_session=True)  # its own group, then none
+    gone.wait()
+    prefix = admission_module._shared_dir() / f"boundkit-admission-{os.getuid()}-"
+    stale, live = Path(f"{prefix}{gone.pid}"), Path(f"{prefix}{os.getpgrp()}")
+    made = [p for p in (stale, live) if not p.exists()]  # leave files of others alone
+    try:
+        for table in made:
+            Admission(table, budget=10 * MB)
+        found = admission_module.find_admissions()
+    finally:
+        for table in made:
+            table.unlink()
+    assert 10 * MB == found[str(path)].budget
+    assert str(live) in found
+    assert str(stale) not in found
 
 
 def test_a_reused_pid_does_not_keep_a_dead_slot(path: Path) -> None:
@@ -304,7 +341,8 @@ def test_nested_reservations_take_only_the_difference(path: Path) -> None:
         ({"amount": -1}, "must not be negative"),
         ({"amount": "lots"}, "amount"),
         ({"amount": MB, "timeout": -1}, "timeout"),
-        ({"amount": MB, "timeout": float("nan")}, "timeout"),
+        ({"amount": MB, "timeout": float("nan")}, "timeout must be a number of seconds"),
+        ({"amount": MB, "timeout": float("inf")}, "timeout must be a number of seconds"),
     ],
 )
 def test_bad_reservations_raise_config_error(

@@ -6,12 +6,17 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import boundkit
+from boundkit import Admission
+from boundkit.admission import ENV_ADMISSION_FILE
 from boundkit.cli import main
 from test_memory import SNAPSHOT_KEYS
+
+MB = 1024**2
 
 
 def test_snapshot_json_parses_and_carries_every_key() -> None:
@@ -22,9 +27,29 @@ def test_snapshot_json_parses_and_carries_every_key() -> None:
         text=True,
         check=True,
     ).stdout
-    # "plans" as well when a governed gunicorn runs on this machine
-    assert set(json.loads(out)) - SNAPSHOT_KEYS <= {"plans"}
+    # "plans" and "admission" as well when a governed gunicorn or reservations run here
+    assert set(json.loads(out)) - SNAPSHOT_KEYS <= {"plans", "admission"}
     assert SNAPSHOT_KEYS <= set(json.loads(out))
+
+
+def test_snapshot_shows_the_reservation_tables_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`boundkit snapshot` shows the table BOUNDKIT_ADMISSION_FILE names: budget, held, holders."""
+    path = tmp_path / "admission"
+    monkeypatch.setenv(ENV_ADMISSION_FILE, str(path))
+    with Admission(path, budget=100 * MB).reserve(30 * MB, timeout=1):
+        assert 0 == main(["snapshot", "--json"])
+        found = json.loads(capsys.readouterr().out)["admission"][str(path)]
+        assert 0 == main(["snapshot"])
+        text = capsys.readouterr().out
+    assert (100 * MB, 30 * MB, 1, 0) == (
+        found["budget"],
+        found["held"],
+        found["holders"],
+        found["waiters"],
+    )
+    assert f"reservations in {path}: 30.0 of 100.0 MiB held by 1, 0 waiting" in text
 
 
 def test_snapshot_table(capsys: pytest.CaptureFixture[str]) -> None:

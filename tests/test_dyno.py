@@ -11,7 +11,6 @@ import concurrent.futures
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,6 +25,7 @@ import pytest
 from boundkit._dyno_memory import DynoMemory
 from boundkit.dyno import DynoState, RequestLedger
 from boundkit.supervisor import DynoSupervisor
+from fix_servers import free_port, stop_server
 
 MB = 1024 * 1024
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -78,12 +78,6 @@ control_socket_disable = True
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Dyno:
     """A running gunicorn under govern_dyno: its port, log, and an HTTP helper."""
 
@@ -119,7 +113,7 @@ def start_dyno(tmp_path: Path) -> Iterator[Callable[..., Dyno]]:
     def start(
         *, limit: str, workers: int = 2, threads: int = 1, worker_class: str = "sync"
     ) -> Dyno:
-        port = _free_port()
+        port = free_port()
         (tmp_path / "dynoapp.py").write_text(textwrap.dedent(APP))
         conf = tmp_path / "gunicorn.conf.py"
         conf.write_text(
@@ -156,12 +150,7 @@ def start_dyno(tmp_path: Path) -> Iterator[Callable[..., Dyno]]:
 
     yield start
     for proc in started:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc, timeout=30)
 
 
 @pytest.mark.slow

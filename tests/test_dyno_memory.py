@@ -8,24 +8,10 @@ import sys
 from pathlib import Path
 
 from boundkit.memory import dyno_memory, memory_snapshot
+from fakes import V1_MOUNT, V2_MOUNT, fake_proc_and_sys
 
 MB = 1024 * 1024
 PAGE = os.sysconf("SC_PAGE_SIZE")
-V2_MOUNT = "41 31 0:38 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw"
-V1_MOUNT = "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory"
-
-
-def _fake(tmp_path: Path, cgroup: str, mounts: list[str], files: dict[str, str]) -> Path:
-    """Write a fake /proc and /sys under tmp_path: this process's cgroup, mounts, and files."""
-    proc = tmp_path / "proc"
-    (proc / "self").mkdir(parents=True)
-    (proc / "self" / "cgroup").write_text(cgroup)
-    (proc / "self" / "mountinfo").write_text("\n".join(mounts) + "\n")
-    for name, text in files.items():
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return proc
 
 
 def _process(proc: Path, pid: int, name: str, resident_mb: int, shared_mb: int) -> None:
@@ -40,28 +26,28 @@ def _process(proc: Path, pid: int, name: str, resident_mb: int, shared_mb: int) 
 
 def test_cgroup_v2_total_leaves_out_inactive_file_cache(tmp_path: Path) -> None:
     """v2: used = memory.current - inactive_file + swap, read where memory.max is set."""
-    proc = _fake(
+    proc, sys_root = fake_proc_and_sys(
         tmp_path,
-        "0::/dyno/web\n",
-        [V2_MOUNT],
-        {
-            "sys/fs/cgroup/memory.max": "max\n",
-            "sys/fs/cgroup/dyno/memory.max": str(512 * MB),
-            "sys/fs/cgroup/dyno/memory.current": str(300 * MB),
-            "sys/fs/cgroup/dyno/memory.stat": (
+        cgroup="0::/dyno/web\n",
+        mounts=[V2_MOUNT],
+        files={
+            "fs/cgroup/memory.max": "max\n",
+            "fs/cgroup/dyno/memory.max": str(512 * MB),
+            "fs/cgroup/dyno/memory.current": str(300 * MB),
+            "fs/cgroup/dyno/memory.stat": (
                 f"anon {200 * MB}\nfile {90 * MB}\nactive_file {30 * MB}\ninactive_file {60 * MB}\n"
             ),
-            "sys/fs/cgroup/dyno/memory.swap.current": str(10 * MB),
-            "sys/fs/cgroup/dyno/cgroup.procs": "",
-            "sys/fs/cgroup/dyno/web/memory.max": "max\n",
-            "sys/fs/cgroup/dyno/web/memory.current": str(290 * MB),
-            "sys/fs/cgroup/dyno/web/cgroup.procs": "101\n102\n103\n",
+            "fs/cgroup/dyno/memory.swap.current": str(10 * MB),
+            "fs/cgroup/dyno/cgroup.procs": "",
+            "fs/cgroup/dyno/web/memory.max": "max\n",
+            "fs/cgroup/dyno/web/memory.current": str(290 * MB),
+            "fs/cgroup/dyno/web/cgroup.procs": "101\n102\n103\n",
         },
     )
     _process(proc, 101, "gunicorn", 30, 10)
     _process(proc, 102, "gunicorn", 150, 12)
     _process(proc, 103, "gunicorn", 110, 12)
-    dyno = dyno_memory(proc_root=proc, sys_root=tmp_path / "sys")
+    dyno = dyno_memory(proc_root=proc, sys_root=sys_root)
     assert 512 * MB == dyno.limit
     assert dyno.limited
     assert (300 - 60 + 10) * MB == dyno.used
@@ -83,26 +69,26 @@ def test_cgroup_v2_total_leaves_out_inactive_file_cache(tmp_path: Path) -> None:
 
 def test_cgroup_v1_total_uses_the_hierarchical_stat(tmp_path: Path) -> None:
     """v1: used = usage_in_bytes - total_inactive_file + total_swap; processes of subgroups too."""
-    proc = _fake(
+    proc, sys_root = fake_proc_and_sys(
         tmp_path,
-        "9:pids:/\n4:memory:/docker/abc\n1:cpu:/\n",
-        [V1_MOUNT],
-        {
-            "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712",
-            "sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes": str(512 * MB),
-            "sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes": str(400 * MB),
-            "sys/fs/cgroup/memory/docker/abc/memory.stat": (
+        cgroup="9:pids:/\n4:memory:/docker/abc\n1:cpu:/\n",
+        mounts=[V1_MOUNT],
+        files={
+            "fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712",
+            "fs/cgroup/memory/docker/abc/memory.limit_in_bytes": str(512 * MB),
+            "fs/cgroup/memory/docker/abc/memory.usage_in_bytes": str(400 * MB),
+            "fs/cgroup/memory/docker/abc/memory.stat": (
                 f"cache {1 * MB}\nrss {2 * MB}\ninactive_file 0\n"
                 f"total_cache {120 * MB}\ntotal_rss {280 * MB}\n"
                 f"total_inactive_file {100 * MB}\ntotal_swap 0\n"
             ),
-            "sys/fs/cgroup/memory/docker/abc/cgroup.procs": "201\n",
-            "sys/fs/cgroup/memory/docker/abc/sub/cgroup.procs": "202\n",
+            "fs/cgroup/memory/docker/abc/cgroup.procs": "201\n",
+            "fs/cgroup/memory/docker/abc/sub/cgroup.procs": "202\n",
         },
     )
     _process(proc, 201, "arbiter", 40, 8)
     _process(proc, 202, "worker", 240, 20)
-    dyno = dyno_memory(proc_root=proc, sys_root=tmp_path / "sys")
+    dyno = dyno_memory(proc_root=proc, sys_root=sys_root)
     assert (512 * MB, 300 * MB) == (dyno.limit, dyno.used)
     assert (280 * MB, 120 * MB, 100 * MB) == (dyno.anon, dyno.page_cache, dyno.reclaimable)
     assert dyno.source.startswith("cgroup v1")
@@ -111,18 +97,18 @@ def test_cgroup_v1_total_uses_the_hierarchical_stat(tmp_path: Path) -> None:
 
 def test_gone_process_is_skipped(tmp_path: Path) -> None:
     """A pid listed in cgroup.procs whose /proc entry has gone is left out, not an error."""
-    proc = _fake(
+    proc, sys_root = fake_proc_and_sys(
         tmp_path,
-        "0::/\n",
-        [V2_MOUNT],
-        {
-            "sys/fs/cgroup/memory.max": str(256 * MB),
-            "sys/fs/cgroup/memory.current": str(100 * MB),
-            "sys/fs/cgroup/cgroup.procs": "301\n302\n",
+        cgroup="0::/\n",
+        mounts=[V2_MOUNT],
+        files={
+            "fs/cgroup/memory.max": str(256 * MB),
+            "fs/cgroup/memory.current": str(100 * MB),
+            "fs/cgroup/cgroup.procs": "301\n302\n",
         },
     )
     _process(proc, 301, "python", 50, 5)
-    dyno = dyno_memory(proc_root=proc, sys_root=tmp_path / "sys")
+    dyno = dyno_memory(proc_root=proc, sys_root=sys_root)
     assert [301] == [p.pid for p in dyno.processes]
     assert 100 * MB == dyno.used
 

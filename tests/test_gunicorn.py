@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 from boundkit import ConfigError
 from boundkit.gunicorn import WorkerRecycler
 from fakes import FakeMemory
+from fix_servers import free_port, stop_server, wait_for_port
 
 MB = 1024**2
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -117,29 +116,11 @@ post_request = recycler.post_request
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {proc.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"gunicorn did not listen on port {port} within {timeout} s")
-
-
 @pytest.fixture
 def gunicorn_server(tmp_path: Path) -> Iterator[tuple[int, Path, int]]:
     """A real gunicorn on a free local port whose app leaks 8 MiB per request."""
     pytest.importorskip("gunicorn")
-    port = _free_port()
+    port = free_port()
     limit = 96 * MB
     (tmp_path / "leaky.py").write_text(textwrap.dedent(APP))
     (tmp_path / "gunicorn.conf.py").write_text(CONF.format(port=port, limit=limit))
@@ -155,15 +136,10 @@ def gunicorn_server(tmp_path: Path) -> Iterator[tuple[int, Path, int]]:
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_for_port(port, proc, timeout=30)
+        wait_for_port(port, proc, timeout=30)
         yield port, log, limit
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc, timeout=15)
 
 
 @pytest.mark.slow

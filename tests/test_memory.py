@@ -19,6 +19,7 @@ from boundkit.memory import (
     process_memory,
     trim_memory,
 )
+from fakes import V1_MOUNT, V2_MOUNT, fake_proc_and_sys
 
 V1_UNLIMITED = "9223372036854771712"
 MB = 1024 * 1024
@@ -97,27 +98,6 @@ def test_trim_memory_gives_back_freed_heap() -> None:
 # -- memory_limit on fake trees ---------------------------------------------------------
 
 
-def _fake_tree(
-    tmp_path: Path,
-    *,
-    cgroup: str,
-    mounts: list[str],
-    files: dict[str, str],
-) -> tuple[Path, Path]:
-    proc = tmp_path / "proc"
-    sys_root = tmp_path / "sys"
-    (proc / "self").mkdir(parents=True)
-    (proc / "self" / "cgroup").write_text(cgroup)
-    (proc / "self" / "mountinfo").write_text("\n".join(mounts) + "\n")
-    for name, text in files.items():
-        path = sys_root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return proc, sys_root
-
-
-V2_MOUNT = "41 31 0:38 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw"
-V1_MOUNT = "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory"
 NO_ENV: dict[str, str] = {}
 
 
@@ -127,7 +107,7 @@ def _limit(proc: Path, sys_root: Path, environ: dict[str, str] = NO_ENV) -> Memo
 
 def test_cgroup_v2_nested_takes_the_smallest_limit_up_the_tree(tmp_path: Path) -> None:
     """The limit is the minimum of memory.max from this process's cgroup up to the root."""
-    proc, sys_root = _fake_tree(
+    proc, sys_root = fake_proc_and_sys(
         tmp_path,
         cgroup="0::/app/web/worker\n",
         mounts=[V2_MOUNT],
@@ -148,7 +128,7 @@ def test_cgroup_v2_nested_takes_the_smallest_limit_up_the_tree(tmp_path: Path) -
 
 def test_cgroup_v2_unlimited_falls_through_to_the_system_total(tmp_path: Path) -> None:
     """'max' at every level means no cgroup limit: the system total, reported as such."""
-    proc, sys_root = _fake_tree(
+    proc, sys_root = fake_proc_and_sys(
         tmp_path,
         cgroup="0::/app\n",
         mounts=[V2_MOUNT],
@@ -160,7 +140,7 @@ def test_cgroup_v2_unlimited_falls_through_to_the_system_total(tmp_path: Path) -
 
 def test_cgroup_v2_mount_of_a_subtree_without_namespace(tmp_path: Path) -> None:
     """A container that sees the host's cgroup path but only its own subtree reads the mount."""
-    proc, sys_root = _fake_tree(
+    proc, sys_root = fake_proc_and_sys(
         tmp_path,
         cgroup="0::/kubepods/pod42/container7\n",
         mounts=[V2_MOUNT],
@@ -172,7 +152,7 @@ def test_cgroup_v2_mount_of_a_subtree_without_namespace(tmp_path: Path) -> None:
 def test_cgroup_v2_namespaced_mount_root(tmp_path: Path) -> None:
     """A mount whose root is a subtree maps this process's path relative to that root."""
     mount = "41 31 0:38 /kubepods /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw"
-    proc, sys_root = _fake_tree(
+    proc, sys_root = fake_proc_and_sys(
         tmp_path,
         cgroup="0::/kubepods/pod42\n",
         mounts=[mount],
@@ -186,7 +166,7 @@ def test_cgroup_v2_namespaced_mount_root(tmp_path: Path) -> None:
 
 def test_cgroup_v1_limited_and_nested(tmp_path: Path) -> None:
     """cgroup v1 takes the smallest memory.limit_in_bytes up the tree."""
-    proc, sys_root = _fake_tree(
+    proc, sys_root = fake_proc_and_sys(
         tmp_path,
         cgroup="9:pids:/\n4:memory:/docker/abc\n1:cpu:/\n",
         mounts=[V1_MOUNT],
@@ -205,7 +185,7 @@ def test_cgroup_v1_limited_and_nested(tmp_path: Path) -> None:
 
 def test_cgroup_v1_hierarchical_limit_counts(tmp_path: Path) -> None:
     """A hierarchical_memory_limit lower than any readable limit file is the limit."""
-    proc, sys_root = _fake_tree(
+    proc, sys_root = fake_proc_and_sys(
         tmp_path,
         cgroup="4:memory:/job\n",
         mounts=[V1_MOUNT],
@@ -219,7 +199,7 @@ def test_cgroup_v1_hierarchical_limit_counts(tmp_path: Path) -> None:
 
 def test_cgroup_v1_unlimited_like_this_machine(tmp_path: Path) -> None:
     """9223372036854771712 at every level (as on this machine) means unlimited."""
-    proc, sys_root = _fake_tree(
+    proc, sys_root = fake_proc_and_sys(
         tmp_path,
         cgroup="4:memory:/process_api/2081\n",
         mounts=[V1_MOUNT],
@@ -237,7 +217,7 @@ def test_cgroup_v1_unlimited_like_this_machine(tmp_path: Path) -> None:
 )
 def test_env_override_wins_over_cgroups(tmp_path: Path, text: str, expected: int) -> None:
     """BOUNDKIT_MEMORY_LIMIT beats any cgroup limit and accepts human sizes."""
-    proc, sys_root = _fake_tree(
+    proc, sys_root = fake_proc_and_sys(
         tmp_path, cgroup="0::/\n", mounts=[V2_MOUNT], files={"fs/cgroup/memory.max": "1000000"}
     )
     found = _limit(proc, sys_root, {"BOUNDKIT_MEMORY_LIMIT": text})
@@ -268,7 +248,7 @@ def test_platform_hint_bad_value(tmp_path: Path) -> None:
 
 def test_cgroup_limit_beats_platform_hint(tmp_path: Path) -> None:
     """A real cgroup limit is preferred to an announced one."""
-    proc, sys_root = _fake_tree(
+    proc, sys_root = fake_proc_and_sys(
         tmp_path,
         cgroup="0::/\n",
         mounts=[V2_MOUNT],

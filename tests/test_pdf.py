@@ -504,15 +504,13 @@ _PEAK_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import pymupdf
-    from boundkit.memory import process_memory
+    from boundkit.memory import _high_water, _reset_high_water, process_memory
     from boundkit.pdf import render_pages
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")  # reset the peak (VmHWM) once the imports are done
+    assert _reset_high_water() is not None, "cannot reset the peak (VmHWM)"  # after imports
     start = process_memory().rss
     for _ in render_pages(sys.argv[1], dpi=150, fmt="raw"):  # the default 64 MiB budget
         pass
-    with open("/proc/self/status") as status:
-        peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
+    peak = _high_water()
     print(json.dumps({"start": start, "peak": peak}))
     """
 )

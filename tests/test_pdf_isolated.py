@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -30,7 +31,14 @@ from boundkit.errors import (
 from boundkit.memory import process_memory
 from boundkit.testing import assert_no_growth
 from fix_hostile_pdf import huge_page, page_tree_cycle, slow_page
-from fix_pdf import PASSWORD
+from fix_pdf import (
+    PASSWORD,
+    late_repair_pdf,
+    lying_page_count_pdf,
+    page_tree_cycle_pdf,
+    poster_pdf,
+    truncated_pdf,
+)
 
 pytestmark = pytest.mark.pdf
 
@@ -106,6 +114,58 @@ def test_text_equals_in_process(pdf_dir: Path, mode: str) -> None:
     assert expected == list(isolated_iter_text(path, mode=mode))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("make", "skip"),
+    [
+        (truncated_pdf, False),  # repaired at open
+        (late_repair_pdf, False),  # repaired when page 1 is read
+        (page_tree_cycle_pdf, True),  # pages 1 and 2 fail: a new stream per failed page
+        (lying_page_count_pdf, True),
+    ],
+)
+def test_warnings_and_repair_equal_in_process(make: Any, skip: bool) -> None:
+    """MuPDF's lines and the repair come back as iter_text's stream has them, also when
+    failed pages made the worker open the file again."""
+    data = make()
+    expected = pdf.iter_text(data, skip_bad_pages=skip)
+    pages = list(expected)
+    isolated = isolated_iter_text(data, skip_bad_pages=skip)
+    assert pages == list(isolated)
+    assert expected.warnings == isolated.warnings
+    assert expected.repaired == isolated.repaired
+    assert [e.page for e in expected.skipped] == [e.page for e in isolated.skipped]
+    assert isolated.warnings  # each of these files makes MuPDF say something
+
+
+def test_strict_raises_as_in_process() -> None:
+    """strict=True: a repair at open, or while a page is read, ends the stream with PdfError
+    (not a page error, so skip_bad_pages does not skip it); the worker serves on."""
+    with pytest.raises(PdfError, match=r"damaged.*to open it") as at_open:
+        list(isolated_render_pages(truncated_pdf(), strict=True, dpi=20))
+    assert not isinstance(at_open.value, PdfPageError)
+    pages = isolated_iter_text(late_repair_pdf(), strict=True, skip_bad_pages=True)
+    assert 0 == next(pages)[0]
+    with pytest.raises(PdfError, match="while reading page 1") as later:
+        next(pages)
+    assert not isinstance(later.value, PdfPageError)
+    assert pages.repaired
+    (worker,) = _children()
+    assert 2 == len(list(isolated_iter_text(late_repair_pdf())))
+    assert [worker.pid] == [child.pid for child in _children()]
+
+
+def test_pixel_bound_and_downscale_as_in_process() -> None:
+    """A 30,000-pixel-square page is refused before rendering; max_pixels with downscale
+    renders it smaller, byte for byte as render_pages does."""
+    data = poster_pdf()
+    with pytest.raises(PdfLimitError, match="30000 x 30000") as refused:
+        list(isolated_render_pages(data))
+    assert 0 == refused.value.page
+    small = {"downscale": True, "max_pixels": 250_000}
+    expected = list(pdf.render_pages(data, **small))  # type: ignore[arg-type]
+    assert expected == list(isolated_render_pages(data, **small))  # type: ignore[arg-type]
+
+
 def test_sources_and_page_selection(pdf_dir: Path) -> None:
     """Bytes and file objects work as paths do; pages keep the caller's order, -1 is the last."""
     data = (pdf_dir / "text.pdf").read_bytes()
@@ -136,12 +196,22 @@ def test_bad_arguments_are_config_errors(pdf_dir: Path) -> None:
     path = pdf_dir / "text.pdf"
     with pytest.raises(ConfigError, match="memory_limit"):
         isolated_render_pages(path, memory_limit="lots")
-    with pytest.raises(ConfigError, match="timeout"):
+    with pytest.raises(ConfigError, match="page_timeout must be a number of seconds"):
         isolated_render_pages(path, page_timeout=0)
+    with pytest.raises(ConfigError, match="file_timeout must be a number of seconds"):
+        isolated_render_pages(path, file_timeout=float("nan"))
     with pytest.raises(ConfigError, match="fmt"):
         isolated_render_pages(path, fmt="jpeg")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="mode"):
         isolated_iter_text(path, mode="html")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="dpi"):
+        isolated_render_pages(path, dpi=0)
+    with pytest.raises(ConfigError, match="max_pixels"):
+        isolated_render_pages(path, max_pixels=-1)
+    with pytest.raises(ConfigError, match="budget"):
+        isolated_iter_text(path, budget="lots")
+    with pytest.raises(ConfigError, match="idle_timeout must be a number of seconds zero or more"):
+        isolated_iter_text(path, idle_timeout=-1)
     assert [] == _children()
 
 
@@ -230,6 +300,26 @@ def test_worker_is_reused_and_survives_an_early_close(pdf_dir: Path) -> None:
         assert 3 == len(list(isolated_iter_text(path)))
     assert [worker.pid] == [child.pid for child in _children()]
     assert psutil.STATUS_ZOMBIE != worker.status()
+
+
+def _wait_for_no_child() -> list[psutil.Process]:
+    deadline = time.monotonic() + 10
+    while (children := _children()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return children
+
+
+def test_idle_worker_stops_after_idle_timeout(pdf_dir: Path) -> None:
+    """A worker left idle for idle_timeout stops and is reaped (no zombie left); a call within
+    it reuses the worker; idle_timeout=0 stops it at once; the next call starts a new one."""
+    path = pdf_dir / "text.pdf"
+    assert 3 == len(list(isolated_iter_text(path, idle_timeout=30)))
+    (first,) = _children()
+    assert 3 == len(list(isolated_iter_text(path, idle_timeout=0.2)))  # the 30 s timer is off
+    assert [first.pid] == [child.pid for child in _children()]
+    assert [] == _wait_for_no_child()
+    assert 3 == len(list(isolated_iter_text(path, idle_timeout=0)))
+    assert [] == _children()
 
 
 def test_worker_dies_with_its_parent(pdf_dir: Path) -> None:

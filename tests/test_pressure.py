@@ -130,6 +130,14 @@ def test_bad_budget_fractions_are_refused(field: str) -> None:
         CacheBudgets(**{field: 1.5})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("field", ["hold", "every"])
+@pytest.mark.parametrize("bad", [-1, float("nan"), "30", True])
+def test_bad_budget_seconds_are_refused(field: str, bad: Any) -> None:
+    """A hold or every that is not seconds >= 0 is a ConfigError naming the field."""
+    with pytest.raises(ConfigError, match=f"{field} must be a number of seconds zero or more"):
+        CacheBudgets(**{field: bad})
+
+
 def test_still_critical_escalates_to_retirement_within_the_cooldown(
     guard: MemoryGuard,
     memory: FakeMemory,

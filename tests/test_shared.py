@@ -27,7 +27,8 @@ from boundkit import cached
 from boundkit.errors import ConfigError
 from boundkit.shared import SharedCachedFunction, SharedTier
 from boundkit.web import WebMonitor
-from fix_redis import RedisServer, free_port, redis_db
+from fix_redis import RedisServer, redis_db
+from fix_servers import free_port
 
 DB = 10
 URL = f"redis://127.0.0.1:6379/{DB}"
@@ -250,7 +251,12 @@ def test_unshareable_value_stays_local(db: Any, caplog: pytest.LogCaptureFixture
     [
         ({"serializer": "yaml"}, "serializer"),
         ({"ttl": 0}, "ttl"),
-        ({"lock_timeout": -1}, "lock_timeout"),
+        ({"lock_timeout": -1}, "lock_timeout must be a number of seconds"),
+        ({"ttl": float("nan")}, "ttl must be a number of seconds"),
+        ({"wait_timeout": -1}, "wait_timeout must be a number of seconds zero or more"),
+        ({"socket_timeout": 0}, "socket_timeout must be a number of seconds more than zero"),
+        ({"retry_interval": "1"}, "retry_interval must be a number of seconds"),
+        ({"log_interval": float("inf")}, "log_interval must be a number of seconds"),
     ],
 )
 def test_bad_options_are_config_errors(kwargs: dict[str, Any], message: str) -> None:

@@ -113,12 +113,18 @@ def test_watch_stops_when_the_target_ends() -> None:
     assert ("target ended", 7) == (ended, len(samples))
 
 
-def test_watch_refuses_bad_settings_and_an_unreadable_first_sample() -> None:
-    """A non-positive interval or duration is a ConfigError; a dead target at once raises."""
-    with pytest.raises(ConfigError, match="interval"):
-        watch(Series([1]), interval=0)
-    with pytest.raises(ConfigError, match="duration"):
-        watch(Series([1]), interval=1, duration=-1)
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), "5", True, None])
+def test_watch_refuses_bad_seconds(bad: Any) -> None:
+    """An interval or duration that is not seconds > 0 is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match=f"interval must be a number of seconds.*got {bad!r}"):
+        watch(Series([1]), interval=bad)
+    if bad is not None:  # None is the default duration: until the target ends
+        with pytest.raises(ConfigError, match=f"duration must be a number of seconds.*{bad!r}"):
+            watch(Series([1]), interval=1, duration=bad)
+
+
+def test_watch_raises_for_an_unreadable_first_sample() -> None:
+    """A target that cannot be read at the first sample raises at once."""
     with pytest.raises(WatchTargetError, match="series ended"):
         watch(Series([]), interval=1)
 
@@ -312,6 +318,20 @@ def test_cli_non_json_url_exits_1(health_server: str, capsys: pytest.CaptureFixt
     """The command reports a non-JSON body on stderr and exits 1."""
     assert 1 == main(["watch", "--url", f"{health_server}/text", "--duration", "1"])
     assert "did not answer JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--interval", "0"), ("--interval", "nan"), ("--duration", "-1"), ("--warmup", "inf")],
+)
+def test_cli_refuses_bad_seconds_before_starting_the_command(
+    option: str, value: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad --interval, --duration or --warmup exits 1 naming it; the command never runs."""
+    ran = tmp_path / "ran"
+    assert 1 == main(["watch", option, value, "--", "touch", str(ran)])
+    assert f"{option} must be a number of seconds" in capsys.readouterr().err
+    assert not ran.exists()
 
 
 def test_cli_needs_exactly_one_target(capsys: pytest.CaptureFixture[str]) -> None:

@@ -188,10 +188,11 @@ def test_memory_is_checked_at_most_once_per_interval(guard: MemoryGuard) -> None
     assert 2 == guard.status()["checks"]
 
 
-@pytest.mark.parametrize("interval", [-1, "1", True, float("nan"), None])
+@pytest.mark.parametrize("interval", [-1, "1", True, float("nan"), float("inf"), None])
 def test_bad_check_interval_raises_config_error(guard: MemoryGuard, interval: Any) -> None:
     """A check_interval that is not seconds >= 0 is refused with a ConfigError naming it."""
-    with pytest.raises(ConfigError, match=f"check_interval.*got {interval!r}"):
+    message = f"check_interval must be a number of seconds zero or more, got {interval!r}"
+    with pytest.raises(ConfigError, match=message):
         WebMonitor(guard=guard, check_interval=interval)
 
 
@@ -337,6 +338,31 @@ def test_health_lists_bounded_cache_stats(monitor: WebMonitor) -> None:
     payload = json.loads(monitor.health_body())
     assert cache.stats().as_dict() == payload["caches"]["small"]
     assert 1 == payload["caches"]["small"]["entries"]
+
+
+def test_health_shows_the_admission_table_once_it_exists(
+    monitor: WebMonitor, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/health has no admission key until the dyno's table exists, then its held bytes."""
+    from boundkit import Admission
+    from boundkit.admission import ENV_ADMISSION_FILE
+
+    path = tmp_path / "admission"
+    monkeypatch.setenv(ENV_ADMISSION_FILE, str(path))
+    assert "admission" not in check_health(monitor.health_body(), monitor)
+    assert not path.exists()  # looking did not create it
+    admission = Admission(path, budget=100 * MB)
+    with admission.reserve(30 * MB, timeout=1):
+        payload = json.loads(monitor.health_body())
+    assert {"status"} == set(json.loads(monitor.health_body(authorised=False)))
+    assert HEALTH_KEYS | {"admission"} == set(payload)
+    shown = payload["admission"]
+    assert (100 * MB, 30 * MB, 1, 0) == (
+        shown["budget"],
+        shown["held"],
+        shown["holders"],
+        shown["waiters"],
+    )
 
 
 def test_health_lists_pools_with_password_redacted(monitor: WebMonitor, pg_dsn: str) -> None:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ._sizes import format_bytes, parse_bytes
-from .errors import ConfigError
+from ._window import check_count, check_seconds
 from .memory import _PAGE_SIZE, _malloc_trim, process_memory
 
 # With calls=None, a round gets as many calls as fit in round_seconds, up to this.
@@ -362,11 +362,6 @@ def _name(fn: object) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
 
 
-def _check_whole(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{name} must be a whole number of at least {low}, got {value!r}")
-
-
 def _check_options(
     calls: int | None,
     rounds: int,
@@ -375,11 +370,8 @@ def _check_options(
     min_pages: int,
 ) -> None:
     if calls is not None:
-        _check_whole("calls", calls, 1)
-    _check_whole("rounds", rounds, 3)
-    _check_whole("bytes_per_call", bytes_per_call, 0)
-    _check_whole("min_pages", min_pages, 1)
-    if isinstance(round_seconds, bool) or not (
-        isinstance(round_seconds, (int, float)) and 0 < round_seconds < float("inf")
-    ):
-        raise ConfigError(f"round_seconds must be a positive number, got {round_seconds!r}")
+        check_count("calls", calls)
+    check_count("rounds", rounds, minimum=3)
+    check_count("bytes_per_call", bytes_per_call, minimum=0)
+    check_count("min_pages", min_pages)
+    check_seconds("round_seconds", round_seconds)

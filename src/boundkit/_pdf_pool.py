@@ -3,8 +3,9 @@
 A worker is a fresh interpreter (``subprocess``: posix_spawn or vfork, so
 neither the parent's heap nor its threads are copied) that imports PyMuPDF
 once and then serves file after file. An idle worker is kept per memory limit
-and reused; a worker that died, timed out, hit its limit or grew past half of
-it is killed and reaped, and its cgroup removed. Idle workers stop at exit and
+and reused until it has been idle for the call's ``idle_timeout``; a worker
+that died, timed out, hit its limit or grew past half of it is killed and
+reaped, and its cgroup removed. Idle workers stop at exit and
 are forgotten by forked children, and a worker dies with its parent
 (``PR_SET_PDEATHSIG``), so none is left orphaned or unreaped.
 """
@@ -74,6 +75,7 @@ class Worker:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.idle_timer: threading.Timer | None = None  # stops it when kept idle too long
         self.cgroup: MemoryCgroup | None = create_memory_cgroup(limit)
         self.resident = 0
         self._buffer = bytearray()
@@ -225,6 +227,8 @@ def checkout(limit: int) -> Worker:
     """An idle worker bound to ``limit`` bytes, or a new one."""
     with _lock:
         worker = _idle.pop(limit, None)
+    if worker is not None and worker.idle_timer is not None:
+        worker.idle_timer.cancel()
     if worker is not None and worker.alive():
         return worker
     if worker is not None:
@@ -232,19 +236,36 @@ def checkout(limit: int) -> Worker:
     return Worker(limit)
 
 
-def checkin(worker: Worker) -> None:
-    """Keep a worker that finished a request cleanly for the next one; stop it otherwise."""
+def checkin(worker: Worker, idle_timeout: float | None) -> None:
+    """Keep a worker that finished a request cleanly for the next one, for ``idle_timeout``
+    seconds (``None``: until stopped); stop it otherwise."""
     worker.release_buffer()
-    if worker.alive() and worker.resident <= worker.limit // 2:
+    if worker.alive() and worker.resident <= worker.limit // 2 and idle_timeout != 0:
         with _lock:
-            previous = _idle.get(worker.limit)
-            if previous is None:
+            if worker.limit not in _idle:
                 _idle[worker.limit] = worker
+                if idle_timeout is not None:
+                    worker.idle_timer = threading.Timer(idle_timeout, _stop_idle, (worker,))
+                    worker.idle_timer.daemon = True
+                    worker.idle_timer.start()
                 return
     worker.stop()
 
 
-def stop_gracefully(worker: Worker) -> None:
+def _stop_idle(worker: Worker) -> None:
+    """Stop ``worker`` if it is still idle since this timer started (a checkout may have
+    taken it meanwhile, and a checkin started another timer)."""
+    with _lock:
+        if (
+            _idle.get(worker.limit) is not worker
+            or worker.idle_timer is not threading.current_thread()
+        ):
+            return
+        del _idle[worker.limit]
+    worker.stop()
+
+
+def stop_gracefully(worker: Worker, idle_timeout: float | None) -> None:
     """Tell a worker in the middle of a request to stop it, then keep or kill the worker."""
     try:
         worker.send(STOP)
@@ -257,7 +278,7 @@ def stop_gracefully(worker: Worker) -> None:
     except (WorkerDied, WorkerTimedOut):
         worker.kill()
         return
-    checkin(worker)
+    checkin(worker, idle_timeout)
 
 
 def close_isolated_workers() -> None:
@@ -270,6 +291,8 @@ def close_isolated_workers() -> None:
         workers = list(_idle.values())
         _idle.clear()
     for worker in workers:
+        if worker.idle_timer is not None:
+            worker.idle_timer.cancel()
         worker.stop()
 
 

@@ -26,9 +26,9 @@ import resource
 import signal
 import struct
 import sys
-from collections.abc import Iterator
+from collections import Counter
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ._sizes import format_bytes
 from .errors import (
@@ -39,6 +39,10 @@ from .errors import (
     PdfPasswordError,
     PdfWrongPasswordError,
 )
+from .memory import _high_water, _reset_high_water, process_memory
+
+if TYPE_CHECKING:
+    from .pdf import PageStream
 
 HEADER = struct.Struct("!cQ")
 READY = b"R"  # the worker is up: payload empty
@@ -47,6 +51,7 @@ PAGE = b"P"  # one page: 8-byte page number, then the image bytes or a plain pic
 SKIPPED = b"S"  # a page failed and was skipped: payload = plain pickle of the error
 ERROR = b"E"  # the request failed: payload = plain pickle of the error; the request is over
 DONE = b"D"  # the request is over: payload = USAGE (resident bytes now, peak since the request)
+NOTES = b"W"  # before DONE or ERROR: plain pickle of (MuPDF's lines, whether it repaired the file)
 LOG = b"L"  # a log record, sent whenever one is made: plain pickle of (logger, level, message)
 NUMBER = struct.Struct("!q")
 USAGE = struct.Struct("!qq")
@@ -150,7 +155,7 @@ def typed_error(exc: Exception, page: int | None, name: str) -> Exception:
         return PdfLimitError(f"{name}: {where} needed more than {_bound}", page=page)
     if _is_mupdf_limit(exc):
         return PdfLimitError(f"{name}: page {page} exceeds a MuPDF limit: {exc}", page=page)
-    if type(exc).__name__ in _ERRORS and not (page is not None and type(exc) is PdfError):
+    if type(exc).__name__ in _ERRORS:  # a PdfError mid-file (strict) ends it, as in-process
         return exc
     if page is None:
         return PdfError(f"cannot open {name}: {type(exc).__name__}: {exc}")
@@ -166,7 +171,7 @@ def resolve_pages(pages: list[int] | None, count: int) -> list[int]:
     return [number + count if number < 0 else number for number in pages]
 
 
-def _results(request: dict[str, Any], numbers: list[int]) -> Iterator[tuple[int, Any]]:
+def _results(request: dict[str, Any], numbers: list[int]) -> PageStream[Any]:
     from . import pdf
 
     options = request["options"]
@@ -175,44 +180,83 @@ def _results(request: dict[str, Any], numbers: list[int]) -> Iterator[tuple[int,
     return pdf.iter_text(request["source"], pages=numbers, **options)
 
 
-def _count_pages(source: str | bytes, password: str | None) -> int:
+def _count_pages(source: str | bytes, options: dict[str, Any]) -> int:
     """Open the document once to count its pages, quietly: the stream's own open logs."""
     from . import pdf
 
     logging.disable(logging.CRITICAL)
     try:
-        with pdf.open_pdf(source, password=password) as doc:
+        strict = options.get("strict", False)
+        with pdf.open_pdf(source, password=options.get("password"), strict=strict) as doc:
             return int(doc.page_count)
     finally:
         logging.disable(logging.NOTSET)
 
 
+class _Notes:
+    """MuPDF's lines and the repair over one request's streams. A failed page ends a stream
+    and the next page starts another, which opens the file again: MuPDF then says again what
+    it said in the first, and those repeats are left out, as one in-process stream has them
+    once."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.repaired = False
+
+    def add(self, stream: PageStream[Any]) -> None:
+        """Take a finished stream's lines, less those an earlier stream of the request gave."""
+        earlier = Counter(self.lines)
+        for line in stream.warnings:
+            if earlier[line]:
+                earlier[line] -= 1
+            else:
+                self.lines.append(line)
+        self.repaired = self.repaired or stream.repaired
+
+    def send(self, out: IO[bytes]) -> None:
+        write_frame(out, NOTES, pickle.dumps((self.lines, self.repaired), protocol=5))
+
+
 def _serve(request: dict[str, Any], commands: IO[bytes], out: IO[bytes]) -> None:
-    """Answer one request: OPENED, then one frame per NEXT command, until DONE or ERROR."""
+    """Answer one request: OPENED, then one frame per NEXT command, then NOTES and DONE
+    (or NOTES and ERROR)."""
     source, name = request["source"], request["name"]
-    _reset_peak()
+    _reset_high_water()  # the peak DONE reports is this request's
     try:
-        count = _count_pages(source, request["options"].get("password"))
+        count = _count_pages(source, request["options"])
     except Exception as exc:
         write_frame(out, ERROR, encode_error(typed_error(exc, None, name)))
         return
     write_frame(out, OPENED, NUMBER.pack(count))
     numbers = resolve_pages(request["pages"], count)
+    notes = _Notes()
     position = 0
-    results: Iterator[tuple[int, Any]] | None = None
+    results: PageStream[Any] | None = None
     try:
         while pickle.load(commands) == NEXT:
             if position == len(numbers):
+                if results is not None:  # run it to its end: strict may find a repair there
+                    stream, results = results, None
+                    try:
+                        next(stream, None)
+                    except Exception as exc:
+                        notes.add(stream)
+                        notes.send(out)
+                        write_frame(out, ERROR, encode_error(typed_error(exc, None, name)))
+                        return
+                    notes.add(stream)
                 break
             if results is None:
                 results = _results(request, numbers[position:])
             try:
                 number, value = next(results)
             except Exception as exc:
+                notes.add(results)
                 results = None
                 error = typed_error(exc, numbers[position], name)
                 position += 1
-                if not request["skip"]:
+                if not request["skip"] or not isinstance(error, PdfPageError):
+                    notes.send(out)
                     write_frame(out, ERROR, encode_error(error))
                     return
                 write_frame(out, SKIPPED, encode_error(error))
@@ -222,8 +266,11 @@ def _serve(request: dict[str, Any], commands: IO[bytes], out: IO[bytes]) -> None
             write_frame(out, PAGE, NUMBER.pack(number), data)
     finally:
         if results is not None:
-            results.close()  # type: ignore[attr-defined]
-    write_frame(out, DONE, USAGE.pack(*_memory_usage()))
+            results.close()
+            notes.add(results)
+    notes.send(out)
+    rss = process_memory().rss
+    write_frame(out, DONE, USAGE.pack(rss, _high_water() or rss))
 
 
 class _ForwardHandler(logging.Handler):
@@ -236,23 +283,6 @@ class _ForwardHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message = pickle.dumps((record.name, record.levelno, record.getMessage()))
         write_frame(self._out, LOG, message)
-
-
-def _reset_peak() -> None:
-    """Start the peak resident size (VmHWM) over from the current size."""
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")
-
-
-def _memory_usage() -> tuple[int, int]:
-    """Resident bytes now and at the peak (VmRSS, VmHWM)."""
-    fields = {}
-    with open("/proc/self/status") as status:
-        for line in status:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                fields[key] = int(value.split()[0]) * 1024
-    return fields["VmRSS"], fields["VmHWM"]
 
 
 def _bind_to_parent(parent_pid: int) -> None:

@@ -28,10 +28,11 @@ def _is_number(value: object) -> bool:
 
 
 def snapshot_lines(snap: Mapping[str, Any]) -> list[str]:
-    """Render :func:`~boundkit.memory_snapshot` (plus ``plans`` by arbiter) as text lines.
+    """Render :func:`~boundkit.memory_snapshot` (plus ``plans`` by arbiter and
+    ``admission`` by file) as text lines.
 
     The flat keys come first as ``key  value`` lines; then the dyno's
-    processes and the share plan as tables. Sizes are MiB.
+    processes and the share plan as tables, then each reservation table. Sizes are MiB.
     """
     flat = {k: v for k, v in snap.items() if not isinstance(v, Mapping)}
     width = max(map(len, flat), default=0)
@@ -52,4 +53,10 @@ def snapshot_lines(snap: Mapping[str, Any]) -> list[str]:
     for arbiter, plan in (snap.get("plans") or {}).items():
         lines += ["", f"share plan of the gunicorn arbiter {arbiter} (MiB):"]
         lines += ["  " + line for line in table(("part", "MiB", "what"), plan["table"])]
+    for path, admission in (snap.get("admission") or {}).items():
+        lines += [
+            "",
+            f"reservations in {path}: {admission['held_mb']} of {admission['budget_mb']} MiB held "
+            f"by {admission['holders']}, {admission['waiters']} waiting",
+        ]
     return lines

@@ -10,6 +10,7 @@ import sys
 from typing import IO, Any
 
 from ._sizes import format_bytes, parse_bytes
+from ._window import check_seconds
 from .errors import BoundkitError
 
 __all__ = ["add_parsers", "run_imports", "run_watch"]
@@ -138,6 +139,11 @@ def run_watch(args: argparse.Namespace) -> int:
     try:
         if chosen != 1:
             raise BoundkitError("watch needs exactly one of --pid PID, --url URL or -- CMD ARGS")
+        check_seconds("--interval", args.interval)  # before starting a command, not after
+        if args.duration is not None:
+            check_seconds("--duration", args.duration)
+        if args.warmup is not None:
+            check_seconds("--warmup", args.warmup, allow_zero=True)
         limit = parse_bytes(args.limit, name="--limit") if args.limit else None
         if args.plot:  # before watching for minutes, not after
             from .watch_plot import check_plot_path

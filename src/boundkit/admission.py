@@ -37,6 +37,7 @@ from typing import Any
 
 from . import dyno
 from ._sizes import format_bytes, parse_bytes
+from ._window import check_seconds
 from .errors import AdmissionTimeout, ConfigError
 from .memory import dyno_memory
 from .share import HEADROOM, MIN_HEADROOM
@@ -47,7 +48,9 @@ __all__ = [
     "AdmissionStatus",
     "Reservation",
     "admission_budget",
+    "admission_status",
     "default_admission",
+    "find_admissions",
     "reserve",
     "reserve_for_pdf",
 ]
@@ -360,11 +363,8 @@ class Reservation:
         self.amount = parse_bytes(amount, name="amount")
         if self.amount < 0:
             raise ConfigError(f"amount must not be negative, got {amount!r}")
-        ok = isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
-        if not ok or not timeout >= 0 or math.isinf(timeout):
-            raise ConfigError(f"timeout must be finite seconds >= 0, got {timeout!r}")
+        self.timeout = check_seconds("timeout", timeout, allow_zero=True)
         self.admission = admission
-        self.timeout = float(timeout)
         self.waited = 0.0
         self._slot: tuple[int, int] | None = None
         self._token: contextvars.Token[dict[str, int] | None] | None = None
@@ -474,6 +474,50 @@ def default_admission() -> Admission:
         if _default is None or _default.path != _default_path():
             _default = Admission()
         return _default
+
+
+def admission_status() -> AdmissionStatus | None:
+    """This dyno's table (the one :func:`reserve` uses) now, or None if no process opened it.
+
+    Creates nothing: a dyno that never reserved has no table and reports none.
+    """
+    if not _default_path().exists():
+        return None
+    return default_admission().status()
+
+
+def find_admissions() -> dict[str, AdmissionStatus]:
+    """Every table in use on this machine that this user can open, by path.
+
+    The one ``BOUNDKIT_ADMISSION_FILE`` names, each governed dyno's, and
+    each per-process-group file whose group still has a process (a group's
+    file outlives it; such a stale one is left out).
+    """
+    paths = {state.directory / "admission" for state in dyno.find_states()}
+    if named := os.environ.get(ENV_ADMISSION_FILE):
+        paths.add(Path(named))
+    prefix = f"boundkit-admission-{os.getuid()}-"
+    paths.update(
+        path
+        for path in _shared_dir().glob(f"{prefix}*")
+        if _group_alive(path.name.removeprefix(prefix))
+    )
+    found = {}
+    for path in sorted(paths):
+        if path.is_file():
+            with contextlib.suppress(OSError):
+                found[str(path)] = Admission(path).status()
+    return found
+
+
+def _group_alive(pgid: str) -> bool:
+    try:
+        os.killpg(int(pgid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def reserve(amount: int | str, *, timeout: float = 30.0) -> Reservation:

@@ -53,6 +53,11 @@ def _snapshot(as_json: bool) -> int:
     }  # governed gunicorns on this machine, by arbiter pid
     if plans:
         snap["plans"] = plans
+    from .admission import find_admissions
+
+    admissions = {path: status.as_dict() for path, status in find_admissions().items()}
+    if admissions:  # reservation tables in use on this machine, by file
+        snap["admission"] = admissions
     if as_json:
         print(json.dumps(snap, indent=2, sort_keys=True))
     else:

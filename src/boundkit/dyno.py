@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
-import sys
 import tempfile
 import time
 from collections.abc import Iterable
@@ -23,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ._sketch import QuantileSketch
-from .memory import process_memory
+from .memory import _peak_rss, process_memory
 from .share import SharePlan
 
 __all__ = [
@@ -192,12 +190,6 @@ def merge_ledgers(ledgers: Iterable[dict[str, Any]]) -> RequestLedger:
     for ledger in ledgers:
         total.merge(ledger)
     return total
-
-
-def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
-        1 if sys.platform == "darwin" else 1024
-    )
 
 
 class WorkerAgent:

@@ -2,7 +2,8 @@
 
 :func:`isolated_render_pages` and :func:`isolated_iter_text` take the
 arguments of :func:`boundkit.pdf.render_pages` and :func:`boundkit.pdf.iter_text`
-and yield the same pages, but the work runs in a worker process held to
+and yield the same pages (with the stream's ``warnings`` and ``repaired``),
+but the work runs in a worker process held to
 ``memory_limit`` (a memory cgroup where this process may create one, else
 ``RLIMIT_AS``), with a deadline per page and for the whole file. Pages come
 back one at a time, so the parent holds one page. A PDF bomb, a hang or a
@@ -28,12 +29,13 @@ from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
 from . import _pdf_pool
-from ._pdf_context import DEFAULT_BUDGET, PdfSource, TextMode
+from ._pdf_context import DEFAULT_BUDGET, PdfSource, TextMode, check_max_pixels
 from ._pdf_pool import WorkerDied, WorkerTimedOut, close_isolated_workers
 from ._pdf_worker import (
     DONE,
     ERROR,
     NEXT,
+    NOTES,
     NUMBER,
     OPENED,
     PAGE,
@@ -44,6 +46,7 @@ from ._pdf_worker import (
     resolve_pages,
 )
 from ._sizes import format_bytes, parse_bytes
+from ._window import check_count, check_seconds
 from .errors import ConfigError, PdfError, PdfLimitError, PdfPageError
 
 __all__ = [
@@ -56,14 +59,20 @@ __all__ = [
 _T = TypeVar("_T")
 #: The worker's memory limit unless told otherwise.
 DEFAULT_MEMORY_LIMIT = "256M"
+#: Seconds an idle worker waits for the next file before it stops and gives back its
+#: ~55 MiB. A start costs 0.6-0.8 s (docs/pdf.md), so a file after a longer pause pays at
+#: most about 1% of that pause, and files less than a minute apart never pay it.
+DEFAULT_IDLE_TIMEOUT = 60.0
 
 
 class IsolatedPages(Generic[_T]):
     """The iterator the isolated functions return: ``(page_number, result)`` pairs.
 
     ``skipped`` lists the :class:`~boundkit.PdfPageError` of each page skipped
-    so far (``skip_bad_pages=True``). ``close()``, leaving a ``with`` block or
-    dropping the iterator stops the worker's work on the file.
+    so far (``skip_bad_pages=True``); ``warnings`` and ``repaired`` are the
+    document's, as :class:`~boundkit.pdf.PageStream`'s, once the file was read
+    to the end or failed. ``close()``, leaving a ``with`` block or dropping the
+    iterator stops the worker's work on the file.
     """
 
     def __init__(
@@ -74,8 +83,9 @@ class IsolatedPages(Generic[_T]):
         memory_limit: int,
         page_timeout: float | None,
         file_timeout: float | None,
+        idle_timeout: float | None,
     ) -> None:
-        self._session = _Session(request, memory_limit, page_timeout, file_timeout)
+        self._session = _Session(request, memory_limit, (page_timeout, file_timeout, idle_timeout))
         # the generator refers to the session, never to self: dropping self closes it at once
         self._pages: Generator[tuple[int, _T], None, None] = self._session.run(pages)
 
@@ -83,6 +93,17 @@ class IsolatedPages(Generic[_T]):
     def skipped(self) -> tuple[PdfPageError, ...]:
         """The errors of the pages skipped so far, in page order."""
         return tuple(self._session.skipped)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """MuPDF's warning and error lines for the document, once it was read to the end or
+        failed (empty after an early close; a worker that died takes its lines with it)."""
+        return tuple(self._session.warnings)
+
+    @property
+    def repaired(self) -> bool:
+        """Whether MuPDF repaired the document (at open or while reading a page)."""
+        return self._session.repaired
 
     @property
     def peak_memory(self) -> int | None:
@@ -122,15 +143,15 @@ class _Session:
         self,
         request: dict[str, Any],
         limit: int,
-        page_timeout: float | None,
-        file_timeout: float | None,
+        timeouts: tuple[float | None, float | None, float | None],
     ) -> None:
         self._request = request
         self._limit = limit
-        self._page_timeout = page_timeout
-        self._file_timeout = file_timeout
+        self._page_timeout, self._file_timeout, self._idle_timeout = timeouts
         self._waited = 0.0
         self.skipped: list[PdfPageError] = []
+        self.warnings: list[str] = []
+        self.repaired = False
         self.peak_memory: int | None = None
 
     def run(self, pages: list[int] | None) -> Generator[tuple[int, Any], None, None]:
@@ -162,12 +183,15 @@ class _Session:
                         yield self._page(payload)
                 page = None
                 worker.send(NEXT)
-                _, payload = self._receive(worker, None, (DONE,))
+                kind, payload = self._receive(worker, None, (DONE, ERROR))
+                if kind == ERROR:  # strict: MuPDF repaired the file while it was read
+                    reusable, error = _reported(payload)
+                    raise error
                 worker.resident, self.peak_memory = USAGE.unpack(payload)
                 reusable = True
                 return
             except GeneratorExit:
-                _pdf_pool.stop_gracefully(worker)
+                _pdf_pool.stop_gracefully(worker, self._idle_timeout)
                 worker = None
                 raise
             except (WorkerDied, WorkerTimedOut) as exc:
@@ -182,7 +206,7 @@ class _Session:
             finally:
                 if worker is not None:
                     if reusable:
-                        _pdf_pool.checkin(worker)
+                        _pdf_pool.checkin(worker, self._idle_timeout)
                     else:
                         worker.kill()
 
@@ -196,12 +220,18 @@ class _Session:
     def _receive(
         self, worker: _pdf_pool.Worker, page: int | None, expected: tuple[bytes, ...]
     ) -> tuple[bytes, bytes]:
-        """The worker's next frame, within the page's and the file's remaining time."""
+        """The worker's next frame, within the page's and the file's remaining time; the
+        document's lines (NOTES) on the way are kept."""
         limits = [t for t in (self._page_timeout, self._time_left()) if t is not None]
         started = time.monotonic()
         try:
             deadline = started + min(limits) if limits else float("inf")
             kind, payload = worker.receive(deadline)
+            if kind == NOTES:
+                lines, repaired = load_plain(payload)
+                self.warnings += (str(line) for line in lines)
+                self.repaired = self.repaired or bool(repaired)
+                kind, payload = worker.receive(deadline)
         finally:
             self._waited += time.monotonic() - started
         if kind not in expected:
@@ -261,15 +291,17 @@ def _isolated(
     source: PdfSource,
     pages: Iterable[int] | None,
     options: dict[str, Any],
-    limits: tuple[str | int, float | None, float | None],
+    limits: tuple[str | int, float | None, float | None, float | None],
     skip: bool,
 ) -> IsolatedPages[Any]:
     """Check the arguments here, in the caller, and return the iterator (no worker yet)."""
-    memory_limit, page_timeout, file_timeout = limits
+    memory_limit, page_timeout, file_timeout, idle_timeout = limits
     limit = parse_bytes(memory_limit, name="memory_limit")
-    for timeout in (page_timeout, file_timeout):
-        if timeout is not None and not timeout > 0:
-            raise ConfigError(f"timeouts must be positive seconds or None, got {timeout!r}")
+    for name, timeout in (("page_timeout", page_timeout), ("file_timeout", file_timeout)):
+        if timeout is not None:
+            check_seconds(name, timeout)
+    if idle_timeout is not None:
+        check_seconds("idle_timeout", idle_timeout, allow_zero=True)
     sent: str | bytes
     if isinstance(source, (str, os.PathLike)):
         name = repr(os.fspath(source))  # as open_pdf names it
@@ -291,6 +323,7 @@ def _isolated(
         memory_limit=limit,
         page_timeout=page_timeout,
         file_timeout=file_timeout,
+        idle_timeout=idle_timeout,
     )
 
 
@@ -301,23 +334,39 @@ def isolated_render_pages(
     fmt: Literal["png", "raw"] = "png",
     pages: Iterable[int] | None = None,
     password: str | None = None,
-    budget: int = DEFAULT_BUDGET,
+    budget: int | str = DEFAULT_BUDGET,
+    max_pixels: int | None = None,
+    downscale: bool = False,
+    skip_bad_pages: bool = False,
+    strict: bool = False,
     memory_limit: str | int = DEFAULT_MEMORY_LIMIT,
     page_timeout: float | None = 30.0,
     file_timeout: float | None = 300.0,
-    skip_bad_pages: bool = False,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
 ) -> IsolatedPages[bytes]:
     """Yield ``(page_number, image bytes)`` as :func:`boundkit.pdf.render_pages`, in a worker.
 
-    The worker holds at most ``memory_limit`` bytes (``"256M"``, ``"1G"`` or an
+    The arguments up to ``strict`` are :func:`~boundkit.pdf.render_pages`'s. The
+    worker holds at most ``memory_limit`` bytes (``"256M"``, ``"1G"`` or an
     int), takes at most ``page_timeout`` seconds per page (opening counts as
     a page) and ``file_timeout`` seconds in all (time the caller spends between
-    pages is not counted). ``None`` lifts a timeout.
+    pages is not counted). ``None`` lifts a timeout. After the file the worker
+    waits ``idle_timeout`` seconds for the next call (one idle worker per
+    ``memory_limit``), then stops; ``0`` stops it at once, ``None`` keeps it
+    until :func:`close_isolated_workers` or exit.
     """
     if fmt not in ("png", "raw"):
         raise ConfigError(f"fmt must be 'png' or 'raw', got {fmt!r}")
-    options = {"dpi": dpi, "fmt": fmt, "password": password, "budget": budget}
-    limits = (memory_limit, page_timeout, file_timeout)
+    options = {
+        "dpi": check_count("dpi", dpi),
+        "fmt": fmt,
+        "password": password,
+        "budget": parse_bytes(budget, name="budget"),
+        "max_pixels": check_max_pixels(max_pixels),
+        "downscale": bool(downscale),
+        "strict": bool(strict),
+    }
+    limits = (memory_limit, page_timeout, file_timeout, idle_timeout)
     return _isolated("render", source, pages, options, limits, skip_bad_pages)
 
 
@@ -327,18 +376,26 @@ def isolated_iter_text(
     mode: TextMode = "text",
     pages: Iterable[int] | None = None,
     password: str | None = None,
-    budget: int = DEFAULT_BUDGET,
+    budget: int | str = DEFAULT_BUDGET,
+    skip_bad_pages: bool = False,
+    strict: bool = False,
     memory_limit: str | int = DEFAULT_MEMORY_LIMIT,
     page_timeout: float | None = 30.0,
     file_timeout: float | None = 300.0,
-    skip_bad_pages: bool = False,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
 ) -> IsolatedPages[Any]:
     """Yield ``(page_number, text)`` as :func:`boundkit.pdf.iter_text`, in a worker.
 
-    Limits and timeouts as :func:`isolated_render_pages`.
+    The arguments up to ``strict`` are :func:`~boundkit.pdf.iter_text`'s; limits
+    and timeouts as :func:`isolated_render_pages`.
     """
     if mode not in ("text", "dict", "words", "blocks"):
         raise ConfigError(f"mode must be one of text, dict, words, blocks, got {mode!r}")
-    options = {"mode": mode, "password": password, "budget": budget}
-    limits = (memory_limit, page_timeout, file_timeout)
+    options = {
+        "mode": mode,
+        "password": password,
+        "budget": parse_bytes(budget, name="budget"),
+        "strict": bool(strict),
+    }
+    limits = (memory_limit, page_timeout, file_timeout, idle_timeout)
     return _isolated("text", source, pages, options, limits, skip_bad_pages)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ._sizes import format_bytes
+from ._window import check_seconds
 from .errors import ConfigError
 
 __all__ = ["CacheBudgets"]
@@ -69,11 +70,8 @@ class CacheBudgets:
         self.lower_to = _fraction("lower_to", lower_to)
         self.floor = _fraction("floor", floor)
         self.step = _fraction("step", step)
-        for name, value in (("hold", hold), ("every", every)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ConfigError(f"{name} must be seconds >= 0, got {value!r}")
-        self.hold = float(hold)
-        self.every = float(every)
+        self.hold = check_seconds("hold", hold, allow_zero=True)
+        self.every = check_seconds("every", every, allow_zero=True)
         self._timer = timer
         self._lock = threading.Lock()
         self._caches: dict[str, _Resizable] = {}

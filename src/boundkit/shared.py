@@ -33,6 +33,7 @@ import redis
 
 from ._cached import CachedFunction, P, R
 from ._redact import redact
+from ._window import check_seconds
 from .errors import ConfigError
 
 __all__ = ["SharedStats", "SharedTier"]
@@ -116,9 +117,13 @@ class SharedTier:
         retry_interval: float = 1.0,
         log_interval: float = 60.0,
     ) -> None:
-        for name, value in (("ttl", ttl), ("lock_timeout", lock_timeout)):
-            if not value > 0:
-                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        ttl = check_seconds("ttl", ttl)
+        lock_timeout = check_seconds("lock_timeout", lock_timeout)
+        if wait_timeout is not None:
+            wait_timeout = check_seconds("wait_timeout", wait_timeout, allow_zero=True)
+        socket_timeout = check_seconds("socket_timeout", socket_timeout)
+        retry_interval = check_seconds("retry_interval", retry_interval, allow_zero=True)
+        log_interval = check_seconds("log_interval", log_interval, allow_zero=True)
         self._dumps, self._loads = _codec(serializer)
         if isinstance(url, str):
             try:
@@ -135,8 +140,8 @@ class SharedTier:
                 f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
             )
         self.namespace = namespace
-        self.ttl_ms = int(ttl * 1000)
-        self.lock_ms = int(lock_timeout * 1000)
+        self.ttl_ms = max(1, int(ttl * 1000))  # Redis refuses px=0
+        self.lock_ms = max(1, int(lock_timeout * 1000))
         self.wait_timeout = 2 * lock_timeout if wait_timeout is None else wait_timeout
         self.retry_interval = retry_interval
         self.log_interval = log_interval

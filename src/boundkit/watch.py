@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import psutil
 
 from ._trend import judge
+from ._window import check_seconds
 from .errors import ConfigError, HealthFormatError, WatchTargetError
 
 __all__ = [
@@ -227,10 +228,9 @@ def watch(
     or ``"interrupted"`` (Ctrl-C). A target that cannot be read at the first
     sample raises :class:`~boundkit.errors.WatchTargetError`.
     """
-    if not interval > 0:
-        raise ConfigError(f"interval must be seconds > 0, got {interval!r}")
-    if duration is not None and not duration > 0:
-        raise ConfigError(f"duration must be seconds > 0, got {duration!r}")
+    check_seconds("interval", interval)
+    if duration is not None:
+        check_seconds("duration", duration)
     samples: list[Sample] = []
     start = timer()
     reason = "duration"

@@ -16,7 +16,9 @@ from typing import Any, Protocol
 
 from . import dyno
 from ._health_access import asgi_headers, health_authorised, wsgi_headers
-from .errors import AdmissionTimeout, ConfigError
+from ._window import check_seconds
+from .admission import admission_status
+from .errors import AdmissionTimeout
 from .guard import MemoryGuard, default_guard
 from .memory import memory_snapshot
 
@@ -68,19 +70,13 @@ class WebMonitor:
         check_interval: float = 1.0,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
-        if (
-            isinstance(check_interval, bool)
-            or not isinstance(check_interval, (int, float))
-            or not check_interval >= 0
-        ):
-            raise ConfigError(f"check_interval must be seconds >= 0, got {check_interval!r}")
         if stats is None:
             from .metrics import RequestStats
 
             stats = RequestStats()
         self.guard = guard if guard is not None else default_guard()
         self.stats = stats
-        self.check_interval = float(check_interval)
+        self.check_interval = check_seconds("check_interval", check_interval, allow_zero=True)
         self._timer = timer
         self._next_check = float("-inf")
 
@@ -97,7 +93,11 @@ class WebMonitor:
         self.stats.observe(route, self._timer() - started, status)
 
     def health(self) -> dict[str, Any]:
-        """Return the health payload: memory, guard, requests, caches and pools.
+        """Return the health payload: memory, guard, requests, caches, pools and admission.
+
+        ``admission`` (:meth:`AdmissionStatus.as_dict
+        <boundkit.admission.AdmissionStatus.as_dict>`) is there only once a process of
+        the dyno has opened its reservation table (:func:`boundkit.admission.admission_status`).
 
         Holds no secrets: no environment, and pool stats come from
         :func:`boundkit.pg.pool_stats` and :func:`boundkit.pg_async.pool_stats`
@@ -126,6 +126,9 @@ class WebMonitor:
             "caches": caches,
             "pools": pools,
         }
+        admission = admission_status()
+        if admission is not None:
+            payload["admission"] = admission.as_dict()
         return dyno.with_dyno(payload, level)
 
     def status(self) -> str:
