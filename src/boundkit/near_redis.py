@@ -257,12 +257,12 @@ class NearRedis(StoreBacked):
         except BaseException:
             self._forget(names, token)
             raise
-        for index, value in zip(wanted, found):
+        for index, value in zip(wanted, found, strict=True):
             values[index] = value
         if epoch is None:
             return
         with self._lock:
-            for name, value in zip(names, found):
+            for name, value in zip(names, found, strict=True):
                 if self._pending.get(name) is token:
                     del self._pending[name]
                     if self._epoch == epoch:
