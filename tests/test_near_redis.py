@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -200,6 +201,32 @@ def test_no_local_answer_without_a_recent_confirmation(db: Any) -> None:
         assert (1, 1) == (near.stats().hits, near.stats().bypassed)
     finally:
         near.close()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_listens_for_itself(near: NearRedis, db: Any) -> None:
+    """A child forked with a filled NearRedis starts empty with a listener of its own,
+    which hears the parent's writes."""
+    mset_heard(near, db, {"t:a": b"1"})
+    near.get("t:a")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        try:
+            fresh = near.wait_for_tracking(5) and near.stats().entries == 0
+            os.write(write_end, b"ready\n" if fresh and near.get("t:a") == b"1" else b"bad\n")
+            deadline = time.monotonic() + 5
+            while near.get("t:a") != b"2" and time.monotonic() < deadline:
+                time.sleep(0.001)
+            os.write(write_end, b"heard\n" if near.get("t:a") == b"2" else b"stale\n")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as child:
+        assert "ready" == child.readline().strip()
+        db.set("t:a", b"2")
+        assert "heard" == child.readline().strip()
+    assert 0 == os.waitpid(pid, 0)[1]
 
 
 def test_byte_bound_is_never_exceeded(near: NearRedis, db: Any) -> None:

@@ -194,6 +194,7 @@ class NearRedis(StoreBacked):
         self._counts = dict.fromkeys(("bypassed", "invalidations", "flushes", "reconnects"), 0)
         self._connections = 0
         self._last_log = -math.inf
+        self._said_lost = False  # a warning went out since the listener last connected
         self._closed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -401,7 +402,8 @@ class NearRedis(StoreBacked):
             self._connections += 1
             self._counts["reconnects"] = self._connections - 1
             self._confirmed = sent
-        if self._connections > 1:
+        if self._said_lost:
+            self._said_lost = False
             _log.info("near cache %s: invalidation listener back", self.url)
         every = self.max_staleness / 4
         ping_sent: float | None = None
@@ -411,10 +413,11 @@ class NearRedis(StoreBacked):
             if ping_sent is None and now >= next_ping:
                 connection.send_command("PING")
                 ping_sent, next_ping = now, now + every
-            if ping_sent is not None and now - ping_sent >= self.max_staleness:
-                raise redis.TimeoutError(f"no answer to PING in {self.max_staleness:g}s")
             wait = next_ping - now if ping_sent is None else ping_sent + self.max_staleness - now
             if not connection.can_read(timeout=max(min(wait, every), 0.0)):
+                # what has arrived is read before the silence counts: a late thread is no loss
+                if ping_sent is not None and timer() - ping_sent >= self.max_staleness:
+                    raise redis.TimeoutError(f"no answer to PING in {self.max_staleness:g}s")
                 continue
             message = connection.read_response()
             if message[0] == b"message" and message[1] == _CHANNEL:
@@ -442,7 +445,7 @@ class NearRedis(StoreBacked):
         now = time.monotonic()
         if now - self._last_log < self.log_interval:
             return
-        self._last_log = now
+        self._last_log, self._said_lost = now, True
         _log.warning(
             "near cache %s: invalidation listener lost, reads go to Redis until it is back "
             "(retried every %gs; next warning in %gs at most): %s: %s",
