@@ -7,6 +7,8 @@ listener use a redis-server the test started itself.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
 import os
@@ -30,6 +32,7 @@ from redis.retry import Retry
 from boundkit import MemoryGuard
 from boundkit.errors import ConfigError, InvalidKeyError, ResourceClosedError
 from boundkit.near_redis import NearRedis
+from boundkit.testing import assert_no_growth
 from boundkit.web import WebMonitor
 from fix_redis import RedisServer, free_port, redis_db
 
@@ -420,3 +423,23 @@ def test_closed_reader_refuses_reads(db: Any) -> None:
     assert not near.tracking
     with pytest.raises(ResourceClosedError):
         near.get("k")
+
+
+def test_reads_writes_and_errors_do_not_grow_memory(db: Any) -> None:
+    """Misses that evict, hits, write-throughs with their invalidations, and refused keys
+    leave no memory behind."""
+    db.mset({f"t:{i}": bytes(100) for i in range(200)})
+    counter = itertools.count()
+    with NearRedis(redis.Redis.from_url(URL), prefixes=["t:"], maxsize=50) as near:
+        assert near.wait_for_tracking(5)
+
+        def churn() -> None:
+            n = next(counter)
+            near.get(f"t:{n % 200}")
+            near.get("t:0")
+            if n % 10 == 0:
+                near.set(f"t:{n % 200}", bytes(100))
+                with contextlib.suppress(InvalidKeyError):
+                    near.get(n)  # type: ignore[arg-type]
+
+        assert_no_growth(churn, calls=1_000, rounds=5)
