@@ -20,7 +20,6 @@ importing boundkit does not.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import os
 import threading
@@ -31,37 +30,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ._redact import redact
 from ._sizes import estimate_size
 from ._store_backed import StoreBacked
+from ._tracking_listener import TrackingListener
 from ._window import check_seconds
 from .cache import BoundedCache
 from .errors import ConfigError, InvalidKeyError, ResourceClosedError
 
 __all__ = ["NearRedis", "NearRedisStats"]
-
-_log = logging.getLogger("boundkit.near_redis")
-
-_CHANNEL = b"__redis__:invalidate"
-# Connection settings the listener takes from the client's pool: where and who to connect
-# as, never the pool's own plumbing, its timeouts or its retries (the listener has its own).
-_CONNECTION_SETTINGS = frozenset(
-    {
-        "host",
-        "port",
-        "path",
-        "db",
-        "username",
-        "password",
-        "credential_provider",
-        "socket_keepalive",
-        "socket_keepalive_options",
-        "client_name",
-    }
-)
 
 Key = str | bytes
 
@@ -157,6 +135,7 @@ class NearRedis(StoreBacked):
         log_interval: float = 60.0,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
+        owns_client = isinstance(client, str)
         if isinstance(client, str):
             self.url = redact(client)
             try:
@@ -174,8 +153,6 @@ class NearRedis(StoreBacked):
             prefix.decode(self._encoding, "backslashreplace") for prefix in self._prefixes
         ]
         self.max_staleness = check_seconds("max_staleness", max_staleness)
-        self.retry_interval = check_seconds("retry_interval", retry_interval)
-        self.log_interval = check_seconds("log_interval", log_interval, allow_zero=True)
         self._new_store: Callable[[], BoundedCache[Key, tuple[Key, Any]]] = functools.partial(
             BoundedCache, maxsize, max_bytes=max_bytes, ttl=ttl, sizeof=_sized
         )
@@ -191,15 +168,24 @@ class NearRedis(StoreBacked):
         self._epoch = 0
         self._tracking = False
         self._pending: dict[Key, object] = {}
-        self._counts = dict.fromkeys(("bypassed", "invalidations", "flushes", "reconnects"), 0)
-        self._connections = 0
-        self._last_log = -math.inf
-        self._said_lost = False  # a warning went out since the listener last connected
+        self._counts = dict.fromkeys(("bypassed", "invalidations", "flushes"), 0)
         self._closed = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._owns_client = owns_client
+        self._listener = TrackingListener(
+            client.connection_pool,
+            self._prefixes,
+            url=self.url,
+            max_staleness=self.max_staleness,
+            retry_interval=check_seconds("retry_interval", retry_interval),
+            log_interval=check_seconds("log_interval", log_interval, allow_zero=True),
+            timer=timer,
+            on_connected=self._connected,
+            on_keys=self._invalidate,
+            on_confirmed=self._confirm,
+            on_lost=self._lost,
+        )
         _INSTANCES.add(self)
-        self._start()
+        self._listener.start()
 
     # -- reading ---------------------------------------------------------------
 
@@ -345,86 +331,6 @@ class NearRedis(StoreBacked):
             time.sleep(0.005)
         return self.tracking
 
-    def _start(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._listen, args=(self._stop,), name="boundkit-near-redis", daemon=True
-        )
-        self._thread.start()
-
-    def _listen(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            connection = self._listener_connection()
-            try:
-                self._track(connection, stop)
-            except (redis.RedisError, OSError) as exc:
-                self._lost(exc)
-            finally:
-                connection.disconnect()
-            stop.wait(self.retry_interval)
-
-    def _listener_connection(self) -> Any:
-        pool = self._client.connection_pool
-        settings = {
-            name: value
-            for name, value in pool.connection_kwargs.items()
-            if name in _CONNECTION_SETTINGS or name.startswith("ssl")
-        }
-        patience = max(self.max_staleness, 1.0)
-        settings.update(
-            protocol=2,
-            decode_responses=False,
-            retry=Retry(NoBackoff(), 0),
-            socket_timeout=patience,
-            socket_connect_timeout=patience,
-        )
-        return pool.connection_class(**settings)
-
-    def _track(self, connection: Any, stop: threading.Event) -> None:
-        """Enable tracking on ``connection``, then apply what it hears until it fails."""
-        timer = self._timer
-        sent = timer()
-        connection.connect()
-        connection.send_command("CLIENT", "ID")
-        own_id = connection.read_response()
-        command: list[Any] = ["CLIENT", "TRACKING", "ON", "REDIRECT", own_id, "BCAST"]
-        for prefix in self._prefixes:
-            command += ["PREFIX", prefix]
-        connection.send_command(*command)
-        connection.read_response()
-        connection.send_command("SUBSCRIBE", _CHANNEL)
-        connection.read_response()
-        with self._lock:
-            self._epoch += 1
-            self._tracking = True
-            self._store.clear()
-            self._pending.clear()
-            self._connections += 1
-            self._counts["reconnects"] = self._connections - 1
-            self._confirmed = sent
-        if self._said_lost:
-            self._said_lost = False
-            _log.info("near cache %s: invalidation listener back", self.url)
-        every = self.max_staleness / 4
-        ping_sent: float | None = None
-        next_ping = timer() + every
-        while not stop.is_set():
-            now = timer()
-            if ping_sent is None and now >= next_ping:
-                connection.send_command("PING")
-                ping_sent, next_ping = now, now + every
-            wait = next_ping - now if ping_sent is None else ping_sent + self.max_staleness - now
-            if not connection.can_read(timeout=max(min(wait, every), 0.0)):
-                # what has arrived is read before the silence counts: a late thread is no loss
-                if ping_sent is not None and timer() - ping_sent >= self.max_staleness:
-                    raise redis.TimeoutError(f"no answer to PING in {self.max_staleness:g}s")
-                continue
-            message = connection.read_response()
-            if message[0] == b"message" and message[1] == _CHANNEL:
-                self._invalidate(message[2])
-            elif message[0] == b"pong" and ping_sent is not None:
-                self._confirmed, ping_sent = ping_sent, None
-
     def _invalidate(self, keys: list[bytes] | None) -> None:
         if keys is None:  # FLUSHDB, FLUSHALL
             self._flush()
@@ -433,28 +339,25 @@ class NearRedis(StoreBacked):
         with self._lock:
             self._counts["invalidations"] += len(keys)
 
-    def _lost(self, exc: BaseException) -> None:
-        """Stop answering locally, forget everything, and say so once per interval."""
+    def _connected(self, sent: float) -> None:
+        """Tracking is on since ``sent``: start afresh, and answer locally from now on."""
+        with self._lock:
+            self._epoch += 1
+            self._tracking = True
+            self._store.clear()
+            self._pending.clear()
+            self._confirmed = sent
+
+    def _confirm(self, sent: float) -> None:
+        self._confirmed = sent
+
+    def _lost(self) -> None:
+        """Stop answering locally and forget everything: invalidations may have been lost."""
         with self._lock:
             self._confirmed = -math.inf
             self._tracking = False
             self._epoch += 1
         self._flush()
-        if self._stop.is_set():
-            return
-        now = time.monotonic()
-        if now - self._last_log < self.log_interval:
-            return
-        self._last_log, self._said_lost = now, True
-        _log.warning(
-            "near cache %s: invalidation listener lost, reads go to Redis until it is back "
-            "(retried every %gs; next warning in %gs at most): %s: %s",
-            self.url,
-            self.retry_interval,
-            self.log_interval,
-            type(exc).__name__,
-            redact(" ".join(str(exc).split())),
-        )
 
     def _after_fork_in_child(self) -> None:
         """The parent's listener thread does not exist here: forget its copy, start anew."""
@@ -465,7 +368,7 @@ class NearRedis(StoreBacked):
         self._pending = {}
         self._store = self._new_store()  # the parent's may have been locked
         if not self._closed:
-            self._start()
+            self._listener.start()
 
     # -- the rest --------------------------------------------------------------
 
@@ -478,19 +381,20 @@ class NearRedis(StoreBacked):
             url=self.url,
             prefixes=list(self._shown_prefixes),
             tracking=self.tracking,
+            reconnects=max(self._listener.connections - 1, 0),
             **counts,
         )
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the listener (waiting up to ``timeout`` seconds) and drop the local copy;
-        reads then raise :class:`~boundkit.errors.ResourceClosedError`."""
+        reads then raise :class:`~boundkit.errors.ResourceClosedError`. A client made
+        from a URL is closed too."""
         self._closed = True
         self._confirmed = -math.inf
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(check_seconds("timeout", timeout, allow_zero=True))
-        self._flush()
+        self._listener.stop(check_seconds("timeout", timeout, allow_zero=True))
+        self._lost()
+        if self._owns_client:
+            self._client.close()
 
     def __enter__(self) -> NearRedis:
         return self
