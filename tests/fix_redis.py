@@ -31,7 +31,7 @@ def _unavailable(reason: str) -> None:
 
 @contextlib.contextmanager
 def redis_db(number: int) -> Iterator[Any]:
-    """A client of database ``number`` (9-12 are this branch's), flushed around the test."""
+    """A client of database ``number`` (9-13 are this project's), flushed around the test."""
     redis = pytest.importorskip("redis")
     client = redis.Redis(host=HOST, port=PORT, db=number, socket_connect_timeout=2)
     try:

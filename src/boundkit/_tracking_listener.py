@@ -30,6 +30,7 @@ __all__ = ["TrackingListener"]
 _log = logging.getLogger("boundkit.near_redis")
 
 CHANNEL = b"__redis__:invalidate"
+_STOP_LATENCY = 0.1  # the longest wait between looks at the stop event
 # What the listener takes from the client's pool: where and who to connect as, never the
 # pool's own plumbing, timeouts or retries (the listener has its own).
 _CONNECTION_SETTINGS = frozenset(
@@ -160,7 +161,7 @@ class TrackingListener:
                 connection.send_command("PING")
                 ping_sent, next_ping = now, now + every
             wait = next_ping - now if ping_sent is None else ping_sent + self.max_staleness - now
-            if not connection.can_read(timeout=max(min(wait, every), 0.0)):
+            if not connection.can_read(timeout=max(min(wait, every, _STOP_LATENCY), 0.0)):
                 # what has arrived is read before the silence counts: a late thread is no loss
                 if ping_sent is not None and timer() - ping_sent >= self.max_staleness:
                     raise redis.TimeoutError(f"no answer to PING in {self.max_staleness:g}s")
