@@ -1,4 +1,4 @@
-"""Redis for the tests: the shared server's databases 9-12, and throwaway servers.
+"""Redis for the tests: the shared server's databases 9-13, and throwaway servers.
 
 ``redis_db(n)`` connects to database ``n`` of 127.0.0.1:6379 and flushes it
 before and after; ``redis_server()`` starts a ``redis-server`` of the test's
