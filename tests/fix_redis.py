@@ -53,10 +53,14 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A redis-server this test started (no persistence), which it may stop and start."""
+    """A redis-server this test started (no persistence), which it may stop and start;
+    ``options`` are more command-line settings (``"--enable-debug-command", "yes"``)."""
 
-    def __init__(self, directory: Path, binary: str = "redis-server") -> None:
+    def __init__(
+        self, directory: Path, binary: str = "redis-server", options: tuple[str, ...] = ()
+    ) -> None:
         self.binary = binary
+        self.options = options
         self.port = free_port()
         self.directory = directory
         self.process: subprocess.Popen[bytes] | None = None
@@ -67,7 +71,7 @@ class RedisServer:
 
     def start(self) -> None:
         command = [self.binary, "--port", str(self.port), "--bind", HOST, "--save", ""]
-        command += ["--appendonly", "no", "--dir", str(self.directory)]
+        command += ["--appendonly", "no", "--dir", str(self.directory), *self.options]
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -134,8 +134,8 @@ def test_flushdb_flushes_the_local_copy(near: NearRedis, db: Any) -> None:
     assert [None, None] == near.get_many(["t:a", "t:b"])
 
 
-class HookedGet(redis.Redis):
-    """A real client whose GET runs ``during`` after the server answered, before returning:
+class HookedRead(redis.Redis):
+    """A real client whose reads run ``during`` after the server answered, before returning:
     what happens there happens while the fill is in flight."""
 
     during: Callable[[], None] = staticmethod(lambda: None)
@@ -145,11 +145,23 @@ class HookedGet(redis.Redis):
         self.during()
         return value
 
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        def hooked(*args: Any, **kwargs: Any) -> Any:
+            replies = execute(*args, **kwargs)
+            self.during()
+            return replies
+
+        pipe.execute = hooked
+        return pipe
+
 
 def test_invalidation_during_a_fill_never_leaves_a_stale_value(db: Any) -> None:
     """The race: GET answers 'old', a write's invalidation is applied before the fill
     stores it. The fill must not store 'old'; the next read gets 'new'."""
-    client = HookedGet.from_url(URL)
+    client = HookedRead.from_url(URL)
     with NearRedis(client, prefixes=["t:"]) as near:
         assert near.wait_for_tracking(5)
         mset_heard(near, db, {"t:a": b"old"})
@@ -168,7 +180,7 @@ def test_invalidation_during_a_fill_never_leaves_a_stale_value(db: Any) -> None:
 def test_a_fill_across_a_lost_listener_is_not_kept(redis_server: RedisServer) -> None:
     """A fill in flight while the listener is killed and reconnects stores nothing: the
     invalidations sent meanwhile may be lost."""
-    client = HookedGet.from_url(redis_server.url)
+    client = HookedRead.from_url(redis_server.url)
     admin = redis.Redis.from_url(redis_server.url)
     admin.set("t:a", b"1")
     with NearRedis(client, prefixes=["t:"], retry_interval=0.05) as near:
@@ -184,6 +196,27 @@ def test_a_fill_across_a_lost_listener_is_not_kept(redis_server: RedisServer) ->
         assert 0 == near.stats().entries
         assert b"1" == near.get("t:a")
         assert 1 == near.stats().entries
+
+
+def test_a_local_copy_expires_with_its_key_on_the_server(tmp_path: Path) -> None:
+    """A key with a PTTL is not served locally past its expiry, even by a server whose
+    active expiry is off (so no invalidation ever announces it)."""
+    server = RedisServer(tmp_path, options=("--enable-debug-command", "yes"))
+    server.start()
+    try:
+        admin = redis.Redis.from_url(server.url)
+        admin.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", "0")
+        admin.set("t:short", b"1", px=300)
+        admin.set("t:long", b"2")
+        with NearRedis(redis.Redis.from_url(server.url), prefixes=["t:"]) as near:
+            assert near.wait_for_tracking(5)
+            assert [b"1", b"2"] == near.get_many(["t:short", "t:long"])
+            assert [b"1", b"2"] == near.get_many(["t:short", "t:long"])
+            assert 2 == near.stats().hits
+            time.sleep(0.4)
+            assert [None, b"2"] == [near.get("t:short"), near.get("t:long")]
+    finally:
+        server.stop()
 
 
 def test_no_local_answer_without_a_recent_confirmation(db: Any) -> None:

@@ -118,8 +118,10 @@ class NearRedis(StoreBacked):
     not confirmed (starting, Redis down, restarting) reads go to ``client``,
     with its own timeouts, retries and errors, and nothing is kept; the
     listener reconnects every ``retry_interval`` seconds, logging one warning
-    per ``log_interval``. ``set`` and ``delete`` write through ``client`` and
-    drop the local copy, so this process reads its own writes.
+    per ``log_interval``. A miss reads the key's ``PTTL`` in the same round
+    trip, so no local copy outlives its key on the server. ``set`` and
+    ``delete`` write through ``client`` and drop the local copy, so this
+    process reads its own writes. ``timer`` is the clock (tests inject one).
     """
 
     def __init__(
@@ -154,18 +156,18 @@ class NearRedis(StoreBacked):
         ]
         self.max_staleness = check_seconds("max_staleness", max_staleness)
         self._new_store: Callable[[], BoundedCache[Key, tuple[Key, Any]]] = functools.partial(
-            BoundedCache, maxsize, max_bytes=max_bytes, ttl=ttl, sizeof=_sized
+            BoundedCache, maxsize, max_bytes=max_bytes, ttl=ttl, sizeof=_sized, timer=timer
         )
+        self._ttl = math.inf if ttl is None else ttl
         self._store = self._new_store()
         self._timer = timer
         self._lock = threading.Lock()
         # When the last answered ping was sent (-inf: the listener is not confirmed); the
         # local copy answers only while it is less than max_staleness seconds old.
         self._confirmed = -math.inf
-        # Bumped whenever the listener connects or is lost: a fill begun under another
-        # epoch never stores. A key's pending token is dropped by its invalidation: a fill
-        # stores only if its own token is still there.
-        self._epoch = 0
+        # A fill sets a token per key before its request and stores a reply only if its
+        # token is still there: an invalidation of the key drops it, and so does the
+        # listener connecting or being lost (all tokens), when invalidations may be missed.
         self._tracking = False
         self._pending: dict[Key, object] = {}
         self._counts = dict.fromkeys(("bypassed", "invalidations", "flushes"), 0)
@@ -235,25 +237,53 @@ class NearRedis(StoreBacked):
         with self._lock:
             if not fresh:
                 self._counts["bypassed"] += len(names)
-            epoch = self._epoch if self._tracking else None
-            if epoch is not None:
+            keep = self._tracking
+            if keep:
                 for name in names:
                     self._pending[name] = token
+        started = self._timer()
         try:
-            found = self._client.mget(names) if len(names) > 1 else [self._client.get(names[0])]
+            found, lifetimes = self._read(names, with_ttl=keep)
         except BaseException:
             self._forget(names, token)
             raise
         for index, value in zip(wanted, found, strict=True):
             values[index] = value
-        if epoch is None:
+        if not keep:
             return
         with self._lock:
-            for name, value in zip(names, found, strict=True):
+            for name, value, lifetime in zip(names, found, lifetimes, strict=True):
                 if self._pending.get(name) is token:
                     del self._pending[name]
-                    if self._epoch == epoch:
-                        self._store[name] = (name, value)
+                    self._keep(name, value, lifetime, started)
+
+    def _read(self, names: list[Key], *, with_ttl: bool) -> tuple[list[Any], list[int]]:
+        """``GET``/``MGET`` of ``names`` and, ``with_ttl``, each key's ``PTTL`` in the same
+        round trip (-1: no expiry; -2: no key)."""
+        if not with_ttl:
+            if len(names) == 1:
+                return [self._client.get(names[0])], [-1]
+            return self._client.mget(names), [-1] * len(names)
+        pipe = self._client.pipeline(transaction=False)
+        if len(names) == 1:
+            pipe.get(names[0])
+        else:
+            pipe.mget(names)
+        for name in names:
+            pipe.pttl(name)
+        replies = pipe.execute()
+        found = [replies[0]] if len(names) == 1 else list(replies[0])
+        return found, [int(lifetime) for lifetime in replies[1:]]
+
+    def _keep(self, name: Key, value: Any, lifetime: int, started: float) -> None:
+        """Store a reply; one whose key expires on the server expires here no later (its
+        ``PTTL`` counted from before the request was sent). Call with the lock held."""
+        if lifetime < 0:
+            self._store[name] = (name, value)
+            return
+        left = started + lifetime / 1000 - self._timer()
+        if left > 0:
+            self._store.set(name, (name, value), ttl=min(left, self._ttl))
 
     def _forget(self, names: list[Key], token: object) -> None:
         with self._lock:
@@ -311,8 +341,12 @@ class NearRedis(StoreBacked):
         except UnicodeDecodeError:
             return None
 
-    def _flush(self) -> None:
+    def _flush(self, *, stop_tracking: bool = False) -> None:
+        """Empty the local copy and drop every fill's token (and, ``stop_tracking``, keep
+        no fill until the listener is back)."""
         with self._lock:
+            if stop_tracking:
+                self._tracking = False
             self._store.clear()
             self._pending.clear()
             self._counts["flushes"] += 1
@@ -340,12 +374,10 @@ class NearRedis(StoreBacked):
             self._counts["invalidations"] += len(keys)
 
     def _connected(self, sent: float) -> None:
-        """Tracking is on since ``sent``: start afresh, and answer locally from now on."""
+        """Tracking is on since ``sent``: keep fills and answer locally from now on."""
+        # nothing was kept, and no token set, since the last flush: not tracking meanwhile
         with self._lock:
-            self._epoch += 1
             self._tracking = True
-            self._store.clear()
-            self._pending.clear()
             self._confirmed = sent
 
     def _confirm(self, sent: float) -> None:
@@ -353,18 +385,14 @@ class NearRedis(StoreBacked):
 
     def _lost(self) -> None:
         """Stop answering locally and forget everything: invalidations may have been lost."""
-        with self._lock:
-            self._confirmed = -math.inf
-            self._tracking = False
-            self._epoch += 1
-        self._flush()
+        self._confirmed = -math.inf
+        self._flush(stop_tracking=True)
 
     def _after_fork_in_child(self) -> None:
         """The parent's listener thread does not exist here: forget its copy, start anew."""
         self._lock = threading.Lock()
         self._confirmed = -math.inf
         self._tracking = False
-        self._epoch += 1
         self._pending = {}
         self._store = self._new_store()  # the parent's may have been locked
         if not self._closed:
