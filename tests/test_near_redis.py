@@ -28,6 +28,7 @@ pytest.importorskip("redis")
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from boundkit import MemoryGuard
 from boundkit.errors import ConfigError, InvalidKeyError, ResourceClosedError
@@ -425,12 +426,16 @@ def test_bad_options_are_config_errors(kwargs: dict[str, Any], message: str) -> 
 
 
 def test_bad_client_and_url_are_config_errors_redacted() -> None:
-    """Neither a client nor a URL: ConfigError; a bad URL's password is not repeated."""
+    """Neither a client nor a URL, or a client whose pool the listener cannot copy
+    (Sentinel): ConfigError; a bad URL's password is not repeated."""
     with pytest.raises(ConfigError, match=r"redis\.Redis"):
         NearRedis(42)  # type: ignore[arg-type]
     with pytest.raises(ConfigError) as caught:
         NearRedis(f"nosuch://app:{SECRET}@host/0")
     assert SECRET not in str(caught.value)
+    sentinel = Sentinel([("127.0.0.1", free_port())])  # connects only when used
+    with pytest.raises(ConfigError, match="SentinelConnectionPool"):
+        NearRedis(sentinel.master_for("app"))
 
 
 def test_bad_keys_are_invalid_key_errors(near: NearRedis) -> None:

@@ -106,18 +106,21 @@ class TrackingListener:
 
     def _listen(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            connection = self._connection()
+            connection = None
             try:
+                connection = self.connection()
                 self._track(connection, stop)
-            except (redis.RedisError, OSError) as exc:
+            except Exception as exc:  # whatever it is, the thread must live on: retry
                 self._on_lost()
                 if not stop.is_set():
                     self._say_lost(exc)
             finally:
-                connection.disconnect()
+                if connection is not None:
+                    connection.disconnect()
             stop.wait(self.retry_interval)
 
-    def _connection(self) -> Any:
+    def connection(self) -> Any:
+        """A new, unconnected connection to the pool's server, with the listener's settings."""
         settings = {
             name: value
             for name, value in self._pool.connection_kwargs.items()

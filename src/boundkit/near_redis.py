@@ -186,6 +186,13 @@ class NearRedis(StoreBacked):
             on_confirmed=self._confirm,
             on_lost=self._lost,
         )
+        try:
+            self._listener.connection()
+        except Exception as exc:  # e.g. a Sentinel pool's connections need the pool itself
+            raise ConfigError(
+                f"cannot build a listener connection from {self.url}'s pool "
+                f"({type(client.connection_pool).__name__}): {redact(str(exc))}"
+            ) from None
         _INSTANCES.add(self)
         self._listener.start()
 
