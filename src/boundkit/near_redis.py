@@ -166,8 +166,8 @@ class NearRedis(StoreBacked):
         # local copy answers only while it is less than max_staleness seconds old.
         self._confirmed = -math.inf
         # A fill sets a token per key before its request and stores a reply only if its
-        # token is still there: an invalidation of the key drops it, and so does the
-        # listener connecting or being lost (all tokens), when invalidations may be missed.
+        # token is still there: an invalidation of the key drops it, and losing the
+        # listener (when invalidations may be missed) drops every token.
         self._tracking = False
         self._pending: dict[Key, object] = {}
         self._counts = dict.fromkeys(("bypassed", "invalidations", "flushes"), 0)
