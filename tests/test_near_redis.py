@@ -199,10 +199,12 @@ def test_a_fill_across_a_lost_listener_is_not_kept(redis_server: RedisServer) ->
         assert 1 == near.stats().entries
 
 
-def test_a_local_copy_expires_with_its_key_on_the_server(tmp_path: Path) -> None:
+def test_a_local_copy_expires_with_its_key_on_the_server(redis_server: RedisServer) -> None:
     """A key with a PTTL is not served locally past its expiry, even by a server whose
     active expiry is off (so no invalidation ever announces it)."""
-    server = RedisServer(tmp_path, options=("--enable-debug-command", "yes"))
+    server = redis_server
+    server.stop()
+    server.options = ("--enable-debug-command", "yes")
     server.start()
     try:
         admin = redis.Redis.from_url(server.url)
