@@ -13,6 +13,9 @@ for a short run). Needs the ``django``, ``flask`` and ``redis`` extras.
   ``BoundedCache``, against 4 workers with a small near cache plus the one
   copy in Redis (its RSS counted once), on the same workload; every near
   cache's byte bound is checked.
+- A ``NearRedis`` hit (boundkit's own invalidation listener, Redis 6+) against
+  the same round trip and the ``NearCache`` hit, in the same run, and how
+  soon a write reaches its local copy (``--only-near-redis`` for these alone).
 
 redis-py refuses client-side caching with a server older than 7.4, so the
 near-cache rows need one: the server at ``--redis-url`` when it is new
@@ -207,6 +210,64 @@ def near_cache_table(url: str, samples: int) -> None:
     writer.delete("bench:user:42")
 
 
+# -- NearRedis: a hit through boundkit's own invalidation listener ----------------------------
+
+
+def near_redis_table(url: str, samples: int, *, near_cache: bool) -> None:
+    """A NearRedis hit against a plain GET round trip and (on Redis 7.4+) a NearCache hit
+    through redis-py's client-side cache; then how soon a write reaches the local copy."""
+    import redis
+
+    from boundkit.near_cache import NearCache
+    from boundkit.near_redis import NearRedis
+
+    key, payload = "bench:near:42", pickle.dumps(VALUE)
+    writer = redis.Redis.from_url(url)
+    writer.set(key, payload)
+    plain = redis.Redis.from_url(url)
+    reader = NearRedis(redis.Redis.from_url(url), prefixes=["bench:"], max_bytes="64M")
+    assert reader.wait_for_tracking(10), "the NearRedis listener did not start"
+    runs = {"redis-py GET (round trip)": hits(plain.get, key)}
+    if near_cache:
+        cached = redis.Redis.from_url(url, protocol=3, cache=NearCache(max_bytes="64M"))
+        runs["NearCache hit through redis.Redis(cache=...)"] = hits(cached.get, key)
+    runs["NearRedis.get hit"] = hits(reader.get, key)
+    runs["  of which the BoundedCache lookup"] = hits(reader.store.get, key)
+    for run in runs.values():
+        run()  # every copy filled before timing
+    before = reader.stats()
+    medians = interleaved(runs, samples)
+    after = reader.stats()
+    print_rows("Redis GET of a 300-byte value, NearRedis", medians, "redis-py GET (round trip)")
+    trip, hit = medians["redis-py GET (round trip)"], medians["NearRedis.get hit"]
+    print(f"  NearRedis hit is {trip / hit:.0f}x faster than a round trip (target >= 20x)")
+    if near_cache:
+        through = medians["NearCache hit through redis.Redis(cache=...)"]
+        print(f"  ... and {through / hit:.0f}x faster than a NearCache hit through the client")
+    else:
+        print("  NearCache row skipped: redis-py's client-side cache needs Redis 7.4+")
+    served = after.hits - before.hits
+    print(
+        f"  NearRedis reads served locally while timed: {served}, sent to Redis: "
+        f"{after.bypassed - before.bypassed} (the listener was confirmed throughout: "
+        f"{after.bypassed == before.bypassed})"
+    )
+    delays = []
+    for i in range(200):
+        writer.set(key, payload + str(i).encode())
+        acknowledged = time.perf_counter()
+        while reader.get(key) != payload + str(i).encode():
+            pass
+        delays.append(time.perf_counter() - acknowledged)
+    print(
+        f"  a write acknowledged to another connection reaches the local copy in "
+        f"{statistics.median(delays) * 1e6:.0f} us (median of 200), {max(delays) * 1e6:.0f} us "
+        f"at most; the bound (max_staleness) is {reader.max_staleness:g} s"
+    )
+    reader.close()
+    writer.delete(key)
+
+
 # -- RSS of 4 workers -----------------------------------------------------------------------
 
 WORKERS = 4
@@ -319,18 +380,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples, smaller workload")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
+    parser.add_argument(
+        "--only-near-redis", action="store_true", help="only the NearRedis rows (Redis 6+)"
+    )
     options = parser.parse_args(args)
     samples = 15 if options.quick else 61
     print("Medians of round-robin samples on a shared machine: compare the ratios.")
+    if options.only_near_redis:
+        with tracking_server(options.redis_url) as found:
+            if isinstance(found, str):
+                print(f"\nNearCache row skipped: {found}")
+                near_redis_table(options.redis_url, samples, near_cache=False)
+            else:
+                near_redis_table(found[0], samples, near_cache=True)
+        return 0
     django_table(samples)
     flask_table(samples)
     with tracking_server(options.redis_url) as found:
         if isinstance(found, str):
             print(f"\nnear cache and RSS rows skipped: {found}")
+            near_redis_table(options.redis_url, samples, near_cache=False)
             return 0
         url, pid = found
         print(f"\nnear cache against Redis {'.'.join(map(str, _version(url)))} at {url}")
         near_cache_table(url, samples)
+        near_redis_table(url, samples, near_cache=True)
         rss_table(url, pid, options.quick)
     return 0
 

@@ -1,4 +1,4 @@
-"""Redis for the tests: the shared server's databases 9-12, and throwaway servers.
+"""Redis for the tests: the shared server's databases 9-13, and throwaway servers.
 
 ``redis_db(n)`` connects to database ``n`` of 127.0.0.1:6379 and flushes it
 before and after; ``redis_server()`` starts a ``redis-server`` of the test's
@@ -35,7 +35,7 @@ def _unavailable(reason: str) -> None:
 
 @contextlib.contextmanager
 def redis_db(number: int) -> Iterator[Any]:
-    """A client of database ``number`` (9-12 are this branch's), flushed around the test."""
+    """A client of database ``number`` (9-13 are this project's), flushed around the test."""
     redis = pytest.importorskip("redis")
     client = redis.Redis(host=HOST, port=PORT, db=number, socket_connect_timeout=2)
     try:
@@ -50,10 +50,14 @@ def redis_db(number: int) -> Iterator[Any]:
 
 
 class RedisServer:
-    """A redis-server this test started (no persistence), which it may stop and start."""
+    """A redis-server this test started (no persistence), which it may stop and start;
+    ``options`` are more command-line settings (``"--enable-debug-command", "yes"``)."""
 
-    def __init__(self, directory: Path, binary: str = "redis-server") -> None:
+    def __init__(
+        self, directory: Path, binary: str = "redis-server", options: tuple[str, ...] = ()
+    ) -> None:
         self.binary = binary
+        self.options = options
         self.port = free_port()
         self.directory = directory
         self.process: subprocess.Popen[bytes] | None = None
@@ -64,7 +68,7 @@ class RedisServer:
 
     def start(self) -> None:
         command = [self.binary, "--port", str(self.port), "--bind", HOST, "--save", ""]
-        command += ["--appendonly", "no", "--dir", str(self.directory)]
+        command += ["--appendonly", "no", "--dir", str(self.directory), *self.options]
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

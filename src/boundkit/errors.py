@@ -10,6 +10,7 @@ __all__ = [
     "AdmissionTimeout",
     "BoundkitError",
     "ConfigError",
+    "InvalidKeyError",
     "LeakError",
     "PdfError",
     "PdfLimitError",
@@ -115,3 +116,10 @@ class HealthFormatError(WatchTargetError, ValueError):
 
 __all__ += ["HealthFormatError", "WatchTargetError"]
 WatchTargetError.__module__ = HealthFormatError.__module__ = "boundkit"
+
+
+class InvalidKeyError(BoundkitError, TypeError, ValueError):
+    """A cache key of the wrong type, or one the cache is not set up to hold."""
+
+
+InvalidKeyError.__module__ = "boundkit"
