@@ -93,6 +93,7 @@ def reset_request(pool: object) -> None:
         conn.execute("SELECT 1").fetchone()
         conn.commit()
         conn.autocommit = True
+        conn.prepare_threshold = None
         with psycopg.ClientCursor(conn, row_factory=tuple_row) as cursor:
             cursor.execute(RESET_SESSION)
             while cursor.nextset():
@@ -100,6 +101,7 @@ def reset_request(pool: object) -> None:
             row = cursor.fetchone()
             if row and row[1]:
                 cursor.execute(deallocate_query(row[1]))
+        conn.prepare_threshold = 5
         conn.autocommit = False
         for _ in conn.notifies(timeout=0):
             pass

@@ -317,9 +317,10 @@ def _reset(conn: psycopg.Connection[Any], ended: Ended, *, session: bool) -> boo
             setattr(conn, name, value)
         remove_handlers(conn, ended.handlers)
         if session:
-            autocommit = conn.autocommit
+            autocommit, threshold = conn.autocommit, conn.prepare_threshold
             if not autocommit:  # no BEGIN: the reset runs as one implicit transaction
                 conn.autocommit = True
+            conn.prepare_threshold = None  # psycopg's statements stay: its cache need not look
             # simple query protocol and tuples, whatever cursor_factory the pool gives
             with psycopg.ClientCursor(conn, row_factory=tuple_row) as cursor:
                 cursor.execute(RESET_SESSION)
@@ -328,6 +329,7 @@ def _reset(conn: psycopg.Connection[Any], ended: Ended, *, session: bool) -> boo
                 row = cursor.fetchone()  # (None, the names SQL PREPARE gave)
                 if row and row[1]:
                     cursor.execute(deallocate_query(row[1]))
+            conn.prepare_threshold = threshold
             if not autocommit:
                 conn.autocommit = False
         for _ in conn.notifies(timeout=0):  # psycopg queues them for the next notifies()

@@ -296,9 +296,10 @@ async def _reset(conn: psycopg.AsyncConnection[Any], ended: Ended, *, session: b
                 setattr(conn, name, value)
         remove_handlers(conn, ended.handlers)
         if session:
-            autocommit = conn.autocommit
+            autocommit, threshold = conn.autocommit, conn.prepare_threshold
             if not autocommit:  # no BEGIN: the reset runs as one implicit transaction
                 await conn.set_autocommit(True)
+            conn.prepare_threshold = None  # psycopg's statements stay: its cache need not look
             async with psycopg.AsyncClientCursor(conn, row_factory=tuple_row) as cursor:
                 await cursor.execute(RESET_SESSION)
                 while cursor.nextset():  # to the last statement's result
@@ -306,6 +307,7 @@ async def _reset(conn: psycopg.AsyncConnection[Any], ended: Ended, *, session: b
                 row = await cursor.fetchone()  # (None, the names SQL PREPARE gave)
                 if row and row[1]:
                     await cursor.execute(deallocate_query(row[1]))
+            conn.prepare_threshold = threshold
             if not autocommit:
                 await conn.set_autocommit(False)
         async for _ in conn.notifies(timeout=0):  # psycopg queues them for the next notifies()
