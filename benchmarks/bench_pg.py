@@ -92,7 +92,7 @@ def reset_request(pool: object) -> None:
     with pool.connection() as conn:  # type: ignore[attr-defined]
         conn.execute("SELECT 1").fetchone()
         conn.commit()
-        conn.autocommit = True
+        conn.autocommit, threshold = True, conn.prepare_threshold
         conn.prepare_threshold = None
         with psycopg.ClientCursor(conn, row_factory=tuple_row) as cursor:
             cursor.execute(RESET_SESSION)
@@ -101,7 +101,7 @@ def reset_request(pool: object) -> None:
             row = cursor.fetchone()
             if row and row[1]:
                 cursor.execute(deallocate_query(row[1]))
-        conn.prepare_threshold = 5
+        conn.prepare_threshold = threshold
         conn.autocommit = False
         for _ in conn.notifies(timeout=0):
             pass
