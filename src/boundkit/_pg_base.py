@@ -427,7 +427,8 @@ def remove_handlers(conn: Any, handlers: list[tuple[str, Any]]) -> None:
 
 def deallocate_query(names: list[str]) -> sql.Composed:
     """``DEALLOCATE`` of each statement SQL ``PREPARE`` made, as the reset listed them."""
-    return sql.SQL("; ").join(sql.SQL("DEALLOCATE {}").format(sql.Identifier(n)) for n in names)
+    deallocate = sql.SQL("DEALLOCATE {}")
+    return sql.SQL("; ").join(deallocate.format(sql.Identifier(name)) for name in names)
 
 
 def is_clean(pgconn: pq.abc.PGconn) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import logging
 import os
 from time import monotonic
 from typing import Any
@@ -58,8 +57,6 @@ __all__ = [
     "pooled_connection",
     "release_idle",
 ]
-
-logger = logging.getLogger("boundkit.pg")
 
 _REGISTRY = Registry()
 os.register_at_fork(after_in_child=_REGISTRY.forget_after_fork)
