@@ -594,11 +594,14 @@ def _async_pool_app(pg_dsn: str, name: str, monitor: Any) -> Any:
 
 
 def _connections_made_soon(client: Any, name: str, expected: int) -> int:
-    """How many connections the pool opened, from /health, once ``expected`` (or after 5 s)."""
+    """How many connections the pool opened, from /health, once ``expected`` (or after 5 s).
+
+    At least ``expected``: a second cleanup at critical may replace some again.
+    """
     deadline = time.monotonic() + 5
     while True:
         made = int(client.get("/health").json()["pools"][name]["connections_num"])
-        if made == expected or time.monotonic() > deadline:
+        if made >= expected or time.monotonic() > deadline:
             return made
         time.sleep(0.02)
 
@@ -621,7 +624,7 @@ def test_register_pools_releases_async_pools_under_uvicorn(memory: FakeMemory, p
         memory.used = 95 * MB  # critical: the watcher thread runs the cleanup
         guard.start()
         try:  # the three idle connections closed, three new ones opened
-            assert 6 == _connections_made_soon(client, name, 6)
+            assert 6 <= _connections_made_soon(client, name, 6)
         finally:
             guard.close()
         assert 3 == client.get("/fill").json()  # the pool serves as before
@@ -650,7 +653,7 @@ def test_a_check_on_the_event_loop_schedules_the_release_without_blocking(
         client.get("/health")  # its check runs the cleanup on the loop's own thread
         assert time.monotonic() - started < ASYNC_RELEASE_TIMEOUT
         memory.used = 10 * MB
-        assert 6 == _connections_made_soon(client, name, 6)
+        assert 6 <= _connections_made_soon(client, name, 6)
     assert 0 == guard.status()["hook_errors"]
 
 
