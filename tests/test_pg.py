@@ -363,8 +363,8 @@ def test_a_busy_connection_at_commit_raises_as_psycopg(make_pool, pg_dsn, table,
 def lock_a_temp_table(conn: object, other: object) -> None:
     """Create (and commit) a temp table in ``conn``; lock it from the session ``other``.
 
-    The DISCARD ALL that ends ``conn``'s block then waits for that lock until its
-    statement_timeout.
+    The session reset (its DISCARD TEMP) that ends ``conn``'s block then waits for that
+    lock until its statement_timeout.
     """
     conn.execute("CREATE TEMP TABLE locked (x int)")  # type: ignore[attr-defined]
     schema = conn.execute("SELECT pg_my_temp_schema()::regnamespace::text").fetchone()[0]  # type: ignore[attr-defined]

@@ -108,8 +108,8 @@ def test_commit_rollback_and_use_after_block(pg_dsn):
 def test_first_statement_goes_and_gives_what_psycopg_gives(pg_dsn, query, params):
     """A block's BEGIN and statements go as psycopg sends them; results and errors are its own.
 
-    The block then ends with psycopg's COMMIT or ROLLBACK and DISCARD ALL in a round trip of
-    its own.
+    The block then ends with psycopg's COMMIT or ROLLBACK and the session reset in a round
+    trip of its own.
     """
 
     async def outcome(conn: Any) -> tuple[Any, ...]:
@@ -143,7 +143,7 @@ def test_first_statement_goes_and_gives_what_psycopg_gives(pg_dsn, query, params
             round_trips(lines) - round_trips(raw_lines),
         )
 
-    # two more round trips: the COMMIT or ROLLBACK, then DISCARD ALL
+    # two more round trips: the COMMIT or ROLLBACK, then the session reset
     assert (True, False, True, 2) == run(scenario)
 
 
