@@ -10,14 +10,15 @@ alternately with the order flipped every round; printed: each contender's median
 of round medians and the median over rounds of its per-round ratio to the peer:
 
 - ``pool.connection()`` with no reset (psycopg_pool alone: BEGIN, SELECT 1, COMMIT);
-- ``pool.connection()`` followed by the same reset as boundkit's (DISCARD ALL in
-  autocommit, psycopg's prepared-statement cache cleared to match): what the reset
-  costs, without boundkit's wrapper;
+- ``pool.connection()`` followed by the same reset as boundkit's (DISCARD ALL's steps
+  but DEALLOCATE ALL and DISCARD PLANS in one round trip in autocommit, then
+  ``notifies(timeout=0)``): what the reset costs, without boundkit's wrapper;
 - ``pooled_connection()`` (the full reset): targets 1.25x the first, 1.10x the
   second (the wrapper's own cost).
 
 Then the cost of the lent connection's forwarding alone: ``execute()`` through
-the lease against the same call on the connection it lends, in one block. Then
+the lease against the same call on the connection it lends, in one block; and the
+client CPU of the drain of queued notifications every block does. Then
 ``psycopg.connect()`` per request, and the recovery after killing 8 idle
 connections: 8 idle connections terminated with pg_terminate_backend, then 20
 requests: time to the first success and failed requests, for boundkit and
@@ -35,9 +36,10 @@ import uuid
 from collections.abc import Callable
 
 import psycopg
+from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
-from boundkit._pg_base import RESET_SESSION, forget_prepared
+from boundkit._pg_base import RESET_SESSION, deallocate_query
 from boundkit.pg import create_pool, pooled_connection
 
 DSN = os.environ.get("DATABASE_URL", "host=127.0.0.1 port=5432 user=postgres dbname=test")
@@ -86,14 +88,23 @@ def our_request(pool: object) -> None:
 
 
 def reset_request(pool: object) -> None:
-    """``pool.connection()``, then boundkit's session reset, as boundkit sends it."""
+    """``pool.connection()``, then boundkit's session reset and drain, as boundkit sends them."""
     with pool.connection() as conn:  # type: ignore[attr-defined]
         conn.execute("SELECT 1").fetchone()
         conn.commit()
-        conn.autocommit = True
-        conn.execute(RESET_SESSION).close()
+        conn.autocommit, threshold = True, conn.prepare_threshold
+        conn.prepare_threshold = None
+        with psycopg.ClientCursor(conn, row_factory=tuple_row) as cursor:
+            cursor.execute(RESET_SESSION)
+            while cursor.nextset():
+                pass
+            row = cursor.fetchone()
+            if row and row[1]:
+                cursor.execute(deallocate_query(row[1]))
+        conn.prepare_threshold = threshold
         conn.autocommit = False
-        forget_prepared(conn)
+        for _ in conn.notifies(timeout=0):
+            pass
 
 
 def latency() -> float:
@@ -153,6 +164,28 @@ def forwarding() -> None:
     )
 
 
+def drain_cost() -> None:
+    """Client CPU of the per-block drain, ``notifies(timeout=0)`` on an idle connection."""
+    with psycopg.connect(DSN, autocommit=True) as conn:
+
+        def drain() -> None:
+            for _ in conn.notifies(timeout=0):
+                pass
+
+        rounds = []
+        for _ in range(ROUNDS):
+            times = []
+            for _ in range(CALLS):
+                started = time.thread_time_ns()
+                drain()
+                times.append(time.thread_time_ns() - started)
+            rounds.append(statistics.median(times))
+    print(
+        f"  notifies(timeout=0) per block, client CPU (thread_time):"
+        f" {statistics.median(rounds) / 1e3:.1f} us"
+    )
+
+
 def connect_per_request(ours: float) -> None:
     def connect_request() -> None:
         with psycopg.connect(DSN) as conn:
@@ -203,6 +236,7 @@ def main() -> None:
     logging.disable(logging.WARNING)  # psycopg_pool logs every discarded connection
     ours = latency()
     forwarding()
+    drain_cost()
     connect_per_request(ours)
     print("after killing 8 idle connections (pool of 8), 20 requests:")
     recovery(

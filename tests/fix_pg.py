@@ -170,6 +170,19 @@ def pg_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@pytest.fixture(params=["drain", "getconn"])
+def replacing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How release_idle() replaces: psycopg_pool's drain() (3.3+), or without it (as on 3.2)."""
+    psycopg_pool = pytest.importorskip("psycopg_pool")
+    pools = (psycopg_pool.ConnectionPool, psycopg_pool.AsyncConnectionPool)
+    if request.param == "getconn":
+        for cls in pools:
+            monkeypatch.delattr(cls, "drain", raising=False)
+    elif not hasattr(pools[0], "drain"):
+        pytest.skip(f"psycopg_pool {psycopg_pool.__version__} has no drain()")
+    return str(request.param)
+
+
 def login_user(dsn: str) -> str:
     """The role ``dsn`` logs in as: not always ``postgres`` (``BOUNDKIT_TEST_DSN``)."""
     with psycopg.connect(dsn) as conn:

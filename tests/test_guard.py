@@ -515,23 +515,27 @@ def test_memory_scope_holds_no_growth() -> None:
     assert_no_growth(use, calls=10_000, rounds=5)
 
 
-def test_register_pools_closes_idle_connections_at_critical(
+def test_register_pools_replaces_idle_connections_at_critical(
     guard: MemoryGuard, memory: FakeMemory, pg_dsn: str
 ) -> None:
-    """register_pools closes a real pool's idle connections down to min_size at critical."""
+    """register_pools replaces a real pool's idle connections with fresh ones at critical."""
     pytest.importorskip("psycopg_pool")
     from boundkit.pg import create_pool, pooled_connection
 
     pool = create_pool(pg_dsn, min_size=1, max_size=3, name="guard-test")
-    try:
+
+    def three_backends() -> set[int]:
         lease = functools.partial(pooled_connection, pool=pool)
-        with lease(), lease(), lease():  # three connections at once, then all three idle
-            pass
-        assert 3 == pool.get_stats()["pool_size"]
+        with lease() as one, lease() as two, lease() as three:  # then all three idle
+            return {c.execute("SELECT pg_backend_pid()").fetchone()[0] for c in (one, two, three)}
+
+    try:
+        before = three_backends()
         guard.register_pools()
         memory.used = 95 * MB
         guard.check()
-        assert 1 == pool.get_stats()["pool_size"]
+        assert (3, set()) == (len(before), before & three_backends())
+        assert 3 == pool.get_stats()["pool_size"]
         assert 0 == guard.status()["hook_errors"]
     finally:
         pool.close()
@@ -589,18 +593,21 @@ def _async_pool_app(pg_dsn: str, name: str, monitor: Any) -> Any:
     return ASGIMiddleware(app, monitor=monitor)
 
 
-def _pool_size_soon(client: Any, name: str, expected: int) -> int:
-    """The pool's size in /health once it is ``expected`` (or after 5 s, whatever it is)."""
+def _connections_made_soon(client: Any, name: str, expected: int) -> int:
+    """How many connections the pool opened, from /health, once ``expected`` (or after 5 s).
+
+    At least ``expected``: a second cleanup at critical may replace some again.
+    """
     deadline = time.monotonic() + 5
     while True:
-        size = int(client.get("/health").json()["pools"][name]["pool_size"])
-        if size == expected or time.monotonic() > deadline:
-            return size
+        made = int(client.get("/health").json()["pools"][name]["connections_num"])
+        if made >= expected or time.monotonic() > deadline:
+            return made
         time.sleep(0.02)
 
 
 def test_register_pools_releases_async_pools_under_uvicorn(memory: FakeMemory, pg_dsn: str) -> None:
-    """Under uvicorn, /health lists the async pool and the guard's thread shrinks it on its loop."""
+    """Under uvicorn, /health lists the async pool; the guard's thread renews it on its loop."""
     httpx = pytest.importorskip("httpx")
     from boundkit import WebMonitor
 
@@ -616,8 +623,8 @@ def test_register_pools_releases_async_pools_under_uvicorn(memory: FakeMemory, p
         assert 3 == client.get("/health").json()["pools"][name]["pool_size"]
         memory.used = 95 * MB  # critical: the watcher thread runs the cleanup
         guard.start()
-        try:
-            assert 1 == _pool_size_soon(client, name, 1)
+        try:  # the three idle connections closed, three new ones opened
+            assert 6 <= _connections_made_soon(client, name, 6)
         finally:
             guard.close()
         assert 3 == client.get("/fill").json()  # the pool serves as before
@@ -646,7 +653,7 @@ def test_a_check_on_the_event_loop_schedules_the_release_without_blocking(
         client.get("/health")  # its check runs the cleanup on the loop's own thread
         assert time.monotonic() - started < ASYNC_RELEASE_TIMEOUT
         memory.used = 10 * MB
-        assert 1 == _pool_size_soon(client, name, 1)
+        assert 6 <= _connections_made_soon(client, name, 6)
     assert 0 == guard.status()["hook_errors"]
 
 

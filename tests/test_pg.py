@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ psycopg = pytest.importorskip("psycopg")
 psycopg_pool = pytest.importorskip("psycopg_pool")
 
 from boundkit import ConfigError, ResourceClosedError  # noqa: E402
+from boundkit._pg_base import RESET_SESSION  # noqa: E402
 from boundkit.memory import process_memory, trim_memory  # noqa: E402
 from boundkit.pg import (  # noqa: E402
     close_pools,
@@ -150,7 +152,7 @@ def frontend_messages(lines: list[str]) -> list[str]:
     ids=["no-parameters", "parameters", "named-parameters"],
 )
 def test_the_begin_goes_as_psycopg_sends_it(make_pool, query, params):
-    """A block's BEGIN and first statement go as psycopg sends them, then COMMIT and DISCARD ALL.
+    """A block's BEGIN and first statement go as psycopg sends them, then COMMIT and the reset.
 
     psycopg alone (the pool's raw connection) sends BEGIN, the query, COMMIT; boundkit
     sends the same messages, then the session reset in a round trip of its own.
@@ -169,7 +171,8 @@ def test_the_begin_goes_as_psycopg_sends_it(make_pool, query, params):
     assert expected == sent[: len(expected)]
     assert sent[0].endswith('\tQuery\t "BEGIN"')  # alone in its message
     assert (4, 3) == (round_trips(lines), round_trips(raw_lines))
-    assert ['Query\t "DISCARD ALL"'] == [line.split("\t", 2)[-1] for line in sent[len(expected) :]]
+    reset = [line.split("\t", 2)[-1] for line in sent[len(expected) :]]
+    assert [f'Query\t "{RESET_SESSION}"'] == reset
 
 
 _FIRST_STATEMENTS = [
@@ -360,8 +363,8 @@ def test_a_busy_connection_at_commit_raises_as_psycopg(make_pool, pg_dsn, table,
 def lock_a_temp_table(conn: object, other: object) -> None:
     """Create (and commit) a temp table in ``conn``; lock it from the session ``other``.
 
-    The DISCARD ALL that ends ``conn``'s block then waits for that lock until its
-    statement_timeout.
+    The session reset (its DISCARD TEMP) that ends ``conn``'s block then waits for that
+    lock until its statement_timeout.
     """
     conn.execute("CREATE TEMP TABLE locked (x int)")  # type: ignore[attr-defined]
     schema = conn.execute("SELECT pg_my_temp_schema()::regnamespace::text").fetchone()[0]  # type: ignore[attr-defined]
@@ -578,11 +581,12 @@ def test_session_state_does_not_reach_next_borrower(make_pool, pg_dsn):
 def test_prepare_cursors_sequences_and_session_user_do_not_reach_next_borrower(
     make_pool, pg_dsn, ending
 ):
-    """SQL PREPARE, WITH HOLD cursors, currval() and SET SESSION AUTHORIZATION are reset too."""
+    """SQL PREPARE (any name), WITH HOLD cursors, currval() and SESSION AUTHORIZATION end too."""
     pool = make_pool(max_size=1)
     with contextlib.suppress(KeyError), pooled_connection(pool=pool) as conn:
         conn.autocommit = ending == "autocommit"
         conn.execute("PREPARE mine AS SELECT 41 + 1")
+        conn.execute('PREPARE "Mixed; Case" AS SELECT 1')
         conn.execute("DECLARE held CURSOR WITH HOLD FOR SELECT 1")
         conn.execute("CREATE TEMP SEQUENCE seq")
         conn.execute("CREATE SEQUENCE IF NOT EXISTS boundkit_seq")
@@ -603,8 +607,14 @@ def test_prepare_cursors_sequences_and_session_user_do_not_reach_next_borrower(
 
 
 def test_psycopg_prepared_statements_stay_consistent_across_blocks(make_pool):
-    """psycopg prepares again what DISCARD ALL dropped: it never uses a stale statement name."""
+    """psycopg's prepared statements and its cache agree after every reset: no stale name.
+
+    With psycopg alone, a DISCARD ALL run while nothing was prepared leaves later
+    ones unseen by its cache (``prepared statement "_pg3_0" does not exist``).
+    """
     pool = make_pool(max_size=1)
+    with pooled_connection(pool=pool) as conn:  # a first reset while nothing is prepared
+        conn.execute("SELECT 1")
     seen = []
     for i in range(4):
         with pooled_connection(pool=pool) as conn:
@@ -614,6 +624,26 @@ def test_psycopg_prepared_statements_stay_consistent_across_blocks(make_pool):
             seen.append(conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0])
     assert [0, 1, 2, 2, 10, 11, 12, 2, 20, 21, 22, 2, 30, 31, 32, 2] == seen
     assert 0 == pool_stats()[pool.name]["discards"]
+
+
+def test_psycopg_keeps_its_prepared_statements_across_blocks(make_pool):
+    """A statement psycopg prepared in one block is still prepared, and used, in the next.
+
+    The reset leaves out DISCARD ALL's DEALLOCATE ALL, so psycopg's cache and the
+    server agree without boundkit touching the cache: no Parse of it again.
+    """
+    pool = make_pool(max_size=1)
+    query = "SELECT %s::int + 1"
+    with pooled_connection(pool=pool) as conn:
+        conn.prepare_threshold = 0
+        conn.execute(query, (1,))
+    with pooled_connection(pool=pool) as conn, traced(conn.pgconn) as lines:
+        cursor = conn.execute("SELECT statement FROM pg_prepared_statements", prepare=False)
+        listed = cursor.fetchall()
+        assert 3 == conn.execute(query, (2,)).fetchone()[0]
+    parses = [line for line in frontend_messages(lines) if "\tParse\t" in line]
+    assert [("SELECT $1::int + 1",)] == listed
+    assert [] == [line for line in parses if "SELECT $1::int + 1" in line]
 
 
 @pytest.mark.parametrize("ending", ["python-error", "sql-error", "autocommit"])
@@ -852,33 +882,42 @@ def test_discard_gives_back_a_large_results_memory(make_pool):
     assert 1 == pool_stats()[pool.name]["discards"]
 
 
-def test_release_idle_closes_idle_connections(make_pool):
-    """release_idle() closes idle connections down to min_size; the pool reconnects later."""
+def _backends_of_three_at_once(pool: psycopg_pool.ConnectionPool) -> set[int]:
+    """The backend pids of three blocks held at once (three connections, then all idle)."""
+    lease = functools.partial(pooled_connection, pool=pool)
+    with lease() as one, lease() as two, lease() as three:
+        return {_pid_of(conn) for conn in (one, two, three)}
+
+
+def _pid_of(conn: object) -> int:
+    return int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[attr-defined]
+
+
+def test_release_idle_replaces_every_idle_connection(make_pool, replacing):
+    """release_idle() closes each idle connection; the pool opens fresh ones and keeps its size."""
     pool = make_pool(min_size=1, max_size=3)
-    with pooled_connection(pool=pool), pooled_connection(pool=pool), pooled_connection(pool=pool):
-        pass
+    before = _backends_of_three_at_once(pool)
+    assert 3 == release_idle(pool)
+    after = _backends_of_three_at_once(pool)
+    assert (3, set()) == (len(after), before & after)
     assert 3 == pool.get_stats()["pool_size"]
-    assert 2 == release_idle(pool)
-    assert (1, 1) == (pool.get_stats()["pool_size"], pool.get_stats()["pool_available"])
-    assert 1 == _count_after_reuse(pool)
 
 
-@pytest.mark.parametrize("field", ["_pool", "_nconns", "_nconns_min", "_lock"])
-def test_release_idle_is_a_logged_no_op_if_psycopg_pool_changes(
-    make_pool, monkeypatch, caplog, field
-):
-    """If psycopg_pool's shrink internals change, release_idle() closes nothing and says so."""
-    pool = make_pool(min_size=0, max_size=2)
-    with pooled_connection(pool=pool), pooled_connection(pool=pool):
-        pass
-    monkeypatch.delattr(pool, field)
-    with caplog.at_level("WARNING", logger="boundkit.pg"):
-        assert 0 == release_idle(pool)
-    monkeypatch.undo()
-    assert (2, 2) == (pool.get_stats()["pool_size"], pool.get_stats()["pool_available"])
-    assert ["release_idle() closed nothing"] == [
-        r.getMessage()[:29] for r in caplog.records if r.name == "boundkit.pg"
-    ]
+def test_release_idle_gives_back_a_large_results_memory(make_pool, replacing):
+    """After a 50 MB value, release_idle() frees the buffer libpq kept on the idle connection."""
+    pool = make_pool(max_size=1)
+    mb50 = 50 * 1024 * 1024
+    trim_memory()
+    before = process_memory().rss_anon
+    with pooled_connection(pool=pool) as conn:
+        assert mb50 == len(conn.execute("SELECT repeat('x', %s)", (mb50,)).fetchone()[0])
+    trim_memory()
+    kept = process_memory().rss_anon - before
+    assert 1 == release_idle(pool)
+    trim_memory()
+    released = process_memory().rss_anon - before
+    assert kept > mb50 * 0.8  # libpq keeps its 50 MB buffer while the connection lives
+    assert released < mb50 * 0.2  # replacing the connection gives that back
     assert 1 == _count_after_reuse(pool)
 
 

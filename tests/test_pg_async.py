@@ -108,8 +108,8 @@ def test_commit_rollback_and_use_after_block(pg_dsn):
 def test_first_statement_goes_and_gives_what_psycopg_gives(pg_dsn, query, params):
     """A block's BEGIN and statements go as psycopg sends them; results and errors are its own.
 
-    The block then ends with psycopg's COMMIT or ROLLBACK and DISCARD ALL in a round trip of
-    its own.
+    The block then ends with psycopg's COMMIT or ROLLBACK and the session reset in a round
+    trip of its own.
     """
 
     async def outcome(conn: Any) -> tuple[Any, ...]:
@@ -143,7 +143,7 @@ def test_first_statement_goes_and_gives_what_psycopg_gives(pg_dsn, query, params
             round_trips(lines) - round_trips(raw_lines),
         )
 
-    # two more round trips: the COMMIT or ROLLBACK, then DISCARD ALL
+    # two more round trips: the COMMIT or ROLLBACK, then the session reset
     assert (True, False, True, 2) == run(scenario)
 
 
@@ -172,7 +172,8 @@ def test_prepare_and_session_user_do_not_reach_next_borrower(pg_dsn):
             async with apooled_connection(pool=pool) as conn:
                 conn.prepare_threshold = 0
                 cur = await conn.execute(
-                    "SELECT (SELECT count(*) FROM pg_prepared_statements), session_user, %s::int",
+                    "SELECT (SELECT count(*) FROM pg_prepared_statements WHERE from_sql),"
+                    " session_user, %s::int",
                     (i,),
                 )
                 seen.append(await cur.fetchone())
@@ -181,7 +182,24 @@ def test_prepare_and_session_user_do_not_reach_next_borrower(pg_dsn):
         return seen
 
     user = login_user(pg_dsn)
-    assert [(1, user, 0), (1, user, 1), (1, user, 2)] == run(scenario)
+    assert [(0, user, 0), (0, user, 1), (0, user, 2)] == run(scenario)
+
+
+def test_psycopg_keeps_its_prepared_statements_across_blocks(pg_dsn):
+    """A statement psycopg prepared in one block is still prepared in the next, and works."""
+
+    async def scenario() -> tuple[list[Any], int]:
+        pool = await acreate_pool(pg_dsn, max_size=1)
+        async with apooled_connection(pool=pool) as conn:
+            conn.prepare_threshold = 0
+            await conn.execute("SELECT %s::int + 1", (1,))
+        async with apooled_connection(pool=pool) as conn:
+            cur = await conn.execute("SELECT statement FROM pg_prepared_statements", prepare=False)
+            listed = await cur.fetchall()
+            cur = await conn.execute("SELECT %s::int + 1", (2,))
+            return listed, (await cur.fetchone())[0]
+
+    assert ([("SELECT $1::int + 1",)], 3) == run(scenario)
 
 
 def test_failed_commit_raises_and_reset_session_false_keeps_state(pg_dsn):
@@ -374,33 +392,47 @@ def test_pool_stats_is_a_plain_call_and_apool_stats_a_deprecated_alias(pg_dsn):
     assert (1, 1, __file__) == run(scenario)
 
 
-def _three_idle_then(release: Callable[[Any], Awaitable[int]], pg_dsn: str) -> tuple[int, int]:
-    """Fill a pool with three connections, then ``release(pool)``; return (closed, size after)."""
+def _three_idle_then(
+    release: Callable[[Any], Awaitable[int]], pg_dsn: str
+) -> tuple[int, set[int], int]:
+    """Three connections at once, all idle, then ``release(pool)``.
 
-    async def scenario() -> tuple[int, int]:
-        pool = await acreate_pool(pg_dsn, min_size=1, max_size=3)
+    Returns what it returned, the backend pids the pool's connections share
+    before and after, and the pool's size after.
+    """
+
+    async def three_at_once(pool: Any) -> set[int]:
         lease = functools.partial(apooled_connection, pool=pool)
-        async with lease(), lease(), lease():  # three connections at once, then all idle
-            pass
-        assert 3 == pool.get_stats()["pool_size"]
-        closed = await release(pool)
-        return closed, pool.get_stats()["pool_size"]
+        async with lease() as one, lease() as two, lease() as three:
+            return {await _pid_of(conn) for conn in (one, two, three)}
+
+    async def scenario() -> tuple[int, set[int], int]:
+        pool = await acreate_pool(pg_dsn, min_size=1, max_size=3)
+        before = await three_at_once(pool)
+        replaced = await release(pool)
+        after = await three_at_once(pool)
+        assert 3 == len(after)
+        return replaced, before & after, pool.get_stats()["pool_size"]
 
     return run(scenario)
 
 
-def test_arelease_idle_closes_idle_connections_down_to_min_size(pg_dsn):
-    """arelease_idle() closes idle connections down to min_size, awaited on the pool's loop."""
-    assert (2, 1) == _three_idle_then(arelease_idle, pg_dsn)
+async def _pid_of(conn: Any) -> int:
+    return int((await (await conn.execute("SELECT pg_backend_pid()")).fetchone())[0])
 
 
-def test_release_idle_threadsafe_reaches_the_loop_from_another_thread(pg_dsn):
-    """From a thread outside the loop, release_idle_threadsafe() closes the idle connections."""
+def test_arelease_idle_replaces_every_idle_connection(pg_dsn, replacing):
+    """arelease_idle() closes each idle connection on the pool's loop; the pool opens new ones."""
+    assert (3, set(), 3) == _three_idle_then(arelease_idle, pg_dsn)
+
+
+def test_release_idle_threadsafe_reaches_the_loop_from_another_thread(pg_dsn, replacing):
+    """From a thread outside the loop, release_idle_threadsafe() replaces the idle connections."""
 
     async def from_a_thread(pool: Any) -> int:
         return await asyncio.to_thread(release_idle_threadsafe, timeout=5)
 
-    assert (2, 1) == _three_idle_then(from_a_thread, pg_dsn)
+    assert (3, set(), 3) == _three_idle_then(from_a_thread, pg_dsn)
 
 
 @pytest.mark.parametrize("timeout", [0, -1, "2", True, float("nan"), float("inf")])

@@ -7,18 +7,15 @@ add the I/O.
 from __future__ import annotations
 
 import contextlib
-import logging
 import operator
 import os
 import select
 import threading
 import weakref
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import psycopg_pool
-from psycopg import pq
+from psycopg import pq, sql
 from psycopg.adapt import AdaptersMap
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -26,10 +23,18 @@ from ._conninfo import check_conninfo, redact, scrub
 from ._window import check_count, check_seconds
 from .errors import ConfigError, ResourceClosedError
 
-# The statement that resets a session when its block ends, in autocommit after
-# the COMMIT or ROLLBACK: settings, roles, temp tables, LISTEN, advisory locks,
-# cursors, prepared statements, sequence caches.
-RESET_SESSION = "DISCARD ALL"
+# The session reset, one round trip in autocommit after the COMMIT or ROLLBACK:
+# DISCARD ALL's steps (WITH HOLD cursors, roles, settings, LISTEN, advisory locks,
+# temp tables, sequence caches) without its DEALLOCATE ALL and DISCARD PLANS. So
+# the statements psycopg prepared stay on the server, as its prepared-statement
+# cache says: psycopg has no public way to be told that DISCARD ALL dropped them.
+# The last statement also lists what SQL PREPARE made, for deallocate_query().
+RESET_SESSION = (
+    "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *;"
+    " DISCARD TEMP; DISCARD SEQUENCES;"
+    " SELECT pg_catalog.pg_advisory_unlock_all(),"
+    " ARRAY(SELECT name FROM pg_catalog.pg_prepared_statements WHERE from_sql)"
+)
 
 # connection attributes a block may change that psycopg_pool does not restore
 SESSION_ATTRS = ("autocommit", "isolation_level", "read_only", "deferrable")
@@ -210,41 +215,13 @@ def stats_of(pool: Any, state: PoolState) -> dict[str, Any]:
     return stats
 
 
-def shrink_internals(
-    pool: Any, lock_protocol: str, logger: logging.Logger
-) -> tuple[deque[Any], Any, Any] | None:
-    """The private fields psycopg_pool's ``_shrink_pool()`` uses: idle deque, lock, close.
-
-    ``None`` (and a warning to ``logger``) when this psycopg_pool lacks them.
-    ``lock_protocol`` is ``"__enter__"`` for a sync pool, ``"__aenter__"`` for an async one.
-    """
-    idle: Any = getattr(pool, "_pool", None)
-    fields = (getattr(pool, name, None) for name in ("_nconns", "_nconns_min"))
-    lock: Any = getattr(pool, "_lock", None)
-    close: Any = getattr(pool, "_close_connection", None)
-    if (
-        isinstance(idle, deque)
-        and all(type(value) is int for value in fields)
-        and callable(getattr(lock, lock_protocol, None))
-        and callable(close)
-    ):
-        return idle, lock, close
-    logger.warning(
-        "release_idle() closed nothing in pool %r: this psycopg_pool %s no longer "
-        "has the internals it relies on; idle connections still close after max_idle",
-        pool.name,
-        psycopg_pool.__version__,
-    )
-    return None
+# how long release_idle() waits for a connection psycopg_pool 3.2 counted as idle
+TAKE_IDLE_TIMEOUT = 0.01
 
 
-def take_idle(pool: Any, idle: deque[Any]) -> list[Any]:
-    """Pop idle connections down to ``min_size``, as ``_shrink_pool()`` counts; hold its lock."""
-    count = max(0, min(len(idle), pool._nconns - pool.min_size))
-    released = [idle.popleft() for _ in range(count)]
-    pool._nconns -= count
-    pool._nconns_min = min(pool._nconns_min, len(idle))
-    return released
+def idle_count(pool: Any) -> int:
+    """How many connections wait in ``pool``: psycopg_pool's ``pool_available``."""
+    return int(pool.get_stats().get("pool_available", 0))
 
 
 def exhausted_message(pool: Any, state: PoolState, waited: float) -> str:
@@ -448,28 +425,10 @@ def remove_handlers(conn: Any, handlers: list[tuple[str, Any]]) -> None:
             getattr(conn, remove)(callback)
 
 
-def forget_prepared(conn: Any) -> None:
-    """Make psycopg forget the statements it prepared, after a DISCARD ALL dropped them.
-
-    Its next execution of a query prepares it again under a new name. psycopg
-    does this by itself only when the DISCARD ALL is new to its cache (once
-    counted, a later one leaves names the server dropped), and has no public
-    way to do it: this is psycopg's own cache reset, minus the DEALLOCATE ALL
-    that reset queues (the server already forgot them).
-    """
-    prepared = conn._prepared
-    prepared.clear()
-    prepared._to_flush.clear()
-
-
-def has_queued_notifies(conn: Any) -> bool:
-    """Whether psycopg queued notifications no handler took, for ``notifies()`` to yield.
-
-    psycopg 3.3 keeps them on the connection (3.2 drops them): drain them with
-    ``notifies(timeout=0)`` so the next borrower does not read them. psycopg has
-    no public way to ask without draining, which costs a poll per block.
-    """
-    return bool(getattr(conn, "_notifies_backlog", None))
+def deallocate_query(names: list[str]) -> sql.Composed:
+    """``DEALLOCATE`` of each statement SQL ``PREPARE`` made, as the reset listed them."""
+    deallocate = sql.SQL("DEALLOCATE {}")
+    return sql.SQL("; ").join(deallocate.format(sql.Identifier(name)) for name in names)
 
 
 def is_clean(pgconn: pq.abc.PGconn) -> bool:

@@ -60,7 +60,7 @@ def _release_idle_connections() -> None:
     if pg_async is not None:  # on each pool's own loop, never blocking it
         released += pg_async.release_idle_threadsafe(timeout=ASYNC_RELEASE_TIMEOUT)
     if pg is not None or pg_async is not None:
-        logger.info("memory cleanup closed %s idle database connections", released)
+        logger.info("memory cleanup replaced %s idle database connections", released)
 
 
 _retire_request = threading.Event()
@@ -280,7 +280,7 @@ class MemoryGuard:
         self._fit_caches()
 
     def register_pools(self) -> None:
-        """Close idle pooled connections (down to ``min_size``) at critical, sync and async.
+        """Replace idle pooled connections with fresh ones at critical, sync and async.
 
         Uses ``boundkit.pg.release_idle()`` and
         ``boundkit.pg_async.release_idle_threadsafe()`` for the modules the app

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import logging
 import os
 from time import monotonic
 from typing import Any
@@ -20,6 +19,7 @@ from ._extras import raise_if_extra_missing
 
 try:
     import psycopg
+    from psycopg.rows import tuple_row
     from psycopg_pool import ConnectionPool, PoolTimeout
 except ImportError as _exc:  # the 'postgres' extra is not installed
     raise_if_extra_missing("boundkit.pg", _exc)
@@ -29,6 +29,7 @@ from ._pg_base import (
     ALIVE,
     DIAGNOSE_AFTER,
     RESET_SESSION,
+    TAKE_IDLE_TIMEOUT,
     UNSURE,
     Ended,
     LeaseBase,
@@ -36,18 +37,16 @@ from ._pg_base import (
     PoolState,
     Registry,
     connect_failed_message,
+    deallocate_query,
     exhausted_message,
-    forget_prepared,
     forward_attributes,
-    has_queued_notifies,
+    idle_count,
     idle_state,
     is_clean,
     needs_reset,
     remove_handlers,
     resolve_conninfo,
-    shrink_internals,
     stats_of,
-    take_idle,
 )
 
 __all__ = [
@@ -58,8 +57,6 @@ __all__ = [
     "pooled_connection",
     "release_idle",
 ]
-
-logger = logging.getLogger("boundkit.pg")
 
 _REGISTRY = Registry()
 os.register_at_fork(after_in_child=_REGISTRY.forget_after_fork)
@@ -308,24 +305,32 @@ def _end_transaction(
 def _reset(conn: psycopg.Connection[Any], ended: Ended, *, session: bool) -> bool:
     """Undo what the block changed on the connection and its session; False if that failed.
 
-    The attributes it set, the handlers it added, then the session (``DISCARD ALL``),
-    then the notifications that came for nobody.
+    The attributes it set, the handlers it added, then the session
+    (:data:`~boundkit._pg_base.RESET_SESSION`, and ``DEALLOCATE`` of what SQL
+    ``PREPARE`` made), then the notifications that came for nobody.
     """
     try:
         for name, value in needs_reset(conn, ended.saved).items():
             setattr(conn, name, value)
         remove_handlers(conn, ended.handlers)
         if session:
-            autocommit = conn.autocommit
-            if not autocommit:  # DISCARD ALL cannot run in a transaction
+            autocommit, threshold = conn.autocommit, conn.prepare_threshold
+            if not autocommit:  # no BEGIN: the reset runs as one implicit transaction
                 conn.autocommit = True
-            conn.execute(RESET_SESSION).close()
+            conn.prepare_threshold = None  # psycopg's statements stay: its cache need not look
+            # simple query protocol and tuples, whatever cursor_factory the pool gives
+            with psycopg.ClientCursor(conn, row_factory=tuple_row) as cursor:
+                cursor.execute(RESET_SESSION)
+                while cursor.nextset():  # to the last statement's result
+                    pass
+                row = cursor.fetchone()  # (None, the names SQL PREPARE gave)
+                if row and row[1]:
+                    cursor.execute(deallocate_query(row[1]))
+            conn.prepare_threshold = threshold
             if not autocommit:
                 conn.autocommit = False
-            forget_prepared(conn)
-        if has_queued_notifies(conn):
-            for _ in conn.notifies(timeout=0):
-                pass
+        for _ in conn.notifies(timeout=0):  # psycopg queues them for the next notifies()
+            pass
     except Exception:  # psycopg.Error: broken, or the server failed the reset
         return False
     return True
@@ -343,29 +348,35 @@ def pool_stats() -> dict[str, dict[str, Any]]:
 
 
 def release_idle(pool: ConnectionPool[Any] | None = None) -> int:
-    """Close idle connections down to each pool's ``min_size``; return how many closed.
+    """Replace each idle connection with a fresh one; return how many were idle.
 
-    For memory pressure: the pool reconnects on demand later. Without ``pool``,
-    every pool boundkit made in this process. psycopg_pool has no public way to
-    shrink now (``resize()``, ``check()`` and ``drain()`` all reopen what they
-    close; it drops one idle connection per ``max_idle``), so this uses its
-    shrink bookkeeping; if a psycopg_pool release changes that, it closes
-    nothing and logs a warning instead.
+    For memory pressure: a fresh connection holds about 12 KB of client memory,
+    one that received a large result holds that result's size (libpq keeps its
+    input buffer). Without ``pool``, every pool boundkit made in this process.
+    Uses psycopg_pool's ``drain()`` (3.3+), which also replaces a connection lent
+    out now when it comes back; with psycopg_pool 3.2 each idle connection is
+    taken out, closed and given back, and the pool opens a new one. The pool
+    keeps its size: psycopg_pool closes one unused connection per ``max_idle``.
     """
     pools = _REGISTRY.own_pools() if pool is None else [pool]
-    return sum(_shrink_to_min(each) for each in pools)
+    return sum(_replace_idle(each) for each in pools)
 
 
-def _shrink_to_min(pool: ConnectionPool[Any]) -> int:
-    internals = shrink_internals(pool, "__enter__", logger)
-    if internals is None:
-        return 0
-    idle, lock, close = internals
-    with lock:
-        released = take_idle(pool, idle)
-    for conn in released:
-        close(conn)
-    return len(released)
+def _replace_idle(pool: ConnectionPool[Any]) -> int:
+    idle = idle_count(pool)
+    if hasattr(pool, "drain"):  # psycopg_pool >= 3.3
+        pool.drain()
+        return idle
+    replaced = 0
+    for _ in range(idle):
+        try:
+            conn = pool.getconn(timeout=TAKE_IDLE_TIMEOUT)
+        except PoolTimeout:  # taken by a request meanwhile
+            break
+        conn.close()
+        pool.putconn(conn)  # the pool opens a new one in its place
+        replaced += 1
+    return replaced
 
 
 def close_pools() -> None:

@@ -24,6 +24,7 @@ from ._extras import raise_if_extra_missing
 
 try:
     import psycopg
+    from psycopg.rows import tuple_row
     from psycopg_pool import AsyncConnectionPool, PoolTimeout
 except ImportError as _exc:  # the 'postgres' extra is not installed
     raise_if_extra_missing("boundkit.pg_async", _exc)
@@ -34,6 +35,7 @@ from ._pg_base import (
     DIAGNOSE_AFTER,
     RESET_SESSION,
     SESSION_ATTRS,
+    TAKE_IDLE_TIMEOUT,
     UNSURE,
     Ended,
     LeaseBase,
@@ -41,18 +43,16 @@ from ._pg_base import (
     PoolState,
     Registry,
     connect_failed_message,
+    deallocate_query,
     exhausted_message,
-    forget_prepared,
     forward_attributes,
-    has_queued_notifies,
+    idle_count,
     idle_state,
     is_clean,
     needs_reset,
     remove_handlers,
     resolve_conninfo,
-    shrink_internals,
     stats_of,
-    take_idle,
 )
 from ._window import check_seconds
 
@@ -296,16 +296,22 @@ async def _reset(conn: psycopg.AsyncConnection[Any], ended: Ended, *, session: b
                 setattr(conn, name, value)
         remove_handlers(conn, ended.handlers)
         if session:
-            autocommit = conn.autocommit
-            if not autocommit:  # DISCARD ALL cannot run in a transaction
+            autocommit, threshold = conn.autocommit, conn.prepare_threshold
+            if not autocommit:  # no BEGIN: the reset runs as one implicit transaction
                 await conn.set_autocommit(True)
-            await (await conn.execute(RESET_SESSION)).close()
+            conn.prepare_threshold = None  # psycopg's statements stay: its cache need not look
+            async with psycopg.AsyncClientCursor(conn, row_factory=tuple_row) as cursor:
+                await cursor.execute(RESET_SESSION)
+                while cursor.nextset():  # to the last statement's result
+                    pass
+                row = await cursor.fetchone()  # (None, the names SQL PREPARE gave)
+                if row and row[1]:
+                    await cursor.execute(deallocate_query(row[1]))
+            conn.prepare_threshold = threshold
             if not autocommit:
                 await conn.set_autocommit(False)
-            forget_prepared(conn)
-        if has_queued_notifies(conn):
-            async for _ in conn.notifies(timeout=0):
-                pass
+        async for _ in conn.notifies(timeout=0):  # psycopg queues them for the next notifies()
+            pass
     except Exception:  # psycopg.Error: broken, or the server failed the reset
         return False
     return True
@@ -331,7 +337,7 @@ def apool_stats() -> dict[str, dict[str, Any]]:
 
 
 async def arelease_idle(pool: AsyncConnectionPool[Any] | None = None) -> int:
-    """Close idle connections down to each pool's ``min_size``; return how many closed.
+    """Replace each idle connection with a fresh one; return how many were idle.
 
     The async twin of :func:`boundkit.pg.release_idle`, run on the pools' event
     loop. Without ``pool``, every async pool boundkit made in this process on
@@ -342,22 +348,28 @@ async def arelease_idle(pool: AsyncConnectionPool[Any] | None = None) -> int:
         pools = [each for each in _REGISTRY.own_pools() if _LOOPS.get(each) is loop]
     else:
         pools = [pool]
-    closed = 0
-    for each in pools:
-        internals = shrink_internals(each, "__aenter__", logger)
-        if internals is None:
-            continue
-        idle, lock, close = internals
-        async with lock:
-            released = take_idle(each, idle)
-        for conn in released:
-            await close(conn)
-        closed += len(released)
-    return closed
+    return sum([await _replace_idle(each) for each in pools])
+
+
+async def _replace_idle(pool: AsyncConnectionPool[Any]) -> int:
+    idle = idle_count(pool)
+    if hasattr(pool, "drain"):  # psycopg_pool >= 3.3
+        await pool.drain()
+        return idle
+    replaced = 0
+    for _ in range(idle):
+        try:
+            conn = await pool.getconn(timeout=TAKE_IDLE_TIMEOUT)
+        except PoolTimeout:  # taken by a request meanwhile
+            break
+        await conn.close()
+        await pool.putconn(conn)  # the pool opens a new one in its place
+        replaced += 1
+    return replaced
 
 
 def release_idle_threadsafe(*, timeout: float = 2.0) -> int:
-    """Close idle connections of every async pool, from any thread; return how many closed.
+    """Replace idle connections of every async pool, from any thread; return how many.
 
     For a thread outside the event loop (the memory guard's watcher): each
     pool's :func:`arelease_idle` runs on the loop that opened the pool, through
