@@ -281,22 +281,23 @@ class CeleryMemory:
         run = TaskMemory(name, task_id, state or "?", seconds, rss_before, rss, peak, given_back)
         self.last = run
         leak = self.stats.observe(run)
-        logger.info(
-            "task %s[%s] %s in %.3f s: RSS %s -> %s, peak %s, left %s, cleanup gave back %s",
-            name,
-            task_id,
-            run.state,
-            seconds,
-            format_bytes(rss_before),
-            format_bytes(rss),
-            "unknown" if peak is None else format_bytes(peak),
-            format_bytes(run.left) if run.left >= 0 else f"-{format_bytes(-run.left)}",
-            format_bytes(given_back),
-        )
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "task %s[%s] %s in %.3f s: RSS %s -> %s, peak %s, left %s, cleanup gave back %s",
+                name,
+                task_id,
+                run.state,
+                seconds,
+                format_bytes(rss_before),
+                format_bytes(rss),
+                "unknown" if peak is None else format_bytes(peak),
+                format_bytes(run.left) if run.left >= 0 else f"-{format_bytes(-run.left)}",
+                format_bytes(given_back),
+            )
         if leak is not None:
             logger.warning("boundkit: %s: is it keeping references?", leak)
         if self.in_child:
-            self._leave_current_rss(rss, name, task_id)
+            self._leave_current_rss(rss, peak if given_back == 0 else None, name, task_id)
         if self.in_child:
             self._publish_soon()
 
@@ -306,15 +307,22 @@ class CeleryMemory:
         if now >= self._next_publish or self.retiring:
             self._next_publish = now + PUBLISH_EVERY
             self.publish()
-        elif self._timer is None or not self._timer.is_alive():
-            self._timer = threading.Timer(self._next_publish - now, self._publish_soon)
+        elif self._timer is None:
+            self._timer = threading.Timer(self._next_publish - now, self._publish_pending)
             self._timer.daemon = True
             self._timer.start()
 
-    def _leave_current_rss(self, rss: int, name: str, task_id: str) -> None:
-        """Reset the peak so billiard's check, next, compares what this child holds now."""
+    def _publish_pending(self) -> None:
+        self._timer = None
+        self._publish_soon()
+
+    def _leave_current_rss(self, rss: int, peak: int | None, name: str, task_id: str) -> None:
+        """Reset the peak so billiard's check, next, compares what this child holds now.
+
+        ``peak`` is the peak just read, when nothing ran since that could raise it.
+        """
         if self.peak_resets:
-            _reset_high_water()
+            _reset_high_water(peak)
         limit = self.recycle_at
         if limit is None:
             return
