@@ -19,8 +19,8 @@ from typing import Any
 from celery import Celery, signals
 
 import boundkit
-from boundkit.celery import PUBLISH_EVERY as memory_publish_every
 from boundkit._sizes import estimate_size
+from boundkit.celery import PUBLISH_EVERY as memory_publish_every
 from boundkit.celery import install
 from boundkit.guard import default_guard
 

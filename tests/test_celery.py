@@ -19,18 +19,18 @@ from typing import Any
 import psutil
 import pytest
 
-pytest.importorskip("celery", reason="celery missing: pip install 'boundkit[celery]'")
+pytest.importorskip("celery")
 
-from celery import Celery, signals  # noqa: E402
+from celery import Celery, signals
 
-from boundkit._sizes import parse_bytes  # noqa: E402
-from boundkit._task_memory import TaskMemory, TaskMemoryStats, status_of  # noqa: E402
-from boundkit.admission import pdf_reserve_default  # noqa: E402
-from boundkit.celery import CeleryMemory, install  # noqa: E402
-from boundkit.errors import ConfigError  # noqa: E402
-from boundkit.memory import _reset_high_water  # noqa: E402
-from boundkit.share import plan_shares  # noqa: E402
-from fix_celery import CeleryWorker, celery_worker  # noqa: E402
+from boundkit._sizes import parse_bytes
+from boundkit._task_memory import TaskMemory, TaskMemoryStats, status_of
+from boundkit.admission import pdf_reserve_default
+from boundkit.celery import CeleryMemory, install
+from boundkit.errors import ConfigError
+from boundkit.memory import _reset_high_water
+from boundkit.share import plan_shares
+from fix_celery import CeleryWorker, celery_worker
 
 MIB = 1024 * 1024
 WAIT = 30.0
@@ -74,7 +74,9 @@ def figures(line: str) -> dict[str, int | None]:
     found = _FIGURES.search(line)
     assert found is not None, line
     return {
-        key: None if value == "unknown" else parse_bytes(value.lstrip("-")) * (-1 if value.startswith("-") else 1)
+        key: None
+        if value == "unknown"
+        else parse_bytes(value.lstrip("-")) * (-1 if value.startswith("-") else 1)
         for key, value in found.groupdict().items()
     }
 
@@ -171,9 +173,7 @@ def test_boundkit_state_does_not_grow_over_10000_tasks(worker: Worker) -> None:
         assert last[key] <= first[key], (key, first, last)
 
 
-def test_pools_made_before_the_fork_are_never_used_by_a_child(
-    pg_dsn: str, tmp_path: Path
-) -> None:
+def test_pools_made_before_the_fork_are_never_used_by_a_child(pg_dsn: str, tmp_path: Path) -> None:
     """The worker's main process opens the default pool; children get their own connections."""
     parent_file = tmp_path / "parent-backend"
     env = {"DATABASE_URL": pg_dsn, "BK_CELERY_PARENT_FILE": str(parent_file)}
@@ -225,7 +225,9 @@ def test_the_share_comes_from_the_limit_and_the_footprint(
     try:
         _start_worker(app, concurrency=2, pool_cls="prefork")
         assert memory.plan is not None
-        expected = plan_shares("512M", workers=2, footprint=memory.plan.footprint, arbiter=memory.plan.arbiter)
+        expected = plan_shares(
+            "512M", workers=2, footprint=memory.plan.footprint, arbiter=memory.plan.arbiter
+        )
         assert expected.recycle == memory.recycle_at
         assert app.conf.worker_max_memory_per_child == expected.recycle // 1024
     finally:
@@ -270,7 +272,8 @@ def test_eager_tasks_are_measured_and_reserve_pdfs_by_default(app: Celery) -> No
     unit.delay()
     assert seen == [True, True]
     assert pdf_reserve_default.get() is False
-    assert memory.last is not None and memory.last.name == "bk.unit"
+    assert memory.last is not None
+    assert memory.last.name == "bk.unit"
     assert memory.last.peak is None or memory.last.peak >= memory.last.rss_before
     assert memory.stats.summary()["names"]["bk.unit"]["requests"] == 2
 
@@ -293,9 +296,13 @@ def test_a_task_that_keeps_leaving_memory_is_named() -> None:
     stats = TaskMemoryStats(leak_runs=3, leak_above=MIB)
     leaking = TaskMemory("app.leak", "t", "SUCCESS", 0.1, 50 * MIB, 53 * MIB, None, 0)
     freeing = TaskMemory("app.leak", "t", "SUCCESS", 0.1, 50 * MIB, 50 * MIB, None, 0)
-    assert [stats.observe(run) for run in (leaking, leaking, freeing, leaking, leaking)] == [None] * 5
+    assert [stats.observe(run) for run in (leaking, leaking, freeing, leaking, leaking)] == [
+        None
+    ] * 5
     warning = stats.observe(leaking)
-    assert warning is not None and "app.leak" in warning and "9.0 MiB" in warning
+    assert warning is not None
+    assert "app.leak" in warning
+    assert "9.0 MiB" in warning
 
 
 def test_task_stats_stay_bounded_whatever_runs() -> None:

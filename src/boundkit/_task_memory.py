@@ -149,7 +149,10 @@ class TaskMemoryStats:
         ``peak_growth_mb`` window summaries; JSON-ready."""
         times = self.times.summary()
         with self._lock:
-            memory = {name: (e.left.summary(), e.peak_growth.summary()) for name, e in self._memory.items()}
+            memory = {
+                name: (e.left.summary(), e.peak_growth.summary())
+                for name, e in self._memory.items()
+            }
         names = {}
         for name, entry in times["routes"].items():
             left, peak = memory.get(name, (None, None))

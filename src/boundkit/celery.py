@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from celery import signals
-    from celery.worker.control import inspect_command
+    from celery import signals  # type: ignore[import-untyped]
+    from celery.worker.control import inspect_command  # type: ignore[import-untyped]
 except ImportError as _exc:  # the 'celery' extra is not installed
     from ._extras import raise_if_extra_missing
 
@@ -418,7 +418,9 @@ def _connect(memory: CeleryMemory) -> None:
     signals.worker_process_shutdown.connect(
         lambda **_: memory.publish(), weak=False, dispatch_uid=uid
     )
-    signals.worker_shutdown.connect(lambda **_: memory.on_worker_stop(), weak=False, dispatch_uid=uid)
+    signals.worker_shutdown.connect(
+        lambda **_: memory.on_worker_stop(), weak=False, dispatch_uid=uid
+    )
     signals.task_prerun.connect(on_prerun, weak=False, dispatch_uid=uid)
     signals.task_postrun.connect(on_postrun, weak=False, dispatch_uid=uid)
     inspect_command(name=COMMAND)(_snapshot_command)
