@@ -248,13 +248,22 @@ def test_an_explicit_share_or_command_line_limit_wins(app: Celery) -> None:
         memory.on_worker_stop()
 
 
-def test_threads_and_solo_pools_recycle_nothing(app: Celery) -> None:
-    """Celery cannot replace the one process of a threads or solo pool: no threshold is set."""
+@pytest.mark.parametrize("name", ["threads", "solo"])
+@pytest.mark.parametrize("key", ["pool_cls", "pool"])
+def test_threads_and_solo_pools_recycle_nothing(app: Celery, name: str, key: str) -> None:
+    """Celery cannot replace the one process of a threads or solo pool: no threshold is set.
+
+    The -P class reaches celeryd_init as ``pool_cls`` (Celery 5.3) or ``pool`` (5.6+).
+    """
+    from celery.concurrency import get_implementation
+
     memory = install(app, share="200M")
     try:
-        _start_worker(app, concurrency=4, pool_cls="threads")
-        assert (memory.pool, memory.recycle_at) == ("threads", None)
+        _start_worker(app, concurrency=4, **{key: get_implementation(name)})
+        assert (memory.pool, memory.recycle_at) == (name, None)
         assert app.conf.worker_max_memory_per_child is None
+        (figures,) = memory.snapshot()["celery"]["processes"]  # this process: no children
+        assert figures["tasks"]["tasks"] == 0
     finally:
         memory.on_worker_stop()
 
@@ -299,6 +308,8 @@ def test_a_task_that_keeps_leaving_memory_is_named() -> None:
     assert [stats.observe(run) for run in (leaking, leaking, freeing, leaking, leaking)] == [
         None
     ] * 5
+    beside = TaskMemory("app.leak", "t", "SUCCESS", 0.1, 50 * MIB, 90 * MIB, None, 0, shared=True)
+    assert stats.observe(beside) is None  # another task's memory may be in its figures
     warning = stats.observe(leaking)
     assert warning is not None
     assert "app.leak" in warning

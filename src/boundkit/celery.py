@@ -121,8 +121,9 @@ class CeleryMemory:
 
     def on_worker_start(self, conf: Any, options: dict[str, Any]) -> None:
         """``celeryd_init``: size the children's share before the pool is made."""
-        pool = options.get("pool_cls") or conf.worker_pool or "prefork"
-        self.pool = str(getattr(pool, "__module__", pool)).rpartition(".")[2]
+        # the -P class: "pool_cls" up to Celery 5.5, "pool" since
+        pool = options.get("pool_cls") or options.get("pool") or conf.worker_pool or "prefork"
+        self.pool = _pool_name(pool)
         concurrency = options.get("concurrency") or conf.worker_concurrency
         self.concurrency = concurrency if isinstance(concurrency, int) else os.cpu_count() or 1
         self.state = DynoState(_shared_memory_dir() / f"boundkit-celery-{os.getpid()}")
@@ -278,7 +279,17 @@ class CeleryMemory:
             given_back = max(held - rss, 0)
             if errors:
                 logger.warning("boundkit: %s cleanup hooks failed after task %s", errors, name)
-        run = TaskMemory(name, task_id, state or "?", seconds, rss_before, rss, peak, given_back)
+        run = TaskMemory(
+            name,
+            task_id,
+            state or "?",
+            seconds,
+            rss_before,
+            rss,
+            peak,
+            given_back,
+            shared=not alone,
+        )
         self.last = run
         leak = self.stats.observe(run)
         if logger.isEnabledFor(logging.INFO):
@@ -349,6 +360,16 @@ class CeleryMemory:
                 format_bytes(kernel_peak),
                 "" if self.peak_resets else " (the peak cannot be reset here)",
             )
+
+
+def _pool_name(pool: Any) -> str:
+    """The -P alias (``prefork``, ``threads``, ``solo``...) of a pool class or name."""
+    if isinstance(pool, str):
+        return pool
+    from celery.concurrency import ALIASES  # type: ignore[import-untyped]
+
+    path = f"{pool.__module__}:{pool.__qualname__}"
+    return next((alias for alias, target in ALIASES.items() if target == path), path)
 
 
 def install(
