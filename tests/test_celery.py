@@ -7,6 +7,8 @@ is given a 120 MiB share; children start near 50 MiB.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import resource
 import sys
@@ -230,6 +232,7 @@ def test_the_share_comes_from_the_limit_and_the_footprint(
         )
         assert expected.recycle == memory.recycle_at
         assert app.conf.worker_max_memory_per_child == expected.recycle // 1024
+        assert "512.0 MiB from BOUNDKIT_MEMORY_LIMIT" in memory.startup[-1][1]
     finally:
         memory.on_worker_stop()
 
@@ -244,6 +247,22 @@ def test_an_explicit_share_or_command_line_limit_wins(app: Celery) -> None:
         memory.recycle_at = None
         _start_worker(app, concurrency=2, pool_cls="prefork", max_memory_per_child=150_000)
         assert memory.recycle_at == 150_000 * 1024
+    finally:
+        memory.on_worker_stop()
+
+
+def test_without_peak_resets_the_worker_warns_that_freed_peaks_retire_children(
+    app: Celery,
+) -> None:
+    """Where clear_refs cannot be written, billiard's peak check stays, and the start says so."""
+    memory = install(app, share="200M")
+    memory.peak_resets = False  # as where /proc/self/clear_refs is not writable
+    try:
+        _start_worker(app, concurrency=2, pool_cls="prefork")
+        assert memory.recycle_at == 200 * MIB
+        (level, message) = memory.startup[-1]
+        assert level == logging.WARNING
+        assert "lifetime peak" in message
     finally:
         memory.on_worker_stop()
 
@@ -298,6 +317,15 @@ def test_reserve_pdfs_false_leaves_pdfs_unreserved(app: Celery) -> None:
 
     unit.delay()
     assert seen == [False]
+
+
+def test_the_snapshot_hides_passwords() -> None:
+    """The health snapshot names the broker without its password."""
+    app = Celery("bk-secret", broker="redis://:s3cret@127.0.0.1:6379/14", set_as_current=False)
+    snap = install(app).snapshot()
+    assert snap["celery"]["broker"] == "redis://:***@127.0.0.1:6379/14"
+    assert "s3cret" not in json.dumps(snap)
+    app.close()
 
 
 def test_a_task_that_keeps_leaving_memory_is_named() -> None:

@@ -107,6 +107,7 @@ class CeleryMemory:
         self.state: DynoState | None = None
         self.in_child = False
         self.retiring = False
+        self.startup: list[tuple[int, str]] = []
         self._lock = threading.Lock()
         self._running = 0
         self._starts = 0
@@ -120,7 +121,11 @@ class CeleryMemory:
     # the worker's main process ------------------------------------------------
 
     def on_worker_start(self, conf: Any, options: dict[str, Any]) -> None:
-        """``celeryd_init``: size the children's share before the pool is made."""
+        """``celeryd_init``: size the children's share before the pool is made.
+
+        What was decided is kept in ``startup`` (level, message) and logged once
+        the worker is ready: its logging is not set up yet at this point.
+        """
         # the -P class: "pool_cls" up to Celery 5.5, "pool" since
         pool = options.get("pool_cls") or options.get("pool") or conf.worker_pool or "prefork"
         self.pool = _pool_name(pool)
@@ -128,10 +133,9 @@ class CeleryMemory:
         self.concurrency = concurrency if isinstance(concurrency, int) else os.cpu_count() or 1
         self.state = DynoState(_shared_memory_dir() / f"boundkit-celery-{os.getpid()}")
         self.state.directory.mkdir(mode=0o700, exist_ok=True)
+        self.startup = []
         if self.pool != "prefork":
-            logger.info(
-                "boundkit: %s pool: per-task memory and cleanup; no child to recycle", self.pool
-            )
+            self._note(logging.INFO, f"{self.pool} pool: per-task memory and cleanup, no recycling")
             return
         explicit = options.get("max_memory_per_child")
         if explicit:  # Celery reads the command line's value before the conf: follow it
@@ -141,38 +145,48 @@ class CeleryMemory:
             self.recycle_at = self.share
             source = "share="
         else:
-            self.plan = self._plan()
+            self.plan, source = self._plan()
             self.recycle_at = self.plan.recycle
-            source = f"{self.concurrency} children's share of {self.plan.table()[0][1]} MiB"
         conf.worker_max_memory_per_child = max(self.recycle_at // 1024, 1)
-        logger.info(
-            "boundkit: prefork children retire after a task when they hold more than %s (%s)",
-            format_bytes(self.recycle_at),
-            source,
+        self._note(
+            logging.INFO,
+            f"prefork children retire after a task when they hold more than "
+            f"{format_bytes(self.recycle_at)} ({source})",
         )
         if not self.peak_resets:
-            logger.warning(
-                "boundkit: /proc/self/clear_refs cannot be written here, so the kernel's peak "
-                "cannot be reset: billiard will compare each child's lifetime peak, and a child "
-                "whose task spiked and freed is retired too"
+            self._note(
+                logging.WARNING,
+                "/proc/self/clear_refs cannot be written here, so the kernel's peak cannot be "
+                "reset: billiard compares each child's lifetime peak, and a child whose task "
+                "spiked and freed is retired too",
             )
 
-    def _plan(self) -> SharePlan:
+    def _note(self, level: int, message: str) -> None:
+        self.startup.append((level, f"boundkit: {message}"))
+
+    def on_worker_ready(self) -> None:
+        """``worker_ready``: log what :meth:`on_worker_start` decided."""
+        for level, message in self.startup:
+            logger.log(level, "%s", message)
+
+    def _plan(self) -> tuple[SharePlan, str]:
         limit = memory_limit()
         footprint = process_memory().rss
         plan = plan_shares(
             limit.bytes, workers=self.concurrency, footprint=footprint, arbiter=footprint
         )
         if not plan.fits:
-            logger.warning(
-                "boundkit: %s children do not fit in %s (%s) beside a %s worker; %s would",
-                self.concurrency,
-                format_bytes(limit.bytes),
-                limit.source,
-                format_bytes(footprint),
-                plan.max_workers,
+            self._note(
+                logging.WARNING,
+                f"{self.concurrency} children do not fit in {format_bytes(limit.bytes)} "
+                f"({limit.source}) beside a {format_bytes(footprint)} worker; "
+                f"{plan.max_workers} would",
             )
-        return plan
+        source = (
+            f"the share plan of {self.concurrency} children in {format_bytes(limit.bytes)} "
+            f"from {limit.source}, footprint {format_bytes(footprint)}"
+        )
+        return plan, source
 
     def snapshot(self) -> dict[str, Any]:
         """The health JSON: ``boundkit snapshot --json``'s, plus ``celery``; secrets redacted."""
@@ -180,6 +194,7 @@ class CeleryMemory:
 
         snap = collect_snapshot()
         snap["celery"] = {
+            "broker": str(self.app.conf.broker_url),
             "pool": self.pool,
             "concurrency": self.concurrency,
             "recycle_at_mb": None if self.recycle_at is None else round(self.recycle_at / 2**20, 1),
@@ -439,6 +454,7 @@ def _connect(memory: CeleryMemory) -> None:
     signals.worker_process_shutdown.connect(
         lambda **_: memory.publish(), weak=False, dispatch_uid=uid
     )
+    signals.worker_ready.connect(lambda **_: memory.on_worker_ready(), weak=False, dispatch_uid=uid)
     signals.worker_shutdown.connect(
         lambda **_: memory.on_worker_stop(), weak=False, dispatch_uid=uid
     )
