@@ -81,6 +81,14 @@ def last() -> dict[str, Any]:
     }
 
 
+@app.task(name="bk.admission")
+def admission() -> dict[str, Any]:
+    """This child's pid and the path of the admission table its PDFs reserve from."""
+    from boundkit.admission import default_admission
+
+    return {"pid": os.getpid(), "path": str(default_admission().path)}
+
+
 @app.task(name="bk.pg_backend")
 def pg_backend() -> dict[str, int]:
     """The backend pid of a connection from the default pool, and this child's pid."""

@@ -149,6 +149,19 @@ def test_a_task_that_raises_still_gets_its_cleanup(worker: Worker) -> None:
     assert found["left"] < 16 * MIB  # type: ignore[operator]
 
 
+def test_children_reserve_pdfs_from_one_table(worker: Worker) -> None:
+    """Both children open the same admission table, so their PDF reservations exclude each other."""
+    _, client = worker
+    paths: dict[int, str] = {}
+    for _ in range(40):  # until both children have answered
+        got = client.send_task("bk.admission").get(timeout=WAIT)
+        paths[got["pid"]] = got["path"]
+        if len(paths) == 2:
+            break
+    assert len(paths) == 2
+    assert len(set(paths.values())) == 1
+
+
 def test_boundkit_state_does_not_grow_over_10000_tasks(worker: Worker) -> None:
     """Over 10,000 tasks in a child boundkit's state keeps its size; traced bytes do not grow.
 
@@ -304,6 +317,28 @@ def test_eager_tasks_are_measured_and_reserve_pdfs_by_default(app: Celery) -> No
     assert memory.last.name == "bk.unit"
     assert memory.last.peak is None or memory.last.peak >= memory.last.rss_before
     assert memory.stats.summary()["names"]["bk.unit"]["requests"] == 2
+
+
+@pytest.mark.pdf
+def test_render_pages_in_a_task_holds_a_reservation(app: Celery) -> None:
+    """render_pages() without reserve= in a task holds its page budget while pages come out."""
+    pytest.importorskip("pymupdf")
+    from boundkit.admission import default_admission
+    from boundkit.pdf import render_pages
+    from fix_pdf import text_pdf
+
+    install(app)
+    held: list[int] = []
+
+    @app.task(name="bk.render")
+    def render(data: bytes) -> None:
+        for _ in render_pages(data, budget="8M"):
+            held.append(default_admission().status().held)
+
+    render.delay(text_pdf(2))
+    assert held
+    assert min(held) >= 8 * MIB
+    assert default_admission().status().held < 8 * MIB
 
 
 def test_reserve_pdfs_false_leaves_pdfs_unreserved(app: Celery) -> None:

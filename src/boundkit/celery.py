@@ -103,7 +103,7 @@ class CeleryMemory:
         self.plan: SharePlan | None = None
         self.pool = ""
         self.concurrency = 0
-        self.peak_resets = _reset_high_water() is not None
+        self.peak_resets = _high_water() is not None and os.access("/proc/self/clear_refs", os.W_OK)
         self.state: DynoState | None = None
         self.in_child = False
         self.retiring = False
@@ -129,7 +129,9 @@ class CeleryMemory:
         # the -P class: "pool_cls" up to Celery 5.5, "pool" since
         pool = options.get("pool_cls") or options.get("pool") or conf.worker_pool or "prefork"
         self.pool = _pool_name(pool)
-        concurrency = options.get("concurrency") or conf.worker_concurrency
+        autoscale = options.get("autoscale")  # (max, min) children
+        concurrency = max(autoscale) if autoscale else None
+        concurrency = concurrency or options.get("concurrency") or conf.worker_concurrency
         self.concurrency = concurrency if isinstance(concurrency, int) else os.cpu_count() or 1
         self.state = DynoState(_shared_memory_dir() / f"boundkit-celery-{os.getpid()}")
         self.state.directory.mkdir(mode=0o700, exist_ok=True)
@@ -267,8 +269,12 @@ class CeleryMemory:
             self._running += 1
             self._starts += 1
             start, alone = self._starts, self._running == 1
-        if alone:
-            _reset_high_water()
+        if alone and self.peak_resets and _reset_high_water() is None:
+            self.peak_resets = False
+            logger.warning(
+                "boundkit: the kernel's peak could not be reset: task peaks are not measured, "
+                "and billiard compares each child's lifetime peak"
+            )
         token = pdf_reserve_default.set(self.reserve_pdfs)
         _started.set((process_memory().rss, time.perf_counter(), start, alone, token))
 
