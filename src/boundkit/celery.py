@@ -46,14 +46,15 @@ except ImportError as _exc:  # the 'celery' extra is not installed
     raise
 
 from . import guard
+from ._celery_plan import worker_start
 from ._redact import redact_values
 from ._sizes import format_bytes, parse_bytes
 from ._task_memory import TaskMemory, TaskMemoryStats
 from .admission import pdf_reserve_default
 from .dyno import DynoState, _shared_memory_dir
 from .errors import ConfigError
-from .memory import _high_water, _reset_high_water, memory_limit, process_memory, trim_memory
-from .share import SharePlan, plan_shares
+from .memory import _high_water, _reset_high_water, process_memory, trim_memory
+from .share import SharePlan
 
 __all__ = ["CeleryMemory", "install"]
 
@@ -126,69 +127,19 @@ class CeleryMemory:
         What was decided is kept in ``startup`` (level, message) and logged once
         the worker is ready: its logging is not set up yet at this point.
         """
-        # the -P class: "pool_cls" up to Celery 5.5, "pool" since
-        pool = options.get("pool_cls") or options.get("pool") or conf.worker_pool or "prefork"
-        self.pool = _pool_name(pool)
-        autoscale = options.get("autoscale")  # (max, min) children
-        concurrency = max(autoscale) if autoscale else None
-        concurrency = concurrency or options.get("concurrency") or conf.worker_concurrency
-        self.concurrency = concurrency if isinstance(concurrency, int) else os.cpu_count() or 1
+        start = worker_start(conf, options, share=self.share, peak_resets=self.peak_resets)
+        self.pool, self.concurrency = start.pool, start.concurrency
+        self.recycle_at, self.plan = start.recycle_at, start.plan
+        self.startup = [(level, f"boundkit: {message}") for level, message in start.notes]
         self.state = DynoState(_shared_memory_dir() / f"boundkit-celery-{os.getpid()}")
         self.state.directory.mkdir(mode=0o700, exist_ok=True)
-        self.startup = []
-        if self.pool != "prefork":
-            self._note(logging.INFO, f"{self.pool} pool: per-task memory and cleanup, no recycling")
-            return
-        explicit = options.get("max_memory_per_child")
-        if explicit:  # Celery reads the command line's value before the conf: follow it
-            self.recycle_at = int(explicit) * 1024
-            source = "--max-memory-per-child"
-        elif self.share is not None:
-            self.recycle_at = self.share
-            source = "share="
-        else:
-            self.plan, source = self._plan()
-            self.recycle_at = self.plan.recycle
-        conf.worker_max_memory_per_child = max(self.recycle_at // 1024, 1)
-        self._note(
-            logging.INFO,
-            f"prefork children retire after a task when they hold more than "
-            f"{format_bytes(self.recycle_at)} ({source})",
-        )
-        if not self.peak_resets:
-            self._note(
-                logging.WARNING,
-                "/proc/self/clear_refs cannot be written here, so the kernel's peak cannot be "
-                "reset: billiard compares each child's lifetime peak, and a child whose task "
-                "spiked and freed is retired too",
-            )
-
-    def _note(self, level: int, message: str) -> None:
-        self.startup.append((level, f"boundkit: {message}"))
+        if start.recycle_at is not None:  # billiard's check, in KiB
+            conf.worker_max_memory_per_child = max(start.recycle_at // 1024, 1)
 
     def on_worker_ready(self) -> None:
         """``worker_ready``: log what :meth:`on_worker_start` decided."""
         for level, message in self.startup:
             logger.log(level, "%s", message)
-
-    def _plan(self) -> tuple[SharePlan, str]:
-        limit = memory_limit()
-        footprint = process_memory().rss
-        plan = plan_shares(
-            limit.bytes, workers=self.concurrency, footprint=footprint, arbiter=footprint
-        )
-        if not plan.fits:
-            self._note(
-                logging.WARNING,
-                f"{self.concurrency} children do not fit in {format_bytes(limit.bytes)} "
-                f"({limit.source}) beside a {format_bytes(footprint)} worker; "
-                f"{plan.max_workers} would",
-            )
-        source = (
-            f"the share plan of {self.concurrency} children in {format_bytes(limit.bytes)} "
-            f"from {limit.source}, footprint {format_bytes(footprint)}"
-        )
-        return plan, source
 
     def snapshot(self) -> dict[str, Any]:
         """The health JSON: ``boundkit snapshot --json``'s, plus ``celery``; secrets redacted."""
@@ -237,6 +188,7 @@ class CeleryMemory:
         self._running = self._starts = 0
         self._next_publish = 0.0
         self._timer = None
+        self._lock = threading.Lock()  # the parent's, had a thread of it held one at the fork
         if self.plan is not None:
             for one in list(guard._GUARDS):
                 if one.follows_plan:
@@ -381,16 +333,6 @@ class CeleryMemory:
                 format_bytes(kernel_peak),
                 "" if self.peak_resets else " (the peak cannot be reset here)",
             )
-
-
-def _pool_name(pool: Any) -> str:
-    """The -P alias (``prefork``, ``threads``, ``solo``...) of a pool class or name."""
-    if isinstance(pool, str):
-        return pool
-    from celery.concurrency import ALIASES  # type: ignore[import-untyped]
-
-    path = f"{pool.__module__}:{pool.__qualname__}"
-    return next((alias for alias, target in ALIASES.items() if target == path), path)
 
 
 def install(
