@@ -21,7 +21,7 @@ from celery import Celery, signals
 import boundkit
 from boundkit._sizes import estimate_size
 from boundkit.celery import PUBLISH_EVERY as memory_publish_every
-from boundkit.celery import install
+from boundkit.celery import PUBLISHER, install
 from boundkit.guard import default_guard
 
 MIB = 1024 * 1024
@@ -115,7 +115,8 @@ def _boundkit_state() -> dict[str, int]:
         "stats_bytes": estimate_size(memory.stats),
         "names": len(memory.stats.summary()["names"]),
         "published": len(list(memory.state.directory.iterdir())) if memory.state else 0,
-        "threads": threading.active_count(),
+        "threads": sum(t.name != PUBLISHER for t in threading.enumerate()),
+        "publishers": sum(t.name == PUBLISHER for t in threading.enumerate()),
     }
 
 

@@ -33,8 +33,9 @@ import resource
 import shutil
 import threading
 import time
-from pathlib import Path
 from typing import Any
+
+import psutil
 
 try:
     from celery import signals  # type: ignore[import-untyped]
@@ -62,6 +63,8 @@ logger = logging.getLogger("boundkit.celery")
 
 #: A child publishes its task stats for the health command at most this often (seconds).
 PUBLISH_EVERY = 1.0
+#: The name of the thread that publishes a child's figures once PUBLISH_EVERY has passed.
+PUBLISHER = "boundkit-celery-publish"
 #: The remote-control command that answers the health snapshot.
 COMMAND = "boundkit_snapshot"
 
@@ -161,15 +164,22 @@ class CeleryMemory:
         """Each child's (or this process's) latest published figures, live processes only."""
         if self.state is None or self.pool != "prefork":
             return [self._figures()]
-        found = []
-        for path in sorted(self.state.directory.glob("worker-*.json")):
-            data = self.state.read(path)
-            if not isinstance(data, dict):
+        return self._live_files()
+
+    def _live_files(self) -> list[dict[str, Any]]:
+        """Read the children's files, removing those of children gone (killed, say)."""
+        found: list[dict[str, Any]] = []
+        state = self.state
+        if state is None:
+            return found
+        for path in sorted(state.directory.glob("worker-*.json")):
+            pid = path.stem.removeprefix("worker-")
+            if not (pid.isdigit() and psutil.pid_exists(int(pid))):
+                state.remove(path)
                 continue
-            if not Path(f"/proc/{data.get('pid')}").exists():
-                self.state.remove(path)  # a retired child's
-                continue
-            found.append(data)
+            data = state.read(path)
+            if isinstance(data, dict):
+                found.append(data)
         return found
 
     def on_worker_stop(self) -> None:
@@ -193,7 +203,13 @@ class CeleryMemory:
             for one in list(guard._GUARDS):
                 if one.follows_plan:
                     one.take_share(self.plan)
+        self._live_files()  # so that files of children killed before they could remove theirs go
         self.publish()
+
+    def on_child_exit(self) -> None:
+        """``worker_process_shutdown``: remove this child's file."""
+        if self.state is not None and self.in_child:
+            self.state.remove(self.state.worker_path(os.getpid()))
 
     def _figures(self) -> dict[str, Any]:
         return {
@@ -293,6 +309,7 @@ class CeleryMemory:
             self.publish()
         elif self._timer is None:
             self._timer = threading.Timer(self._next_publish - now, self._publish_pending)
+            self._timer.name = PUBLISHER
             self._timer.daemon = True
             self._timer.start()
 
@@ -400,7 +417,7 @@ def _connect(memory: CeleryMemory) -> None:
         lambda **_: memory.on_child_start(), weak=False, dispatch_uid=uid
     )
     signals.worker_process_shutdown.connect(
-        lambda **_: memory.publish(), weak=False, dispatch_uid=uid
+        lambda **_: memory.on_child_exit(), weak=False, dispatch_uid=uid
     )
     signals.worker_ready.connect(lambda **_: memory.on_worker_ready(), weak=False, dispatch_uid=uid)
     signals.worker_shutdown.connect(
