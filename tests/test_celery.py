@@ -342,6 +342,27 @@ def test_render_pages_in_a_task_holds_a_reservation(app: Celery) -> None:
     assert default_admission().status().held < 8 * MIB
 
 
+def test_a_task_applied_inside_a_task_is_measured_with_it(app: Celery) -> None:
+    """An inner apply() gets its own figures and the outer task keeps its own, after it."""
+    memory = install(app)
+
+    @app.task(name="bk.inner")
+    def inner() -> None:
+        pass
+
+    @app.task(name="bk.outer")
+    def outer() -> None:
+        inner.apply()
+
+    outer.delay()
+    names = memory.stats.summary()["names"]
+    assert (names["bk.inner"]["requests"], names["bk.outer"]["requests"]) == (1, 1)
+    assert memory.last is not None
+    assert memory.last.name == "bk.outer"
+    assert memory.last.shared  # the inner task ran inside it
+    assert pdf_reserve_default.get() is False
+
+
 def test_reserve_pdfs_false_leaves_pdfs_unreserved(app: Celery) -> None:
     """install(reserve_pdfs=False) keeps open_pdf's default of no reservation in tasks."""
     install(app, reserve_pdfs=False)

@@ -68,9 +68,11 @@ PUBLISHER = "boundkit-celery-publish"
 #: The remote-control command that answers the health snapshot.
 COMMAND = "boundkit_snapshot"
 
-# the figures taken as a task starts: rss, perf_counter, start index, alone, pdf token
-_started: contextvars.ContextVar[tuple[int, float, int, bool, contextvars.Token[Any]] | None] = (
-    contextvars.ContextVar("boundkit_celery_task", default=None)
+# the figures taken as each task in hand started, innermost last (a task may apply() another):
+# rss, perf_counter, start index, alone, pdf token
+_Started = tuple[int, float, int, bool, contextvars.Token[Any]]
+_started: contextvars.ContextVar[tuple[_Started, ...]] = contextvars.ContextVar(
+    "boundkit_celery_tasks", default=()
 )
 _installed: dict[int, CeleryMemory] = {}
 
@@ -244,15 +246,16 @@ class CeleryMemory:
                 "and billiard compares each child's lifetime peak"
             )
         token = pdf_reserve_default.set(self.reserve_pdfs)
-        _started.set((process_memory().rss, time.perf_counter(), start, alone, token))
+        entry = (process_memory().rss, time.perf_counter(), start, alone, token)
+        _started.set((*_started.get(), entry))
 
     def after_task(self, name: str, task_id: str, state: str | None) -> None:
         """``task_postrun``: measure, log, clean up, and leave billiard the current RSS."""
-        started = _started.get()
-        if started is None:
+        stack = _started.get()
+        if not stack:
             return
-        _started.set(None)
-        rss_before, began, start, alone, token = started
+        _started.set(stack[:-1])
+        rss_before, began, start, alone, token = stack[-1]
         pdf_reserve_default.reset(token)
         seconds = time.perf_counter() - began
         with self._lock:
@@ -298,7 +301,6 @@ class CeleryMemory:
             logger.warning("boundkit: %s: is it keeping references?", leak)
         if self.in_child:
             self._leave_current_rss(rss, peak if given_back == 0 else None, name, task_id)
-        if self.in_child:
             self._publish_soon()
 
     def _publish_soon(self) -> None:
