@@ -82,10 +82,14 @@ def last() -> dict[str, Any]:
 
 
 @app.task(name="bk.admission")
-def admission() -> dict[str, Any]:
-    """This child's pid and the path of the admission table its PDFs reserve from."""
+def admission(seconds: float) -> dict[str, Any]:
+    """This child's pid and the path of the admission table its PDFs reserve from.
+
+    It stays ``seconds`` first, so that tasks sent together reach both children.
+    """
     from boundkit.admission import default_admission
 
+    time.sleep(seconds)
     return {"pid": os.getpid(), "path": str(default_admission().path)}
 
 
@@ -168,6 +172,7 @@ def _burst_ended(sender: Any = None, **_: Any) -> None:
 
 
 @app.task(name="bk.burst_result")
-def burst_result() -> dict[str, Any]:
-    """The figures of this child's burst, if it ran one and it has ended."""
+def burst_result(seconds: float) -> dict[str, Any]:
+    """The figures of this child's burst, if it ran one and it has ended, after ``seconds``."""
+    time.sleep(seconds)
     return dict(_burst)
