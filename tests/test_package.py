@@ -66,6 +66,25 @@ def test_missing_extra_names_the_extra_to_install(name: str, blocked: str, extra
     assert name in out
 
 
+@pytest.mark.parametrize(
+    ("module", "blocked", "extra"),
+    [
+        ("boundkit.near_cache", "redis", "redis"),
+        ("boundkit.near_redis", "redis", "redis"),
+        ("boundkit.shared", "redis", "redis"),
+        ("boundkit.celery", "celery", "celery"),
+    ],
+)
+def test_module_without_its_extra_names_the_extra(module: str, blocked: str, extra: str) -> None:
+    """Importing a module whose optional dependency is missing names the extra to install."""
+    code = f"import sys\nsys.modules[{blocked!r}] = None  # as if not installed\nimport {module}\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert 1 == done.returncode
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"ModuleNotFoundError: {module} needs the {extra!r} extra" in last
+    assert f"pip install 'boundkit[{extra}]'" in last
+
+
 @pytest.fixture
 def core_only_env(tmp_path: Path) -> dict[str, str]:
     """An environment whose interpreter (run with ``-S``) sees the stdlib, boundkit and its

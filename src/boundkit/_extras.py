@@ -9,9 +9,20 @@ EXTRA_OF = {
     "pymupdf": "pdf",
     "fitz": "pdf",
     "celery": "celery",
+    "redis": "redis",
 }
 # boundkit modules that import an extra's package at the top
-NEEDS_EXTRA = frozenset({"boundkit.celery", "boundkit.pdf", "boundkit.pg", "boundkit.pg_async"})
+NEEDS_EXTRA = frozenset(
+    {
+        "boundkit.celery",
+        "boundkit.near_cache",
+        "boundkit.near_redis",
+        "boundkit.pdf",
+        "boundkit.pg",
+        "boundkit.pg_async",
+        "boundkit.shared",
+    }
+)
 
 
 def raise_if_extra_missing(what: str, exc: ImportError) -> None:

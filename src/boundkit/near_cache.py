@@ -15,15 +15,21 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from redis.cache import (
-    CacheConfig,
-    CacheConfigurationInterface,
-    CacheEntry,
-    CacheInterface,
-    CacheKey,
-    EvictionPolicyInterface,
-    EvictionPolicyType,
-)
+from ._extras import raise_if_extra_missing
+
+try:
+    from redis.cache import (
+        CacheConfig,
+        CacheConfigurationInterface,
+        CacheEntry,
+        CacheInterface,
+        CacheKey,
+        EvictionPolicyInterface,
+        EvictionPolicyType,
+    )
+except ImportError as _exc:  # the 'redis' extra is not installed
+    raise_if_extra_missing("boundkit.near_cache", _exc)
+    raise
 
 from ._sizes import estimate_size, parse_bytes
 from ._store_backed import StoreBacked

@@ -29,7 +29,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import redis
+from ._extras import raise_if_extra_missing
+
+try:
+    import redis
+except ImportError as _exc:  # the 'redis' extra is not installed
+    raise_if_extra_missing("boundkit.near_redis", _exc)
+    raise
 
 from ._redact import redact
 from ._sizes import estimate_size

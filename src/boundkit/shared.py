@@ -29,7 +29,13 @@ from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import redis
+from ._extras import raise_if_extra_missing
+
+try:
+    import redis
+except ImportError as _exc:  # the 'redis' extra is not installed
+    raise_if_extra_missing("boundkit.shared", _exc)
+    raise
 
 from ._cached import CachedFunction, P, R
 from ._redact import redact
