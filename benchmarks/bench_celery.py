@@ -21,16 +21,18 @@ end, and the child is then replaced even if the task gave the memory back. The p
 "exceeding memory limit" warning reaches the worker log only with ``MP_LOG=1``.
 
 ``pdf``: a PDF worker at concurrency 2. Each task renders every page of one of three
-8-page PDFs (a 1600 x 1600 image per page, made with PyMuPDF) at 150 dpi, the way
-plain PyMuPDF code does it: every page's pixmap alive until the PNGs are made (a
-spike, freed when the task returns). Every third task also keeps the upload's
-thumbnails (8 pages at 72 dpi, 11.5 MiB) in a module-level dict, a cache that grows
-as real apps' do. The same tasks run under four workers, interleaved, ``--repeat``
-times: Celery's ``worker_max_memory_per_child`` at 150 MiB (what docs/dyno-512mb.md
-advises for two children on a 512 MiB dyno: a share of ~230 MiB less the largest
-task), no limit, ``install(app)`` from ``boundkit.celery`` with the same task code,
-and ``install(app)`` with tasks that use ``render_pages(..., reserve=True)`` (one
-pixmap at a time, the dyno-wide reservation). boundkit's workers get
+8-page PDFs (a 1600 x 1600 image per page, made with PyMuPDF) to PNG at 150 dpi, the
+way plain PyMuPDF code does it: every page's pixmap alive until the PNGs are made, a
+spike of ~110 MiB, freed when the task returns (the task also empties MuPDF's store,
+which otherwise keeps every document's decoded images, up to 256 MiB). One task in
+three also keeps the upload's thumbnails (8 pages at 100 dpi, 22 MiB) in a
+module-level dict, a cache that grows as real apps' do. The same tasks run under
+four workers, interleaved, ``--repeat`` times: Celery's
+``worker_max_memory_per_child`` at 150 MiB (what docs/dyno-512mb.md advises for two
+children on a 512 MiB dyno: a share of ~230 MiB less the largest task), no limit,
+``install(app)`` from ``boundkit.celery`` with the same task code, and
+``install(app)`` with tasks that render through ``render_pages(..., reserve=True)``
+(one pixmap at a time, under the dyno-wide reservation). boundkit's workers get
 ``BOUNDKIT_MEMORY_LIMIT=512M``, so their share is the dyno's.
 
 ``cgroup``: the same four, each worker inside a fresh 512 MiB memory cgroup with swap
@@ -38,12 +40,13 @@ off (bench_dyno's ``Cgroup``, v1 or v2), as on a platform; counts the kernel's O
 kills. Needs root on Linux; otherwise says why and runs the rest.
 
 Printed per worker: tasks per second (median over the repeats; successful tasks from
-the first submission to the last task's end), failed tasks, child exits (children
-seen during the run and gone before its end: recycles and kills), how many of the
-recycled children held no thumbnails, children killed by SIGKILL (the pool's log),
-OOM kills (the cgroup's counter), and the peak RSS per child (sampled every 20 ms
-with ``boundkit.memory.process_memory``; a child that lives less than that can be
-sampled below its peak). Then the ratios against Celery's own setting.
+the first submission to the last task's end), failed tasks, recycled children (seen
+during the run and gone before its end, not killed), how many of those held no
+thumbnails and the median RSS they held after their last task, children killed by
+SIGKILL (the pool's log), OOM kills (the cgroup's counter) and peak, and the children's
+peak RSS (sampled every 20 ms with ``boundkit.memory.process_memory``; a child that
+lives less than that can be sampled below its peak). Then the ratios against
+Celery's own setting.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ TASKS = 40
 SPIKE_MIB = 300
 RUN_TIMEOUT = 180.0
 PAGE_DPI = 150
-THUMB_DPI = 72
+THUMB_DPI = 100
 KEEP_EVERY = 3
 DYNO_LIMIT = "512M"
 
@@ -131,29 +134,39 @@ def pdf_upload(path: str, upload_id: str, keep: bool, streamed: bool) -> dict[st
     """Render every page of ``path`` to PNG; keep its thumbnails when ``keep``.
 
     ``streamed``: through ``render_pages(reserve=True)``, else plain PyMuPDF with
-    every page's pixmap alive until the PNGs are made.
+    every page's pixmap alive until the PNGs are made, and MuPDF's store emptied at
+    the end (it keeps every document's decoded images otherwise, up to 256 MiB).
     """
+    thumbnails = None
+    start = peak = process_memory().rss
     if streamed:
         from boundkit import render_pages
 
-        png = sum(len(data) for _, data in render_pages(path, dpi=PAGE_DPI, reserve=True))
+        png = 0
+        for _, data in render_pages(path, dpi=PAGE_DPI, reserve=True):
+            png += len(data)
+            peak = max(peak, process_memory().rss)
         if keep:
-            pages = render_pages(path, dpi=THUMB_DPI, fmt="raw")
-            _thumbnails[upload_id] = [raw for _, raw in pages]
+            thumbnails = [raw for _, raw in render_pages(path, dpi=THUMB_DPI, fmt="raw")]
     else:
         doc = pymupdf.open(path)
         try:
             pixmaps = [page.get_pixmap(dpi=PAGE_DPI) for page in doc]
             png = sum(len(pix.tobytes("png")) for pix in pixmaps)
+            peak = process_memory().rss  # every pixmap alive: the task's peak
             del pixmaps
             if keep:
-                _thumbnails[upload_id] = [page.get_pixmap(dpi=THUMB_DPI).samples for page in doc]
+                thumbnails = [page.get_pixmap(dpi=THUMB_DPI).samples for page in doc]
         finally:
             doc.close()
+            pymupdf.TOOLS.store_shrink(100)
+    if thumbnails is not None:
+        _thumbnails[upload_id] = thumbnails
     return {
         "pid": os.getpid(),
         "png": png,
         "rss": process_memory().rss,
+        "spike": peak - start,
         "held": sum(len(raw) for pages in _thumbnails.values() for raw in pages),
         "finished": time.time(),
     }
@@ -166,10 +179,14 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.parent = psutil.Process(parent)
         self.peaks: dict[int, int] = {}
+        self.parent_peak = 0
         self.halt = threading.Event()
 
     def run(self) -> None:
         while not self.halt.is_set():
+            with contextlib.suppress(psutil.Error, OSError):
+                rss = process_memory(self.parent.pid).rss
+                self.parent_peak = max(self.parent_peak, rss)
             with contextlib.suppress(psutil.Error):
                 for child in self.parent.children():
                     with contextlib.suppress(psutil.Error, OSError):
@@ -366,12 +383,16 @@ class PdfRun:
     ok: int = 0
     seconds: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
-    exits: int = 0
+    recycled: int = 0
     recycled_empty: int = 0
+    recycled_rss: list[int] = field(default_factory=list)
     killed: int = 0
     oom_kills: int = 0
     cgroup_peak: int = 0
     peaks: list[int] = field(default_factory=list)
+    parent_peak: int = 0
+    largest_left: int = 0
+    largest_spike: int = 0
 
     @property
     def failed(self) -> int:
@@ -424,16 +445,21 @@ def pdf_run(
             worker.stop()
         run.ok = len(done)
         run.seconds = max((r["finished"] for r in done), default=started) - started
-        held: dict[int, int] = {}
-        for r in done:
-            held[r["pid"]] = max(held.get(r["pid"], 0), r["held"])
-        seen = set(sampler.peaks) | set(held)
-        gone = seen - alive
+        last: dict[int, dict[str, Any]] = {}  # each child's last task
+        for r in sorted(done, key=lambda r: r["finished"]):
+            last[r["pid"]] = r
+        gone = (set(sampler.peaks) | set(last)) - alive
         log = worker.log_text()
         killed = {int(pid) for pid in re.findall(r"pid:(\d+) exited with 'signal 9", log)}
-        run.exits, run.killed = len(gone), len(killed & gone)
-        run.recycled_empty = sum(1 for pid in gone - killed if held.get(pid, 0) == 0)
+        run.killed = len(killed & gone)
+        recycled = [last[pid] for pid in gone - killed if pid in last]
+        run.recycled = len(gone - killed)
+        run.recycled_empty = sum(1 for r in recycled if r["held"] == 0)
+        run.recycled_rss = [r["rss"] for r in recycled]
         run.peaks = sorted(sampler.peaks.values(), reverse=True)
+        run.parent_peak = sampler.parent_peak
+        run.largest_left = max((r["rss"] for r in done), default=0)
+        run.largest_spike = max((r["spike"] for r in done), default=0)
         if cgroup is not None:
             run.oom_kills, run.cgroup_peak = cgroup.oom_kills(), cgroup.peak()
         return run
@@ -448,22 +474,30 @@ def median_of(runs: list[PdfRun], figure: str) -> float:
 
 def report(title: str, results: dict[str, list[PdfRun]], in_cgroup: bool) -> None:
     print(f"\n{title}")
-    columns = ["tasks/s", "failed", "exits", "empty", "killed"]
-    columns += ["OOM kills", "cgroup MiB"] if in_cgroup else []
-    columns += ["children", "peak child MiB (largest, median)"]
+    print(
+        "  recycled: children that exited during the run, not killed; no cache: of those, the"
+        " ones that held no thumbnails; RSS left: median RSS of a recycled child after its last"
+        " task"
+    )
+    columns = ["tasks/s", "failed", "recycled", "no cache", "RSS left", "killed"]
+    columns += ["OOM kills", "cgroup"] if in_cgroup else []
+    columns += ["children", "peak max", "peak med"]
     print(f"  {'worker':<24} " + " ".join(f"{c:>9}" for c in columns))
     for name, runs in results.items():
-        peaks = [peak for run in runs for peak in run.peaks]
+        peaks = [peak for run in runs for peak in run.peaks] or [0]
+        left = [rss for run in runs for rss in run.recycled_rss]
         cells = [f"{median_of(runs, 'throughput'):>9.2f}"]
-        cells += [f"{sum(getattr(r, c) for r in runs):>9}" for c in ("failed", "exits")]
-        cells += [f"{sum(getattr(r, c) for r in runs):>9}" for c in ("recycled_empty", "killed")]
+        cells += [f"{sum(getattr(r, c) for r in runs):>9}" for c in ("failed", "recycled")]
+        cells.append(f"{sum(r.recycled_empty for r in runs):>9}")
+        cells.append(f"{statistics.median(left) / MIB:>9.1f}" if left else f"{'-':>9}")
+        cells.append(f"{sum(r.killed for r in runs):>9}")
         if in_cgroup:
             cells.append(f"{sum(r.oom_kills for r in runs):>9}")
             cells.append(f"{max(r.cgroup_peak for r in runs) / MIB:>9.1f}")
-        cells.append(f"{len(peaks):>9}")
-        if peaks:
-            cells.append(f"  {max(peaks) / MIB:>7.1f} {statistics.median(peaks) / MIB:>7.1f}")
+        cells.append(f"{sum(len(r.peaks) for r in runs):>9}")
+        cells.append(f"{max(peaks) / MIB:>9.1f} {statistics.median(peaks) / MIB:>9.1f}")
         print(f"  {name:<24} " + " ".join(cells))
+    print("  (sizes in MiB; counts summed over the runs; peaks: the children's sampled peak RSS)")
     for name, runs in results.items():
         errors: dict[str, int] = {}
         for run in runs:
@@ -479,10 +513,19 @@ def report(title: str, results: dict[str, list[PdfRun]], in_cgroup: bool) -> Non
             continue
         ratio = median_of(runs, "throughput") / celery_rate
         verdicts = [f"throughput {ratio:.2f}x celery's setting (target >= 1.00)"]
-        verdicts.append(f"recycled with nothing held {sum(r.recycled_empty for r in runs)}")
+        verdicts.append(f"recycled holding no cache {sum(r.recycled_empty for r in runs)}")
         if in_cgroup:
             verdicts.append(f"OOM kills {sum(r.oom_kills for r in runs)} (target 0)")
         print(f"  {setup.name}: " + "; ".join(verdicts))
+    for name, runs in results.items():
+        parent = max(r.parent_peak for r in runs)
+        left = max(r.largest_left for r in runs)
+        spike = max(r.largest_spike for r in runs)
+        print(
+            f"  {name}: worst case seen: worker parent {parent / MIB:.0f} + 2 x (a child's"
+            f" largest RSS after a task {left / MIB:.0f} + the largest spike in a task"
+            f" {spike / MIB:.0f}) = {(parent + 2 * (left + spike)) / MIB:.0f} MiB"
+        )
 
 
 def pdf_scenario(pdfs: list[str], tasks: int, repeat: int, logdir: Path, in_cgroup: bool) -> None:
@@ -501,8 +544,7 @@ def pdf_scenario(pdfs: list[str], tasks: int, repeat: int, logdir: Path, in_cgro
     where = "inside a 512 MiB memory cgroup, swap off" if in_cgroup else "no cgroup"
     title = (
         f"PDF worker, concurrency 2, {where}: {tasks} tasks x {repeat} runs, pages at "
-        f"{PAGE_DPI} dpi, 1 task in {KEEP_EVERY} keeps its thumbnails; tasks/s median, "
-        "counts summed over the runs"
+        f"{PAGE_DPI} dpi, 1 task in {KEEP_EVERY} keeps its thumbnails; tasks/s: median"
     )
     report(title, results, in_cgroup)
 
@@ -515,7 +557,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=SCENARIOS, help="run this scenario only")
-    parser.add_argument("--tasks", type=int, default=60, help="PDF tasks per run")
+    parser.add_argument("--tasks", type=int, default=40, help="PDF tasks per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each PDF worker")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 8 PDF tasks, 1 run, no mechanics"
