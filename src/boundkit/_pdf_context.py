@@ -109,9 +109,13 @@ class PdfContext:
         budget: int | str,
         strict: bool,
         max_pixels: int | None,
-        reserve: bool | int | str = False,
+        reserve: bool | int | str | None = None,
     ) -> None:
         _check_source(source)
+        if reserve is None:
+            from .admission import pdf_reserve_default
+
+            reserve = pdf_reserve_default.get()
         self._source = source
         self._password = password
         self._filetype = filetype

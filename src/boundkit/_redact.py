@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
-__all__ = ["HIDDEN", "SECRET_KEYWORDS", "redact"]
+__all__ = ["HIDDEN", "SECRET_KEYWORDS", "redact", "redact_values"]
 
 HIDDEN = "***"
 # libpq's secret keywords; ``password`` also covers Redis URLs' ``?password=``
@@ -31,3 +32,18 @@ def redact(text: str) -> str:
     'host=db password=*** user=app'
     """
     return _PASSWORD_KEYWORD.sub(rf"\1{HIDDEN}", _PASSWORD_IN_URL.sub(rf"\1{HIDDEN}@", text))
+
+
+def redact_values(data: Any) -> Any:
+    """Return ``data`` (JSON-like: dicts, lists, strings, numbers) with every string redacted.
+
+    >>> redact_values({"broker": ["redis://:pw@host/0"], "tasks": 3})
+    {'broker': ['redis://:***@host/0'], 'tasks': 3}
+    """
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {redact_values(key): redact_values(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [redact_values(value) for value in data]
+    return data

@@ -48,6 +48,7 @@ __all__ = [
     "Reservation",
     "admission_budget",
     "default_admission",
+    "pdf_reserve_default",
     "reserve",
     "reserve_for_pdf",
 ]
@@ -218,6 +219,14 @@ os.register_at_fork(after_in_child=_reset_after_fork)
 #: what they need beyond it, so a render inside a reserved request does not wait for itself.
 _held_here: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
     "boundkit_admission_held", default=None
+)
+
+
+#: What :func:`~boundkit.open_pdf` and :func:`~boundkit.render_pages` reserve when called
+#: without ``reserve=``: False, except inside a task of a Celery app under
+#: :func:`boundkit.celery.install` (True: each document reserves its page budget).
+pdf_reserve_default: contextvars.ContextVar[bool | int | str] = contextvars.ContextVar(
+    "boundkit_pdf_reserve_default", default=False
 )
 
 

@@ -6,9 +6,10 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
-from ._limits import ENV_LIMIT
+from ._limits import ENV_LIMIT, MemoryLimit
 from ._sizes import format_bytes
 from .errors import BoundkitError
 
@@ -32,11 +33,29 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def collect_snapshot(limit: MemoryLimit | None = None) -> dict[str, Any]:
+    """What ``boundkit snapshot --json`` prints: :func:`~boundkit.memory_snapshot` and the plans.
+
+    ``plans`` (by arbiter pid) appears when governed gunicorns run on this machine.
+    """
+    from .dyno import find_states
+    from .memory import memory_snapshot
+
+    snap = memory_snapshot(limit=limit)
+    plans = {
+        state.directory.name.removeprefix("boundkit-"): state.read(state.plan_path)
+        for state in find_states()
+    }  # governed gunicorns on this machine, by arbiter pid
+    if plans:
+        snap["plans"] = plans
+    return snap
+
+
 def _snapshot(as_json: bool) -> int:
-    from .memory import memory_limit, memory_snapshot, process_memory
+    from .memory import memory_limit, process_memory
 
     limit = memory_limit()
-    snap = memory_snapshot(limit=limit)
+    snap = collect_snapshot(limit)
     rss = process_memory().rss
     if limit.bytes < rss:
         hint = "; a bare number is bytes (512M is 512 MiB)" if limit.source == ENV_LIMIT else ""
@@ -45,14 +64,6 @@ def _snapshot(as_json: bool) -> int:
             f"is below this command's own resident memory ({format_bytes(rss)}){hint}",
             file=sys.stderr,
         )
-    from .dyno import find_states
-
-    plans = {
-        state.directory.name.removeprefix("boundkit-"): state.read(state.plan_path)
-        for state in find_states()
-    }  # governed gunicorns on this machine, by arbiter pid
-    if plans:
-        snap["plans"] = plans
     if as_json:
         print(json.dumps(snap, indent=2, sort_keys=True))
     else:

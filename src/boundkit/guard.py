@@ -31,7 +31,7 @@ from .pressure import CacheBudgets
 if TYPE_CHECKING:
     from .share import SharePlan
 
-__all__ = ["MemoryGuard", "check_guards", "default_guard"]
+__all__ = ["MemoryGuard", "check_guards", "default_guard", "run_cleanup_hooks"]
 
 logger = logging.getLogger("boundkit.guard")
 
@@ -543,6 +543,20 @@ def check_guards() -> None:
     for guard in list(_GUARDS):
         if guard is _default or guard.watching:
             guard.check()
+
+
+def run_cleanup_hooks() -> int:
+    """Run every guard's cleanup (critical) hooks now; return how many raised.
+
+    For work that ends at a known point, such as a Celery task: what a hook
+    frees is given back before the next task. Each exception is logged and
+    counted in its guard's ``hook_errors``, never raised.
+    """
+    errors = 0
+    for guard in list(_GUARDS):
+        with guard._lock:
+            errors += guard._run_hooks("critical")
+    return errors
 
 
 if hasattr(os, "register_at_fork"):

@@ -81,7 +81,7 @@ def open_pdf(
     budget: int | str = DEFAULT_BUDGET,
     strict: bool = False,
     max_pixels: int | None = None,
-    reserve: bool | int | str = False,
+    reserve: bool | int | str | None = None,
 ) -> PdfContext:
     """Open a PDF from a path, bytes or binary file object, for one ``with`` block.
 
@@ -103,7 +103,9 @@ def open_pdf(
 
     ``reserve=True`` first waits for the block's ``budget`` in the dyno's
     admission budget (:func:`~boundkit.reserve`), and holds it until exit;
-    a size reserves that amount instead (docs/admission.md).
+    a size reserves that amount instead (docs/admission.md). Without
+    ``reserve=`` it is :data:`boundkit.admission.pdf_reserve_default`: False,
+    except in a Celery task under :func:`boundkit.celery.install` (True).
     """
     return PdfContext(
         source,
@@ -302,7 +304,7 @@ def render_pages(
     downscale: bool = False,
     skip_bad_pages: bool = False,
     strict: bool = False,
-    reserve: bool | int | str = False,
+    reserve: bool | int | str | None = None,
 ) -> PageStream[bytes]:
     """Yield ``(page_number, image bytes)`` for each page, one pixmap alive at a time.
 

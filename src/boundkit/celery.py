@@ -1,0 +1,423 @@
+"""Celery workers inside the memory budget: one line, ``install(app)``.
+
+::
+
+    from boundkit.celery import install
+    install(app)
+
+For Celery 5.3+ and its prefork, threads and solo pools. Per task: RSS before
+and after, the peak inside the task and what the task left held, logged
+(``boundkit.celery``) and kept per task name. After a task that left more than
+``cleanup_above``, the guards' cleanup hooks and :func:`~boundkit.trim_memory`
+run, also when it raised. In ``open_pdf``/``render_pages`` inside a task,
+``reserve`` defaults to True (the dyno-wide budget of :mod:`boundkit.admission`).
+
+Prefork children are retired on what they hold *now*: the child resets the
+kernel's peak (``VmHWM``, through ``/proc/self/clear_refs``) as a task starts
+and again after its cleanup, so billiard's own ``worker_max_memory_per_child``
+check, made after the result is sent and comparing ``getrusage().ru_maxrss``,
+compares the child's current RSS. The threshold comes from the dyno's limit and
+the measured footprint (:func:`~boundkit.share.plan_shares`), or ``share=``.
+
+Health: ``celery -A proj inspect boundkit_snapshot`` (or
+``app.control.broadcast("boundkit_snapshot", reply=True)``) answers the JSON of
+``boundkit snapshot --json`` with each child's task stats under ``"celery"``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import resource
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+try:
+    from celery import signals
+    from celery.worker.control import inspect_command
+except ImportError as _exc:  # the 'celery' extra is not installed
+    from ._extras import raise_if_extra_missing
+
+    raise_if_extra_missing("boundkit.celery", _exc)
+    raise
+
+from . import guard
+from ._redact import redact_values
+from ._sizes import format_bytes, parse_bytes
+from ._task_memory import TaskMemory, TaskMemoryStats
+from .admission import pdf_reserve_default
+from .dyno import DynoState, _shared_memory_dir
+from .errors import ConfigError
+from .memory import _high_water, _reset_high_water, memory_limit, process_memory, trim_memory
+from .share import SharePlan, plan_shares
+
+__all__ = ["CeleryMemory", "install"]
+
+logger = logging.getLogger("boundkit.celery")
+
+#: A child publishes its task stats for the health command at most this often (seconds).
+PUBLISH_EVERY = 1.0
+#: The remote-control command that answers the health snapshot.
+COMMAND = "boundkit_snapshot"
+
+# the figures taken as a task starts: rss, perf_counter, start index, alone, pdf token
+_started: contextvars.ContextVar[tuple[int, float, int, bool, contextvars.Token[Any]] | None] = (
+    contextvars.ContextVar("boundkit_celery_task", default=None)
+)
+_installed: dict[int, CeleryMemory] = {}
+
+
+class CeleryMemory:
+    """What :func:`install` connected to one Celery app: settings, figures and stats.
+
+    ``recycle_at`` is the RSS (bytes) above which a prefork child is retired
+    after its task, set when the worker starts (None before, and in threads
+    and solo pools, whose one process Celery cannot replace); ``plan`` the
+    share plan it came from (None with ``share=`` or an explicit
+    ``--max-memory-per-child``). ``stats`` holds this process's
+    :class:`~boundkit._task_memory.TaskMemoryStats`; ``last`` the latest
+    :class:`~boundkit._task_memory.TaskMemory`.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        share: int | None,
+        cleanup_above: int,
+        reserve_pdfs: bool | int | str,
+        max_tasks: int,
+    ) -> None:
+        self.app = app
+        self.share = share
+        self.cleanup_above = cleanup_above
+        self.reserve_pdfs = reserve_pdfs
+        self.max_tasks = max_tasks
+        self.stats = TaskMemoryStats(max_tasks)
+        self.last: TaskMemory | None = None
+        self.recycle_at: int | None = None
+        self.plan: SharePlan | None = None
+        self.pool = ""
+        self.concurrency = 0
+        self.peak_resets = _reset_high_water() is not None
+        self.state: DynoState | None = None
+        self.in_child = False
+        self.retiring = False
+        self._lock = threading.Lock()
+        self._running = 0
+        self._starts = 0
+        self._next_publish = 0.0
+        self._timer: threading.Timer | None = None
+
+    def __repr__(self) -> str:
+        at = "unset" if self.recycle_at is None else format_bytes(self.recycle_at)
+        return f"<CeleryMemory {self.app.main!r} pool={self.pool or '?'} recycle_at={at}>"
+
+    # the worker's main process ------------------------------------------------
+
+    def on_worker_start(self, conf: Any, options: dict[str, Any]) -> None:
+        """``celeryd_init``: size the children's share before the pool is made."""
+        pool = options.get("pool_cls") or conf.worker_pool or "prefork"
+        self.pool = str(getattr(pool, "__module__", pool)).rpartition(".")[2]
+        concurrency = options.get("concurrency") or conf.worker_concurrency
+        self.concurrency = concurrency if isinstance(concurrency, int) else os.cpu_count() or 1
+        self.state = DynoState(_shared_memory_dir() / f"boundkit-celery-{os.getpid()}")
+        self.state.directory.mkdir(mode=0o700, exist_ok=True)
+        if self.pool != "prefork":
+            logger.info(
+                "boundkit: %s pool: per-task memory and cleanup; no child to recycle", self.pool
+            )
+            return
+        explicit = options.get("max_memory_per_child")
+        if explicit:  # Celery reads the command line's value before the conf: follow it
+            self.recycle_at = int(explicit) * 1024
+            source = "--max-memory-per-child"
+        elif self.share is not None:
+            self.recycle_at = self.share
+            source = "share="
+        else:
+            self.plan = self._plan()
+            self.recycle_at = self.plan.recycle
+            source = f"{self.concurrency} children's share of {self.plan.table()[0][1]} MiB"
+        conf.worker_max_memory_per_child = max(self.recycle_at // 1024, 1)
+        logger.info(
+            "boundkit: prefork children retire after a task when they hold more than %s (%s)",
+            format_bytes(self.recycle_at),
+            source,
+        )
+        if not self.peak_resets:
+            logger.warning(
+                "boundkit: /proc/self/clear_refs cannot be written here, so the kernel's peak "
+                "cannot be reset: billiard will compare each child's lifetime peak, and a child "
+                "whose task spiked and freed is retired too"
+            )
+
+    def _plan(self) -> SharePlan:
+        limit = memory_limit()
+        footprint = process_memory().rss
+        plan = plan_shares(
+            limit.bytes, workers=self.concurrency, footprint=footprint, arbiter=footprint
+        )
+        if not plan.fits:
+            logger.warning(
+                "boundkit: %s children do not fit in %s (%s) beside a %s worker; %s would",
+                self.concurrency,
+                format_bytes(limit.bytes),
+                limit.source,
+                format_bytes(footprint),
+                plan.max_workers,
+            )
+        return plan
+
+    def snapshot(self) -> dict[str, Any]:
+        """The health JSON: ``boundkit snapshot --json``'s, plus ``celery``; secrets redacted."""
+        from .cli import collect_snapshot
+
+        snap = collect_snapshot()
+        snap["celery"] = {
+            "pool": self.pool,
+            "concurrency": self.concurrency,
+            "recycle_at_mb": None if self.recycle_at is None else round(self.recycle_at / 2**20, 1),
+            "peak_resets": self.peak_resets,
+            "plan": None if self.plan is None else self.plan.as_dict(),
+            "processes": self._published(),
+        }
+        return redact_values(snap)  # type: ignore[no-any-return]
+
+    def _published(self) -> list[dict[str, Any]]:
+        """Each child's (or this process's) latest published figures, live processes only."""
+        if self.state is None or self.pool != "prefork":
+            return [self._figures()]
+        found = []
+        for path in sorted(self.state.directory.glob("worker-*.json")):
+            data = self.state.read(path)
+            if not isinstance(data, dict):
+                continue
+            if not Path(f"/proc/{data.get('pid')}").exists():
+                self.state.remove(path)  # a retired child's
+                continue
+            found.append(data)
+        return found
+
+    def on_worker_stop(self) -> None:
+        """``worker_shutdown``: remove the children's published files."""
+        if self.state is not None and self.state.directory.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(self.state.directory, ignore_errors=True)
+
+    # a prefork child ----------------------------------------------------------
+
+    def on_child_start(self) -> None:
+        """``worker_process_init``: this process is a prefork child with its own stats."""
+        self.in_child = True
+        self.retiring = False
+        self.stats = TaskMemoryStats(self.max_tasks)
+        self.last = None
+        self._running = self._starts = 0
+        self._next_publish = 0.0
+        self._timer = None
+        if self.plan is not None:
+            for one in list(guard._GUARDS):
+                if one.follows_plan:
+                    one.take_share(self.plan)
+        self.publish()
+
+    def _figures(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "rss_mb": round(process_memory().rss / 2**20, 1),
+            "retiring": self.retiring,
+            "last": None if self.last is None else self.last.as_dict(),
+            "tasks": self.stats.summary(),
+        }
+
+    def publish(self) -> None:
+        """Write this child's figures where the main process's health command reads them."""
+        if self.state is None or not self.in_child:
+            return
+        try:
+            self.state.write(self.state.worker_path(os.getpid()), self._figures())
+        except OSError as exc:
+            logger.warning("boundkit: cannot publish task stats: %s", exc)
+
+    # every task ---------------------------------------------------------------
+
+    def before_task(self) -> None:
+        """``task_prerun``: note RSS and reset the kernel's peak if the task runs alone."""
+        with self._lock:
+            self._running += 1
+            self._starts += 1
+            start, alone = self._starts, self._running == 1
+        if alone:
+            _reset_high_water()
+        token = pdf_reserve_default.set(self.reserve_pdfs)
+        _started.set((process_memory().rss, time.perf_counter(), start, alone, token))
+
+    def after_task(self, name: str, task_id: str, state: str | None) -> None:
+        """``task_postrun``: measure, log, clean up, and leave billiard the current RSS."""
+        started = _started.get()
+        if started is None:
+            return
+        _started.set(None)
+        rss_before, began, start, alone, token = started
+        pdf_reserve_default.reset(token)
+        seconds = time.perf_counter() - began
+        with self._lock:
+            self._running -= 1
+            alone = alone and self._starts == start
+        peak = _high_water() if alone and self.peak_resets else None
+        rss = process_memory().rss
+        given_back = 0
+        if rss - rss_before > self.cleanup_above:
+            errors = guard.run_cleanup_hooks()
+            trim_memory()
+            rss, held = process_memory().rss, rss
+            given_back = max(held - rss, 0)
+            if errors:
+                logger.warning("boundkit: %s cleanup hooks failed after task %s", errors, name)
+        run = TaskMemory(name, task_id, state or "?", seconds, rss_before, rss, peak, given_back)
+        self.last = run
+        leak = self.stats.observe(run)
+        logger.info(
+            "task %s[%s] %s in %.3f s: RSS %s -> %s, peak %s, left %s, cleanup gave back %s",
+            name,
+            task_id,
+            run.state,
+            seconds,
+            format_bytes(rss_before),
+            format_bytes(rss),
+            "unknown" if peak is None else format_bytes(peak),
+            format_bytes(run.left) if run.left >= 0 else f"-{format_bytes(-run.left)}",
+            format_bytes(given_back),
+        )
+        if leak is not None:
+            logger.warning("boundkit: %s: is it keeping references?", leak)
+        if self.in_child:
+            self._leave_current_rss(rss, name, task_id)
+        if self.in_child:
+            self._publish_soon()
+
+    def _publish_soon(self) -> None:
+        """Publish now if the last was long enough ago (or retiring), else once it is."""
+        now = time.monotonic()
+        if now >= self._next_publish or self.retiring:
+            self._next_publish = now + PUBLISH_EVERY
+            self.publish()
+        elif self._timer is None or not self._timer.is_alive():
+            self._timer = threading.Timer(self._next_publish - now, self._publish_soon)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _leave_current_rss(self, rss: int, name: str, task_id: str) -> None:
+        """Reset the peak so billiard's check, next, compares what this child holds now."""
+        if self.peak_resets:
+            _reset_high_water()
+        limit = self.recycle_at
+        if limit is None:
+            return
+        kernel_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        if rss > limit:
+            self.retiring = True
+            logger.info(
+                "boundkit: child %s holds %s after task %s[%s], over its %s: "
+                "it is retired once the result is sent",
+                os.getpid(),
+                format_bytes(rss),
+                name,
+                task_id,
+                format_bytes(limit),
+            )
+        elif kernel_peak > limit:
+            self.retiring = True
+            logger.warning(
+                "boundkit: child %s holds %s, under its %s, but the kernel's peak reads %s%s: "
+                "billiard retires it",
+                os.getpid(),
+                format_bytes(rss),
+                format_bytes(limit),
+                format_bytes(kernel_peak),
+                "" if self.peak_resets else " (the peak cannot be reset here)",
+            )
+
+
+def install(
+    app: Any,
+    *,
+    share: int | str | None = None,
+    cleanup_above: int | str = "16M",
+    reserve_pdfs: bool | int | str = True,
+    max_tasks: int = 100,
+) -> CeleryMemory:
+    """Govern ``app``'s workers by memory; call it where the app is made. Returns the settings.
+
+    ``share`` (bytes or a size such as ``"300M"``) is the RSS a prefork child
+    may hold after a task before it is retired; by default it is computed
+    when the worker starts from the dyno's limit (:func:`~boundkit.memory_limit`),
+    the concurrency and the worker's measured footprint
+    (:func:`~boundkit.share.plan_shares`: the plan's ``recycle``). After a task
+    that left more than ``cleanup_above`` held, every guard's cleanup hooks
+    and :func:`~boundkit.trim_memory` run. ``reserve_pdfs`` is what
+    ``open_pdf``/``render_pages`` reserve in tasks when not told (False: nothing).
+    Stats keep ``max_tasks`` task names, then ``"other"``. Calling it again
+    for the same app returns the first result unchanged.
+    """
+    found = _installed.get(id(app))
+    if found is not None:
+        return found
+    share_bytes = None if share is None else parse_bytes(share, name="share")
+    if share_bytes is not None and share_bytes <= 0:
+        raise ConfigError(f"share must be more than zero bytes, got {share!r}")
+    cleanup = parse_bytes(cleanup_above, name="cleanup_above")
+    if isinstance(reserve_pdfs, (int, str)) and not isinstance(reserve_pdfs, bool):
+        parse_bytes(reserve_pdfs, name="reserve_pdfs")
+    memory = CeleryMemory(
+        app,
+        share=share_bytes,
+        cleanup_above=cleanup,
+        reserve_pdfs=reserve_pdfs,
+        max_tasks=max_tasks,
+    )
+    _installed[id(app)] = memory
+    _connect(memory)
+    return memory
+
+
+def _connect(memory: CeleryMemory) -> None:
+    app = memory.app
+    uid = f"boundkit-{id(app)}"
+
+    def on_init(sender: Any = None, conf: Any = None, options: Any = None, **_: Any) -> None:
+        if conf is app.conf:
+            memory.on_worker_start(conf, dict(options or {}))
+
+    def on_prerun(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            memory.before_task()
+
+    def on_postrun(
+        sender: Any = None, task_id: str = "", state: str | None = None, **_: Any
+    ) -> None:
+        if getattr(sender, "app", None) is app:
+            memory.after_task(getattr(sender, "name", "?"), task_id, state)
+
+    signals.celeryd_init.connect(on_init, weak=False, dispatch_uid=uid)
+    signals.worker_process_init.connect(
+        lambda **_: memory.on_child_start(), weak=False, dispatch_uid=uid
+    )
+    signals.worker_process_shutdown.connect(
+        lambda **_: memory.publish(), weak=False, dispatch_uid=uid
+    )
+    signals.worker_shutdown.connect(lambda **_: memory.on_worker_stop(), weak=False, dispatch_uid=uid)
+    signals.task_prerun.connect(on_prerun, weak=False, dispatch_uid=uid)
+    signals.task_postrun.connect(on_postrun, weak=False, dispatch_uid=uid)
+    inspect_command(name=COMMAND)(_snapshot_command)
+
+
+def _snapshot_command(state: Any, **_: Any) -> dict[str, Any]:
+    """boundkit's health snapshot of this worker, its children and their task stats."""
+    app = getattr(state, "app", None)
+    memory = _installed.get(id(app)) or next(iter(_installed.values()))
+    return memory.snapshot()
