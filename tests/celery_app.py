@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,9 @@ from typing import Any
 from celery import Celery, signals
 
 import boundkit
-from boundkit.celery import install
+from boundkit._sizes import estimate_size
+from boundkit.celery import PUBLISH_EVERY as memory_publish_every
+from boundkit.celery import PUBLISHER, install
 from boundkit.guard import default_guard
 
 MIB = 1024 * 1024
@@ -79,6 +81,18 @@ def last() -> dict[str, Any]:
     }
 
 
+@app.task(name="bk.admission")
+def admission(seconds: float) -> dict[str, Any]:
+    """This child's pid and the path of the admission table its PDFs reserve from.
+
+    It stays ``seconds`` first, so that tasks sent together reach both children.
+    """
+    from boundkit.admission import default_admission
+
+    time.sleep(seconds)
+    return {"pid": os.getpid(), "path": str(default_admission().path)}
+
+
 @app.task(name="bk.pg_backend")
 def pg_backend() -> dict[str, int]:
     """The backend pid of a connection from the default pool, and this child's pid."""
@@ -90,19 +104,23 @@ def pg_backend() -> dict[str, int]:
 
 
 def _boundkit_state() -> dict[str, int]:
-    """The bytes tracemalloc traces to boundkit's files, and the sizes of boundkit's state."""
+    """The sizes of boundkit's state in this child, and the bytes traced to boundkit's files."""
     gc.collect()
-    root = os.path.dirname(boundkit.__file__)
-    snapshot = tracemalloc.take_snapshot().filter_traces(
-        [tracemalloc.Filter(True, os.path.join(root, "*"))]
-    )
+    traced = 0
+    if tracemalloc.is_tracing():
+        root = os.path.dirname(boundkit.__file__)
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(True, os.path.join(root, "*"))]
+        )
+        traced = sum(stat.size for stat in snapshot.statistics("filename"))
     return {
-        "traced": sum(stat.size for stat in snapshot.statistics("filename")),
+        "traced": traced,
         "tasks": memory.stats.tasks,
+        "stats_bytes": estimate_size(memory.stats),
         "names": len(memory.stats.summary()["names"]),
         "published": len(list(memory.state.directory.iterdir())) if memory.state else 0,
-        "threads": threading.active_count(),
-        "objects": len(gc.get_objects()),
+        "threads": sum(t.name != PUBLISHER for t in threading.enumerate()),
+        "publishers": sum(t.name == PUBLISHER for t in threading.enumerate()),
     }
 
 
@@ -111,24 +129,37 @@ _burst_sent = threading.Event()
 
 
 @app.task(name="bk.burst")
-def burst(warmup: int, tasks: int) -> int:
-    """Run ``warmup`` then ``tasks`` bk.tiny through Celery's tracer in this child, once idle.
+def burst(tasks: int, traced: int) -> int:
+    """Run ``tasks`` bk.tiny through Celery's tracer in this child, tracing the last ``traced``.
 
     A thread of this child applies them (``apply()``: the tracer and its signals,
     without the broker) after this task has ended, so each runs alone in the
-    process as a delivered task does; ``bk.burst_result`` returns the figures.
+    process as a delivered task does; ``bk.burst_result`` returns the figures:
+    boundkit's state sizes after 500 tasks and at the end, and the bytes
+    tracemalloc traces to boundkit's files before and after the last ``traced``
+    (tracing all of them would take minutes).
     """
+
+    def settled() -> dict[str, int]:
+        time.sleep(memory_publish_every + 0.2)  # the pending publish is done, its thread gone
+        return _boundkit_state()
 
     def run() -> None:
         _burst_sent.wait()
+        for _ in range(500):
+            tiny.apply()
+        first = settled()
+        for _ in range(tasks - 500 - traced):
+            tiny.apply()
         tracemalloc.start()
-        for _ in range(warmup):
+        for _ in range(100):  # what tracing itself allocates once
             tiny.apply()
-        before = _boundkit_state()
-        for _ in range(tasks):
+        traced_before = settled()
+        for _ in range(traced - 100):
             tiny.apply()
-        _burst.update(before=before, after=_boundkit_state(), pid=os.getpid())
+        last = settled()
         tracemalloc.stop()
+        _burst.update(first=first, traced_before=traced_before, last=last, pid=os.getpid())
 
     threading.Thread(target=run, daemon=True).start()
     return os.getpid()
@@ -141,6 +172,7 @@ def _burst_ended(sender: Any = None, **_: Any) -> None:
 
 
 @app.task(name="bk.burst_result")
-def burst_result() -> dict[str, Any]:
-    """The figures of this child's burst, if it ran one and it has ended."""
+def burst_result(seconds: float) -> dict[str, Any]:
+    """The figures of this child's burst, if it ran one and it has ended, after ``seconds``."""
+    time.sleep(seconds)
     return dict(_burst)

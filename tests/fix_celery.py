@@ -83,7 +83,7 @@ def celery_worker(
 
     The worker consumes ``queue`` only, where the client sends by default.
     """
-    pytest.importorskip("celery", reason="celery missing: pip install 'boundkit[celery]'")
+    pytest.importorskip("celery")
     redis = pytest.importorskip("redis")
     client = redis.Redis(host=HOST, port=PORT, db=CELERY_DB, socket_connect_timeout=2)
     try:

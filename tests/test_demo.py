@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-PARTS = ("cache", "pg", "metrics", "pdf", "guard", "django")
+PARTS = ("cache", "pg", "metrics", "pdf", "guard", "django", "celery")
 
 
 def _demo(env: dict[str, str]) -> list[str]:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 # third-party top-level package -> the extra that installs it
-EXTRA_OF = {"psycopg": "postgres", "psycopg_pool": "postgres", "pymupdf": "pdf", "fitz": "pdf"}
+EXTRA_OF = {
+    "psycopg": "postgres",
+    "psycopg_pool": "postgres",
+    "pymupdf": "pdf",
+    "fitz": "pdf",
+    "celery": "celery",
+}
 # boundkit modules that import an extra's package at the top
-NEEDS_EXTRA = frozenset({"boundkit.pdf", "boundkit.pg", "boundkit.pg_async"})
+NEEDS_EXTRA = frozenset({"boundkit.celery", "boundkit.pdf", "boundkit.pg", "boundkit.pg_async"})
 
 
 def raise_if_extra_missing(what: str, exc: ImportError) -> None:

@@ -33,7 +33,8 @@ class TaskMemory:
     ended and the cleanup, if one ran, is done; ``given_back`` is what that
     cleanup returned. ``peak`` is the process's highest RSS while the task
     ran: None when another task ran beside it in the same process (threads
-    pools) or the kernel's peak cannot be reset.
+    pools) or the kernel's peak cannot be reset. ``shared`` says another task
+    ran beside it: its figures are then the whole process's.
     """
 
     name: str
@@ -44,6 +45,7 @@ class TaskMemory:
     rss_after: int
     peak: int | None
     given_back: int
+    shared: bool = False
 
     @property
     def left(self) -> int:
@@ -82,7 +84,8 @@ class TaskMemoryStats:
     later one shares ``"other"``, so memory is bounded whatever runs.
 
     :meth:`observe` returns a warning naming a task whose last ``leak_runs``
-    runs in a row each left more than ``leak_above`` bytes held.
+    runs in a row each left more than ``leak_above`` bytes held (runs that
+    shared the process with another task are not counted either way).
 
     >>> stats = TaskMemoryStats(leak_runs=2, leak_above=1024)
     >>> run = TaskMemory("app.report", "t1", "SUCCESS", 0.5, 100_000, 102_048, 150_000, 0)
@@ -130,6 +133,8 @@ class TaskMemoryStats:
             entry.left.add(run.left / _MB)
             if run.peak_growth is not None:
                 entry.peak_growth.add(run.peak_growth / _MB)
+            if run.shared:  # what it left cannot be told from its neighbours'
+                return None
             if run.left <= self.leak_above:
                 entry.streak = entry.streak_bytes = 0
                 return None
@@ -149,7 +154,10 @@ class TaskMemoryStats:
         ``peak_growth_mb`` window summaries; JSON-ready."""
         times = self.times.summary()
         with self._lock:
-            memory = {name: (e.left.summary(), e.peak_growth.summary()) for name, e in self._memory.items()}
+            memory = {
+                name: (e.left.summary(), e.peak_growth.summary())
+                for name, e in self._memory.items()
+            }
         names = {}
         for name, entry in times["routes"].items():
             left, peak = memory.get(name, (None, None))

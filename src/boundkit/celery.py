@@ -33,12 +33,13 @@ import resource
 import shutil
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
+import psutil
+
 try:
-    from celery import signals
-    from celery.worker.control import inspect_command
+    from celery import signals  # type: ignore[import-untyped]
+    from celery.worker.control import inspect_command  # type: ignore[import-untyped]
 except ImportError as _exc:  # the 'celery' extra is not installed
     from ._extras import raise_if_extra_missing
 
@@ -46,14 +47,15 @@ except ImportError as _exc:  # the 'celery' extra is not installed
     raise
 
 from . import guard
+from ._celery_plan import worker_start
 from ._redact import redact_values
 from ._sizes import format_bytes, parse_bytes
 from ._task_memory import TaskMemory, TaskMemoryStats
 from .admission import pdf_reserve_default
 from .dyno import DynoState, _shared_memory_dir
 from .errors import ConfigError
-from .memory import _high_water, _reset_high_water, memory_limit, process_memory, trim_memory
-from .share import SharePlan, plan_shares
+from .memory import _high_water, _reset_high_water, process_memory, trim_memory
+from .share import SharePlan
 
 __all__ = ["CeleryMemory", "install"]
 
@@ -61,12 +63,16 @@ logger = logging.getLogger("boundkit.celery")
 
 #: A child publishes its task stats for the health command at most this often (seconds).
 PUBLISH_EVERY = 1.0
+#: The name of the thread that publishes a child's figures once PUBLISH_EVERY has passed.
+PUBLISHER = "boundkit-celery-publish"
 #: The remote-control command that answers the health snapshot.
 COMMAND = "boundkit_snapshot"
 
-# the figures taken as a task starts: rss, perf_counter, start index, alone, pdf token
-_started: contextvars.ContextVar[tuple[int, float, int, bool, contextvars.Token[Any]] | None] = (
-    contextvars.ContextVar("boundkit_celery_task", default=None)
+# the figures taken as each task in hand started, innermost last (a task may apply() another):
+# rss, perf_counter, start index, alone, pdf token
+_Started = tuple[int, float, int, bool, contextvars.Token[Any]]
+_started: contextvars.ContextVar[tuple[_Started, ...]] = contextvars.ContextVar(
+    "boundkit_celery_tasks", default=()
 )
 _installed: dict[int, CeleryMemory] = {}
 
@@ -103,10 +109,11 @@ class CeleryMemory:
         self.plan: SharePlan | None = None
         self.pool = ""
         self.concurrency = 0
-        self.peak_resets = _reset_high_water() is not None
+        self.peak_resets = _high_water() is not None and os.access("/proc/self/clear_refs", os.W_OK)
         self.state: DynoState | None = None
         self.in_child = False
         self.retiring = False
+        self.startup: list[tuple[int, str]] = []
         self._lock = threading.Lock()
         self._running = 0
         self._starts = 0
@@ -120,58 +127,24 @@ class CeleryMemory:
     # the worker's main process ------------------------------------------------
 
     def on_worker_start(self, conf: Any, options: dict[str, Any]) -> None:
-        """``celeryd_init``: size the children's share before the pool is made."""
-        pool = options.get("pool_cls") or conf.worker_pool or "prefork"
-        self.pool = str(getattr(pool, "__module__", pool)).rpartition(".")[2]
-        concurrency = options.get("concurrency") or conf.worker_concurrency
-        self.concurrency = concurrency if isinstance(concurrency, int) else os.cpu_count() or 1
+        """``celeryd_init``: size the children's share before the pool is made.
+
+        What was decided is kept in ``startup`` (level, message) and logged once
+        the worker is ready: its logging is not set up yet at this point.
+        """
+        start = worker_start(conf, options, share=self.share, peak_resets=self.peak_resets)
+        self.pool, self.concurrency = start.pool, start.concurrency
+        self.recycle_at, self.plan = start.recycle_at, start.plan
+        self.startup = [(level, f"boundkit: {message}") for level, message in start.notes]
         self.state = DynoState(_shared_memory_dir() / f"boundkit-celery-{os.getpid()}")
         self.state.directory.mkdir(mode=0o700, exist_ok=True)
-        if self.pool != "prefork":
-            logger.info(
-                "boundkit: %s pool: per-task memory and cleanup; no child to recycle", self.pool
-            )
-            return
-        explicit = options.get("max_memory_per_child")
-        if explicit:  # Celery reads the command line's value before the conf: follow it
-            self.recycle_at = int(explicit) * 1024
-            source = "--max-memory-per-child"
-        elif self.share is not None:
-            self.recycle_at = self.share
-            source = "share="
-        else:
-            self.plan = self._plan()
-            self.recycle_at = self.plan.recycle
-            source = f"{self.concurrency} children's share of {self.plan.table()[0][1]} MiB"
-        conf.worker_max_memory_per_child = max(self.recycle_at // 1024, 1)
-        logger.info(
-            "boundkit: prefork children retire after a task when they hold more than %s (%s)",
-            format_bytes(self.recycle_at),
-            source,
-        )
-        if not self.peak_resets:
-            logger.warning(
-                "boundkit: /proc/self/clear_refs cannot be written here, so the kernel's peak "
-                "cannot be reset: billiard will compare each child's lifetime peak, and a child "
-                "whose task spiked and freed is retired too"
-            )
+        if start.recycle_at is not None:  # billiard's check, in KiB
+            conf.worker_max_memory_per_child = max(start.recycle_at // 1024, 1)
 
-    def _plan(self) -> SharePlan:
-        limit = memory_limit()
-        footprint = process_memory().rss
-        plan = plan_shares(
-            limit.bytes, workers=self.concurrency, footprint=footprint, arbiter=footprint
-        )
-        if not plan.fits:
-            logger.warning(
-                "boundkit: %s children do not fit in %s (%s) beside a %s worker; %s would",
-                self.concurrency,
-                format_bytes(limit.bytes),
-                limit.source,
-                format_bytes(footprint),
-                plan.max_workers,
-            )
-        return plan
+    def on_worker_ready(self) -> None:
+        """``worker_ready``: log what :meth:`on_worker_start` decided."""
+        for level, message in self.startup:
+            logger.log(level, "%s", message)
 
     def snapshot(self) -> dict[str, Any]:
         """The health JSON: ``boundkit snapshot --json``'s, plus ``celery``; secrets redacted."""
@@ -179,6 +152,7 @@ class CeleryMemory:
 
         snap = collect_snapshot()
         snap["celery"] = {
+            "broker": str(self.app.conf.broker_url),
             "pool": self.pool,
             "concurrency": self.concurrency,
             "recycle_at_mb": None if self.recycle_at is None else round(self.recycle_at / 2**20, 1),
@@ -192,15 +166,22 @@ class CeleryMemory:
         """Each child's (or this process's) latest published figures, live processes only."""
         if self.state is None or self.pool != "prefork":
             return [self._figures()]
-        found = []
-        for path in sorted(self.state.directory.glob("worker-*.json")):
-            data = self.state.read(path)
-            if not isinstance(data, dict):
+        return self._live_files()
+
+    def _live_files(self) -> list[dict[str, Any]]:
+        """Read the children's files, removing those of children gone (killed, say)."""
+        found: list[dict[str, Any]] = []
+        state = self.state
+        if state is None:
+            return found
+        for path in sorted(state.directory.glob("worker-*.json")):
+            pid = path.stem.removeprefix("worker-")
+            if not (pid.isdigit() and psutil.pid_exists(int(pid))):
+                state.remove(path)
                 continue
-            if not Path(f"/proc/{data.get('pid')}").exists():
-                self.state.remove(path)  # a retired child's
-                continue
-            found.append(data)
+            data = state.read(path)
+            if isinstance(data, dict):
+                found.append(data)
         return found
 
     def on_worker_stop(self) -> None:
@@ -219,11 +200,18 @@ class CeleryMemory:
         self._running = self._starts = 0
         self._next_publish = 0.0
         self._timer = None
+        self._lock = threading.Lock()  # the parent's, had a thread of it held one at the fork
         if self.plan is not None:
             for one in list(guard._GUARDS):
                 if one.follows_plan:
                     one.take_share(self.plan)
+        self._live_files()  # so that files of children killed before they could remove theirs go
         self.publish()
+
+    def on_child_exit(self) -> None:
+        """``worker_process_shutdown``: remove this child's file."""
+        if self.state is not None and self.in_child:
+            self.state.remove(self.state.worker_path(os.getpid()))
 
     def _figures(self) -> dict[str, Any]:
         return {
@@ -251,18 +239,23 @@ class CeleryMemory:
             self._running += 1
             self._starts += 1
             start, alone = self._starts, self._running == 1
-        if alone:
-            _reset_high_water()
+        if alone and self.peak_resets and _reset_high_water() is None:
+            self.peak_resets = False
+            logger.warning(
+                "boundkit: the kernel's peak could not be reset: task peaks are not measured, "
+                "and billiard compares each child's lifetime peak"
+            )
         token = pdf_reserve_default.set(self.reserve_pdfs)
-        _started.set((process_memory().rss, time.perf_counter(), start, alone, token))
+        entry = (process_memory().rss, time.perf_counter(), start, alone, token)
+        _started.set((*_started.get(), entry))
 
     def after_task(self, name: str, task_id: str, state: str | None) -> None:
         """``task_postrun``: measure, log, clean up, and leave billiard the current RSS."""
-        started = _started.get()
-        if started is None:
+        stack = _started.get()
+        if not stack:
             return
-        _started.set(None)
-        rss_before, began, start, alone, token = started
+        _started.set(stack[:-1])
+        rss_before, began, start, alone, token = stack[-1]
         pdf_reserve_default.reset(token)
         seconds = time.perf_counter() - began
         with self._lock:
@@ -278,26 +271,36 @@ class CeleryMemory:
             given_back = max(held - rss, 0)
             if errors:
                 logger.warning("boundkit: %s cleanup hooks failed after task %s", errors, name)
-        run = TaskMemory(name, task_id, state or "?", seconds, rss_before, rss, peak, given_back)
-        self.last = run
-        leak = self.stats.observe(run)
-        logger.info(
-            "task %s[%s] %s in %.3f s: RSS %s -> %s, peak %s, left %s, cleanup gave back %s",
+        run = TaskMemory(
             name,
             task_id,
-            run.state,
+            state or "?",
             seconds,
-            format_bytes(rss_before),
-            format_bytes(rss),
-            "unknown" if peak is None else format_bytes(peak),
-            format_bytes(run.left) if run.left >= 0 else f"-{format_bytes(-run.left)}",
-            format_bytes(given_back),
+            rss_before,
+            rss,
+            peak,
+            given_back,
+            shared=not alone,
         )
+        self.last = run
+        leak = self.stats.observe(run)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "task %s[%s] %s in %.3f s: RSS %s -> %s, peak %s, left %s, cleanup gave back %s",
+                name,
+                task_id,
+                run.state,
+                seconds,
+                format_bytes(rss_before),
+                format_bytes(rss),
+                "unknown" if peak is None else format_bytes(peak),
+                format_bytes(run.left) if run.left >= 0 else f"-{format_bytes(-run.left)}",
+                format_bytes(given_back),
+            )
         if leak is not None:
             logger.warning("boundkit: %s: is it keeping references?", leak)
         if self.in_child:
-            self._leave_current_rss(rss, name, task_id)
-        if self.in_child:
+            self._leave_current_rss(rss, peak if given_back == 0 else None, name, task_id)
             self._publish_soon()
 
     def _publish_soon(self) -> None:
@@ -306,15 +309,23 @@ class CeleryMemory:
         if now >= self._next_publish or self.retiring:
             self._next_publish = now + PUBLISH_EVERY
             self.publish()
-        elif self._timer is None or not self._timer.is_alive():
-            self._timer = threading.Timer(self._next_publish - now, self._publish_soon)
+        elif self._timer is None:
+            self._timer = threading.Timer(self._next_publish - now, self._publish_pending)
+            self._timer.name = PUBLISHER
             self._timer.daemon = True
             self._timer.start()
 
-    def _leave_current_rss(self, rss: int, name: str, task_id: str) -> None:
-        """Reset the peak so billiard's check, next, compares what this child holds now."""
+    def _publish_pending(self) -> None:
+        self._timer = None
+        self._publish_soon()
+
+    def _leave_current_rss(self, rss: int, peak: int | None, name: str, task_id: str) -> None:
+        """Reset the peak so billiard's check, next, compares what this child holds now.
+
+        ``peak`` is the peak just read, when nothing ran since that could raise it.
+        """
         if self.peak_resets:
-            _reset_high_water()
+            _reset_high_water(peak)
         limit = self.recycle_at
         if limit is None:
             return
@@ -408,9 +419,12 @@ def _connect(memory: CeleryMemory) -> None:
         lambda **_: memory.on_child_start(), weak=False, dispatch_uid=uid
     )
     signals.worker_process_shutdown.connect(
-        lambda **_: memory.publish(), weak=False, dispatch_uid=uid
+        lambda **_: memory.on_child_exit(), weak=False, dispatch_uid=uid
     )
-    signals.worker_shutdown.connect(lambda **_: memory.on_worker_stop(), weak=False, dispatch_uid=uid)
+    signals.worker_ready.connect(lambda **_: memory.on_worker_ready(), weak=False, dispatch_uid=uid)
+    signals.worker_shutdown.connect(
+        lambda **_: memory.on_worker_stop(), weak=False, dispatch_uid=uid
+    )
     signals.task_prerun.connect(on_prerun, weak=False, dispatch_uid=uid)
     signals.task_postrun.connect(on_postrun, weak=False, dispatch_uid=uid)
     inspect_command(name=COMMAND)(_snapshot_command)

@@ -57,6 +57,7 @@ def run_demo(out: TextIO) -> int:
             file=out,
         )
     print("\nnaive / boundkit: anonymous memory still held after each workload", file=out)
+    print("(celery: the RSS above the task's start that the pool's recycle check reads)", file=out)
     return 0
 
 
@@ -248,5 +249,45 @@ def _django_row() -> DemoRow:
     return DemoRow("django", workload, naive_growth=naive_growth, boundkit_growth=boundkit_growth)
 
 
+def _celery_row() -> DemoRow:
+    """An eager Celery task that spikes 100 MiB and frees it, then the same under install().
+
+    What billiard's ``worker_max_memory_per_child`` check reads after the task
+    (``ru_maxrss``), above the RSS at the task's start: the freed peak without
+    boundkit, what the child holds now with it. No broker: ``task_always_eager``.
+    """
+    workload = "100 MiB spike freed in a task: recycle check"
+    try:
+        from celery import Celery  # type: ignore[import-untyped]
+    except ImportError:
+        return DemoRow("celery", workload, skipped="Celery missing: pip install 'boundkit[celery]'")
+    import resource
+
+    from .celery import install
+    from .memory import _reset_high_water
+
+    if _reset_high_water() is None:
+        return DemoRow("celery", workload, skipped="the kernel's peak cannot be reset here")
+    app = Celery("boundkit-demo", set_as_current=False)
+    app.conf.task_always_eager = True
+
+    @app.task(name="boundkit.demo.spike")  # type: ignore[untyped-decorator]
+    def spike() -> None:
+        buf = b"\x01" * (100 * 1024**2)
+        del buf
+
+    def checked() -> int:
+        _reset_high_water()
+        start = process_memory().rss
+        spike.apply()
+        return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - start, 0)
+
+    naive = checked()
+    install(app).on_child_start()  # as in a prefork child
+    held = checked()
+    app.close()
+    return DemoRow("celery", workload, naive_growth=naive, boundkit_growth=held)
+
+
 ROWS: list[Callable[[], DemoRow]] = [_cache_row, _pg_row, _metrics_row, _pdf_row, _guard_row]
-ROWS.append(_django_row)
+ROWS += [_django_row, _celery_row]

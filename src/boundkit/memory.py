@@ -206,14 +206,16 @@ def _high_water() -> int | None:
     return int(text[start + 6 : text.index(b"kB", start)]) * 1024
 
 
-def _reset_high_water() -> int | None:
+def _reset_high_water(peak: int | None = None) -> int | None:
     """Reset ``VmHWM`` to the current RSS; return the peak it held, None where it cannot.
 
     Writes 5 to ``/proc/self/clear_refs`` (Linux 4.0+). The peak before the reset
-    is kept for :func:`memory_snapshot`'s ``peak_rss_mb``.
+    (``peak`` when the caller has just read it) is kept for
+    :func:`memory_snapshot`'s ``peak_rss_mb``.
     """
     global _peak_before_reset
-    peak = _high_water()
+    if peak is None:
+        peak = _high_water()
     if peak is None:
         return None
     try:
