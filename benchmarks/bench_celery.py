@@ -42,8 +42,9 @@ kills. Needs root on Linux; otherwise says why and runs the rest.
 Printed per worker: tasks per second (median over the repeats; successful tasks from
 the first submission to the last task's end), failed tasks, recycled children (seen
 during the run and gone before its end, not killed), how many of those held no
-thumbnails and the median RSS they held after their last task, children killed by
-SIGKILL (the pool's log), OOM kills (the cgroup's counter) and peak, and the children's
+thumbnails, the largest RSS a child held as a task started and the most one task
+grew it (measured by the task), children killed by SIGKILL (the pool's log), OOM kills
+(the cgroup's counter) and peak, boundkit's threshold (its log), and the children's
 peak RSS (sampled every 20 ms with ``boundkit.memory.process_memory``; a child that
 lives less than that can be sampled below its peak). Then the ratios against
 Celery's own setting.
@@ -138,7 +139,7 @@ def pdf_upload(path: str, upload_id: str, keep: bool, streamed: bool) -> dict[st
     the end (it keeps every document's decoded images otherwise, up to 256 MiB).
     """
     thumbnails = None
-    start = peak = process_memory().rss
+    start = peak = process_memory().rss  # what the child held between tasks
     if streamed:
         from boundkit import render_pages
 
@@ -165,7 +166,7 @@ def pdf_upload(path: str, upload_id: str, keep: bool, streamed: bool) -> dict[st
     return {
         "pid": os.getpid(),
         "png": png,
-        "rss": process_memory().rss,
+        "start": start,
         "spike": peak - start,
         "held": sum(len(raw) for pages in _thumbnails.values() for raw in pages),
         "finished": time.time(),
@@ -385,13 +386,13 @@ class PdfRun:
     errors: dict[str, int] = field(default_factory=dict)
     recycled: int = 0
     recycled_empty: int = 0
-    recycled_rss: list[int] = field(default_factory=list)
     killed: int = 0
     oom_kills: int = 0
     cgroup_peak: int = 0
     peaks: list[int] = field(default_factory=list)
     parent_peak: int = 0
-    largest_left: int = 0
+    threshold: str = ""
+    largest_held: int = 0
     largest_spike: int = 0
 
     @property
@@ -455,10 +456,11 @@ def pdf_run(
         recycled = [last[pid] for pid in gone - killed if pid in last]
         run.recycled = len(gone - killed)
         run.recycled_empty = sum(1 for r in recycled if r["held"] == 0)
-        run.recycled_rss = [r["rss"] for r in recycled]
         run.peaks = sorted(sampler.peaks.values(), reverse=True)
         run.parent_peak = sampler.parent_peak
-        run.largest_left = max((r["rss"] for r in done), default=0)
+        found = re.search(r"retire after a task when they hold more than ([^(]+) \(", log)
+        run.threshold = found.group(1).strip() if found else ""
+        run.largest_held = max((r["start"] for r in done), default=0)
         run.largest_spike = max((r["spike"] for r in done), default=0)
         if cgroup is not None:
             run.oom_kills, run.cgroup_peak = cgroup.oom_kills(), cgroup.peak()
@@ -476,20 +478,20 @@ def report(title: str, results: dict[str, list[PdfRun]], in_cgroup: bool) -> Non
     print(f"\n{title}")
     print(
         "  recycled: children that exited during the run, not killed; no cache: of those, the"
-        " ones that held no thumbnails; RSS left: median RSS of a recycled child after its last"
-        " task"
+        " ones that held no thumbnails; held: the largest RSS a child had as a task started"
+        " (after boundkit's cleanup, where installed); spike: the most a task grew"
     )
-    columns = ["tasks/s", "failed", "recycled", "no cache", "RSS left", "killed"]
+    columns = ["tasks/s", "failed", "recycled", "no cache", "held", "spike", "killed"]
     columns += ["OOM kills", "cgroup"] if in_cgroup else []
     columns += ["children", "peak max", "peak med"]
     print(f"  {'worker':<24} " + " ".join(f"{c:>9}" for c in columns))
     for name, runs in results.items():
         peaks = [peak for run in runs for peak in run.peaks] or [0]
-        left = [rss for run in runs for rss in run.recycled_rss]
         cells = [f"{median_of(runs, 'throughput'):>9.2f}"]
         cells += [f"{sum(getattr(r, c) for r in runs):>9}" for c in ("failed", "recycled")]
         cells.append(f"{sum(r.recycled_empty for r in runs):>9}")
-        cells.append(f"{statistics.median(left) / MIB:>9.1f}" if left else f"{'-':>9}")
+        cells.append(f"{max(r.largest_held for r in runs) / MIB:>9.1f}")
+        cells.append(f"{max(r.largest_spike for r in runs) / MIB:>9.1f}")
         cells.append(f"{sum(r.killed for r in runs):>9}")
         if in_cgroup:
             cells.append(f"{sum(r.oom_kills for r in runs):>9}")
@@ -518,13 +520,16 @@ def report(title: str, results: dict[str, list[PdfRun]], in_cgroup: bool) -> Non
             verdicts.append(f"OOM kills {sum(r.oom_kills for r in runs)} (target 0)")
         print(f"  {setup.name}: " + "; ".join(verdicts))
     for name, runs in results.items():
+        thresholds = sorted({r.threshold for r in runs if r.threshold})
+        if thresholds:
+            print(f"  {name}: boundkit retires a child above {', '.join(thresholds)}")
+    for name, runs in results.items():
         parent = max(r.parent_peak for r in runs)
-        left = max(r.largest_left for r in runs)
+        held = max(r.largest_held for r in runs)
         spike = max(r.largest_spike for r in runs)
         print(
-            f"  {name}: worst case seen: worker parent {parent / MIB:.0f} + 2 x (a child's"
-            f" largest RSS after a task {left / MIB:.0f} + the largest spike in a task"
-            f" {spike / MIB:.0f}) = {(parent + 2 * (left + spike)) / MIB:.0f} MiB"
+            f"  {name}: worst case: worker parent {parent / MIB:.0f} + 2 x (held {held / MIB:.0f}"
+            f" + spike {spike / MIB:.0f}) = {(parent + 2 * (held + spike)) / MIB:.0f} MiB"
         )
 
 
@@ -571,23 +576,23 @@ def main() -> int:
     print(f"celery {celery.__version__}, prefork pool, broker and backend {REDIS}")
     print(f"worker_max_memory_per_child: {LIMIT_KIB} KiB = {LIMIT_KIB / 1024:.0f} MiB")
     app.backend.client.flushdb()
+    logdir = Path(tempfile.mkdtemp(prefix="bench-celery-"))
+    print(f"worker logs in {logdir}")
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-celery-") as tmp:
-            logdir = Path(tmp)
-            if "mechanics" in chosen:
-                leak_run(max_memory_kib=LIMIT_KIB, logdir=logdir)
-                leak_run(max_memory_kib=None, logdir=logdir)
-                spike_run(logdir=logdir)
-            if "pdf" in chosen or "cgroup" in chosen:
-                pdfs = make_pdfs(logdir)
-            if "pdf" in chosen:
-                pdf_scenario(pdfs, args.tasks, args.repeat, logdir, in_cgroup=False)
-            if "cgroup" in chosen:
-                reason = cgroup_unavailable()
-                if reason is not None:
-                    print(f"\nthe 512 MiB cgroup runs skipped: {reason}")
-                else:
-                    pdf_scenario(pdfs, args.tasks, args.repeat, logdir, in_cgroup=True)
+        if "mechanics" in chosen:
+            leak_run(max_memory_kib=LIMIT_KIB, logdir=logdir)
+            leak_run(max_memory_kib=None, logdir=logdir)
+            spike_run(logdir=logdir)
+        if "pdf" in chosen or "cgroup" in chosen:
+            pdfs = make_pdfs(logdir)
+        if "pdf" in chosen:
+            pdf_scenario(pdfs, args.tasks, args.repeat, logdir, in_cgroup=False)
+        if "cgroup" in chosen:
+            reason = cgroup_unavailable()
+            if reason is not None:
+                print(f"\nthe 512 MiB cgroup runs skipped: {reason}")
+            else:
+                pdf_scenario(pdfs, args.tasks, args.repeat, logdir, in_cgroup=True)
     finally:
         app.backend.client.flushdb()
     return 0
