@@ -501,6 +501,8 @@ def report(title: str, results: dict[str, list[PdfRun]], in_cgroup: bool) -> Non
         print(f"  {name:<24} " + " ".join(cells))
     print("  (sizes in MiB; counts summed over the runs; peaks: the children's sampled peak RSS)")
     for name, runs in results.items():
+        print(f"  {name}: tasks/s per run " + ", ".join(f"{r.throughput:.2f}" for r in runs))
+    for name, runs in results.items():
         errors: dict[str, int] = {}
         for run in runs:
             for error, count in run.errors.items():
