@@ -17,14 +17,14 @@ from typing import Any
 
 from celery import Celery
 
+from boundkit._celery_files import ChildFiles
 from boundkit.celery import install
-from boundkit.dyno import DynoState
 
 TASKS = 1000
 REPEATS = 7
 
 
-def empty_task(installed: bool) -> Any:
+def empty_task(installed: bool, shm: str) -> Any:
     app = Celery("bench", broker="memory://", backend="cache+memory://", set_as_current=False)
     app.conf.task_always_eager = True
 
@@ -34,7 +34,7 @@ def empty_task(installed: bool) -> Any:
     task = app.task(name="bench.empty")(empty)
     if installed:
         memory = install(app)
-        memory.state = DynoState(tempfile.mkdtemp(prefix="boundkit-bench-", dir="/dev/shm"))
+        memory.files = ChildFiles(shm)
         memory.on_child_start()
     return task
 
@@ -47,9 +47,12 @@ def per_task(task: Any) -> float:
 
 
 def main() -> None:
-    with tempfile.NamedTemporaryFile(suffix=".log") as log:
+    with (
+        tempfile.NamedTemporaryFile(suffix=".log") as log,
+        tempfile.TemporaryDirectory(prefix="boundkit-bench-", dir="/dev/shm") as shm,
+    ):
         logging.basicConfig(filename=log.name, level=logging.INFO)
-        bare, installed = empty_task(False), empty_task(True)
+        bare, installed = empty_task(False, shm), empty_task(True, shm)
         times: dict[str, list[float]] = {"bare": [], "installed": []}
         for _ in range(REPEATS):  # interleaved, so load changes hit both alike
             times["bare"].append(per_task(bare))

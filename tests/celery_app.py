@@ -118,7 +118,7 @@ def _boundkit_state() -> dict[str, int]:
         "tasks": memory.stats.tasks,
         "stats_bytes": estimate_size(memory.stats),
         "names": len(memory.stats.summary()["names"]),
-        "published": len(list(memory.state.directory.iterdir())) if memory.state else 0,
+        "published": len(list(memory.files.directory.iterdir())) if memory.files else 0,
         "threads": sum(t.name != PUBLISHER for t in threading.enumerate()),
         "publishers": sum(t.name == PUBLISHER for t in threading.enumerate()),
     }

@@ -30,12 +30,9 @@ import contextvars
 import logging
 import os
 import resource
-import shutil
 import threading
 import time
 from typing import Any
-
-import psutil
 
 try:
     from celery import signals  # type: ignore[import-untyped]
@@ -47,24 +44,20 @@ except ImportError as _exc:  # the 'celery' extra is not installed
     raise
 
 from . import guard
+from ._celery_files import PUBLISH_EVERY, PUBLISHER, ChildFiles
 from ._celery_plan import worker_start
 from ._redact import redact_values
 from ._sizes import format_bytes, parse_bytes
 from ._task_memory import TaskMemory, TaskMemoryStats
 from .admission import pdf_reserve_default
-from .dyno import DynoState, _shared_memory_dir
 from .errors import ConfigError
 from .memory import _high_water, _reset_high_water, process_memory, trim_memory
 from .share import SharePlan
 
-__all__ = ["CeleryMemory", "install"]
+__all__ = ["PUBLISHER", "PUBLISH_EVERY", "CeleryMemory", "install"]
 
 logger = logging.getLogger("boundkit.celery")
 
-#: A child publishes its task stats for the health command at most this often (seconds).
-PUBLISH_EVERY = 1.0
-#: The name of the thread that publishes a child's figures once PUBLISH_EVERY has passed.
-PUBLISHER = "boundkit-celery-publish"
 #: The remote-control command that answers the health snapshot.
 COMMAND = "boundkit_snapshot"
 
@@ -110,15 +103,13 @@ class CeleryMemory:
         self.pool = ""
         self.concurrency = 0
         self.peak_resets = _high_water() is not None and os.access("/proc/self/clear_refs", os.W_OK)
-        self.state: DynoState | None = None
+        self.files: ChildFiles | None = None
         self.in_child = False
         self.retiring = False
         self.startup: list[tuple[int, str]] = []
         self._lock = threading.Lock()
         self._running = 0
         self._starts = 0
-        self._next_publish = 0.0
-        self._timer: threading.Timer | None = None
 
     def __repr__(self) -> str:
         at = "unset" if self.recycle_at is None else format_bytes(self.recycle_at)
@@ -136,8 +127,7 @@ class CeleryMemory:
         self.pool, self.concurrency = start.pool, start.concurrency
         self.recycle_at, self.plan = start.recycle_at, start.plan
         self.startup = [(level, f"boundkit: {message}") for level, message in start.notes]
-        self.state = DynoState(_shared_memory_dir() / f"boundkit-celery-{os.getpid()}")
-        self.state.directory.mkdir(mode=0o700, exist_ok=True)
+        self.files = ChildFiles.create()
         if start.recycle_at is not None:  # billiard's check, in KiB
             conf.worker_max_memory_per_child = max(start.recycle_at // 1024, 1)
 
@@ -164,30 +154,14 @@ class CeleryMemory:
 
     def _published(self) -> list[dict[str, Any]]:
         """Each child's (or this process's) latest published figures, live processes only."""
-        if self.state is None or self.pool != "prefork":
+        if self.files is None or self.pool != "prefork":
             return [self._figures()]
-        return self._live_files()
-
-    def _live_files(self) -> list[dict[str, Any]]:
-        """Read the children's files, removing those of children gone (killed, say)."""
-        found: list[dict[str, Any]] = []
-        state = self.state
-        if state is None:
-            return found
-        for path in sorted(state.directory.glob("worker-*.json")):
-            pid = path.stem.removeprefix("worker-")
-            if not (pid.isdigit() and psutil.pid_exists(int(pid))):
-                state.remove(path)
-                continue
-            data = state.read(path)
-            if isinstance(data, dict):
-                found.append(data)
-        return found
+        return self.files.live()
 
     def on_worker_stop(self) -> None:
         """``worker_shutdown``: remove the children's published files."""
-        if self.state is not None and self.state.directory.name.endswith(f"-{os.getpid()}"):
-            shutil.rmtree(self.state.directory, ignore_errors=True)
+        if self.files is not None:
+            self.files.remove_all()
 
     # a prefork child ----------------------------------------------------------
 
@@ -198,20 +172,20 @@ class CeleryMemory:
         self.stats = TaskMemoryStats(self.max_tasks)
         self.last = None
         self._running = self._starts = 0
-        self._next_publish = 0.0
-        self._timer = None
         self._lock = threading.Lock()  # the parent's, had a thread of it held one at the fork
         if self.plan is not None:
             for one in list(guard._GUARDS):
                 if one.follows_plan:
                     one.take_share(self.plan)
-        self._live_files()  # so that files of children killed before they could remove theirs go
+        if self.files is not None:
+            self.files.after_fork()
+            self.files.live()  # so that files of children killed before they could remove theirs go
         self.publish()
 
     def on_child_exit(self) -> None:
         """``worker_process_shutdown``: remove this child's file."""
-        if self.state is not None and self.in_child:
-            self.state.remove(self.state.worker_path(os.getpid()))
+        if self.files is not None and self.in_child:
+            self.files.remove_own()
 
     def _figures(self) -> dict[str, Any]:
         return {
@@ -224,12 +198,8 @@ class CeleryMemory:
 
     def publish(self) -> None:
         """Write this child's figures where the main process's health command reads them."""
-        if self.state is None or not self.in_child:
-            return
-        try:
-            self.state.write(self.state.worker_path(os.getpid()), self._figures())
-        except OSError as exc:
-            logger.warning("boundkit: cannot publish task stats: %s", exc)
+        if self.files is not None and self.in_child:
+            self.files.publish(self._figures())
 
     # every task ---------------------------------------------------------------
 
@@ -301,23 +271,8 @@ class CeleryMemory:
             logger.warning("boundkit: %s: is it keeping references?", leak)
         if self.in_child:
             self._leave_current_rss(rss, peak if given_back == 0 else None, name, task_id)
-            self._publish_soon()
-
-    def _publish_soon(self) -> None:
-        """Publish now if the last was long enough ago (or retiring), else once it is."""
-        now = time.monotonic()
-        if now >= self._next_publish or self.retiring:
-            self._next_publish = now + PUBLISH_EVERY
-            self.publish()
-        elif self._timer is None:
-            self._timer = threading.Timer(self._next_publish - now, self._publish_pending)
-            self._timer.name = PUBLISHER
-            self._timer.daemon = True
-            self._timer.start()
-
-    def _publish_pending(self) -> None:
-        self._timer = None
-        self._publish_soon()
+            if self.files is not None:
+                self.files.publish_soon(self._figures, now=self.retiring)
 
     def _leave_current_rss(self, rss: int, peak: int | None, name: str, task_id: str) -> None:
         """Reset the peak so billiard's check, next, compares what this child holds now.
