@@ -217,10 +217,10 @@ class Cgroup:
                 time.sleep(0.1)
 
 
-def cannot_run() -> str | None:
-    """Why this benchmark cannot run here, or None."""
+def cgroup_unavailable() -> str | None:
+    """Why a :class:`Cgroup` cannot be made here, or None."""
     if not sys.platform.startswith("linux"):
-        return "needs Linux: it runs gunicorn inside a memory cgroup"
+        return "needs Linux: memory cgroups are a Linux feature"
     if os.geteuid() != 0:
         return "needs root: creating a memory cgroup and moving processes into it is privileged"
     v2 = Path("/sys/fs/cgroup/cgroup.controllers")
@@ -229,6 +229,14 @@ def cannot_run() -> str | None:
         and not Path("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
     ):
         return "needs a cgroup memory controller (v1 /sys/fs/cgroup/memory or v2)"
+    return None
+
+
+def cannot_run() -> str | None:
+    """Why this benchmark cannot run here, or None."""
+    reason = cgroup_unavailable()
+    if reason is not None:
+        return reason
     for module in ("gunicorn", "pymupdf", "psycopg"):
         try:
             __import__(module)
