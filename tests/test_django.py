@@ -67,6 +67,14 @@ urlpatterns: list[Any] = []
 
 
 @pytest.fixture(autouse=True)
+def _no_admission_table(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """An earlier test's admission table (same process group) must not reach /health here."""
+    from boundkit.admission import ENV_ADMISSION_FILE
+
+    monkeypatch.setenv(ENV_ADMISSION_FILE, str(tmp_path / "admission"))
+
+
+@pytest.fixture(autouse=True)
 def _urls() -> None:
     urlpatterns[:] = _urlpatterns()
 

@@ -22,6 +22,15 @@ SECRET = "hunter2-not-for-health"
 HEALTH_KEYS = {"status", "memory", "guard", "requests", "caches", "pools"}
 
 
+@pytest.fixture(autouse=True)
+def _no_admission_table(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """Health shows ``admission`` once this dyno's table exists; an earlier test's table
+    (the suite shares one process group) must not reach these tests."""
+    from boundkit.admission import ENV_ADMISSION_FILE
+
+    monkeypatch.setenv(ENV_ADMISSION_FILE, str(tmp_path / "admission"))
+
+
 class StatsCache:
     """A cache-like object with shrink() and stats(), as BoundedCache has."""
 
