@@ -229,29 +229,26 @@ def test_a_reload_keeps_one_supervisor_and_the_stats(start_dyno: Callable[..., D
 
 
 @pytest.mark.slow
-def test_health_answers_fast_while_every_worker_is_busy(start_dyno: Callable[..., Dyno]) -> None:
-    """With a busy request on every worker, /health still answers from a snapshot, fast.
+def test_health_answers_while_every_worker_is_busy(start_dyno: Callable[..., Dyno]) -> None:
+    """With a busy request on every worker, /health still answers, from a snapshot.
 
-    gthread workers with 2 threads: 3 busy requests (CPU and a churning heap for 6 s) occupy
-    both workers; /health is served by a free thread from the supervisor's snapshot, never
-    by measuring or collecting on the request path.
+    gthread workers with 2 threads: 3 busy requests (CPU and a churning heap for 10 s)
+    occupy both workers; /health is served by a free thread from the supervisor's snapshot,
+    never by measuring or collecting on the request path. Each answer must arrive while
+    all three busy requests are still running (an order, not a time: a /health queued
+    behind them would come only after one ends).
     """
     dyno = start_dyno(limit="2G", threads=2, worker_class="gthread")
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        busy = [pool.submit(dyno.get, "/busy?seconds=6") for _ in range(3)]
+        busy = [pool.submit(dyno.get, "/busy?seconds=10") for _ in range(3)]
         time.sleep(1.0)
-        latencies = []
-        for _ in range(15):
-            started = time.perf_counter()
+        for _ in range(8):
             health = dyno.health()
-            latencies.append(time.perf_counter() - started)
+            assert not any(future.done() for future in busy), "a busy request ended first"
             assert 2 == len(health["workers"])
-            time.sleep(0.2)
+            time.sleep(0.1)
         busy_pids = {future.result() for future in busy}
     assert 2 == len(busy_pids)  # every worker was busy while /health was polled
-    latencies.sort()
-    assert latencies[len(latencies) // 2] < 0.25, latencies
-    assert latencies[-1] < 1.0, latencies
 
 
 @pytest.mark.slow
