@@ -190,6 +190,7 @@ def test_boundkit_state_does_not_grow_over_10000_tasks(worker: Worker) -> None:
     assert last["publishers"] <= 1  # a publish pending after the poll that just ran here
 
 
+@pytest.mark.redis  # its worker needs the broker: .ci/pg-routes' namespace has none
 def test_pools_made_before_the_fork_are_never_used_by_a_child(pg_dsn: str, tmp_path: Path) -> None:
     """The worker's main process opens the default pool; children get their own connections."""
     parent_file = tmp_path / "parent-backend"
