@@ -58,7 +58,6 @@ import os
 import random
 import re
 import resource
-import signal
 import statistics
 import subprocess
 import sys
@@ -75,6 +74,7 @@ from celery import Celery
 
 from bench_dyno import Cgroup, cgroup_unavailable, make_pdfs
 from boundkit.memory import process_memory
+from fix_servers import stop_process_group
 
 MIB = 1024**2
 REDIS = os.environ.get("BENCH_CELERY_REDIS", "redis://127.0.0.1:6379/15")
@@ -243,13 +243,7 @@ class Worker:
             return ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # warm shutdown
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # our own group: any stray child
-        self.proc.wait(5)
+        stop_process_group(self.proc, 30)
 
 
 def collect(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from fix_redis import HOST, PORT, _unavailable
+from fix_servers import stop_process_group
 
 #: This branch's Redis database on the shared server.
 CELERY_DB = 14
@@ -62,13 +62,7 @@ class CeleryWorker:
             return ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # warm shutdown
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(20)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # our own group: any stray child
-        self.proc.wait(5)
+        stop_process_group(self.proc, 20)
 
 
 def broker_url() -> str:
